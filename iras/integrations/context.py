@@ -1,0 +1,86 @@
+"""Gather the evidence bundle: logs, metrics and deployments in parallel.
+
+A failing source degrades the bundle (recorded in `sources` as unavailable, with
+the error), it never fails the incident. Each retry of the RCA loop widens the
+window: attempt N looks back `base * 2**(N-1)` minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from iras.config import Settings
+from iras.integrations import deployment_source, log_source, metric_source
+from iras.schemas import ContextBundle, SourceStatus
+
+log = logging.getLogger(__name__)
+
+_pool = ThreadPoolExecutor(max_workers=12, thread_name_prefix="iras-context")
+
+
+def window_for_attempt(base_minutes: int, attempt: int) -> int:
+    return base_minutes * (2 ** max(0, attempt - 1))
+
+
+def gather_context(
+    settings: Settings, services: list[str], alert_time: datetime, attempt: int = 1
+) -> ContextBundle:
+    minutes = window_for_attempt(settings.evidence_window_minutes, attempt)
+    end = max(alert_time + timedelta(minutes=5), alert_time)
+    start = alert_time - timedelta(minutes=minutes)
+    logs_client = log_source(settings)
+    metrics_client = metric_source(settings)
+    deploys_client = deployment_source(settings)
+
+    jobs: dict[str, tuple[str, Any, Callable[[], list[Any]]]] = {
+        "logs": (logs_client.name, logs_client, lambda: logs_client.fetch_logs(services, start, end)),
+        "metrics": (
+            metrics_client.name,
+            metrics_client,
+            lambda: metrics_client.fetch_metrics(services, start, end),
+        ),
+        # Deployments are looked for further back: a bad release often lands hours before the page.
+        "deployments": (
+            deploys_client.name,
+            deploys_client,
+            lambda: deploys_client.fetch_deployments(services, start - timedelta(hours=6), end),
+        ),
+    }
+    futures = {kind: _pool.submit(fn) for kind, (_, _, fn) in jobs.items()}
+    results: dict[str, list[Any]] = {}
+    sources: list[SourceStatus] = []
+    timeout = settings.http_timeout_seconds * 3
+    for kind, future in futures.items():
+        client_name = jobs[kind][0]
+        try:
+            items = future.result(timeout=timeout)
+            results[kind] = items
+            sources.append(
+                SourceStatus(name=client_name, kind=kind, status="ok", client=client_name, items=len(items))  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure of a source degrades, never crashes
+            log.warning("context source %s failed: %s", client_name, exc)
+            results[kind] = []
+            sources.append(
+                SourceStatus(
+                    name=client_name,
+                    kind=kind,  # type: ignore[arg-type]
+                    status="unavailable",
+                    client=client_name,
+                    error=f"source unavailable: {type(exc).__name__}: {exc}"[:500],
+                )
+            )
+    return ContextBundle(
+        window_start=start,
+        window_end=end,
+        window_minutes=minutes,
+        services=services,
+        logs=sorted(results["logs"], key=lambda line: line.timestamp),
+        metrics=results["metrics"],
+        deployments=sorted(results["deployments"], key=lambda d: d.created_at),
+        sources=sources,
+    )
