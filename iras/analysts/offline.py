@@ -1,0 +1,237 @@
+"""The offline analyst: deterministic rules, no network, every conclusion explained.
+
+IRAS must work with no API key (air-gapped sites, cost caps, provider outages).
+This analyst implements the same `Analyst` protocol as the Claude analyst with
+plain rules over the alert and the evidence bundle; the rules themselves live in
+`iras.analysts.offline_rules` (severity, categories, culprit) and
+`iras.analysts.signatures` (the log-signature catalogue), the remediation steps
+in `iras.analysts.runbooks`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput
+from iras.analysts.offline_rules import assess_alert_severity, diagnose
+from iras.analysts.runbooks import (
+    DEFAULT_NAMESPACE,
+    UnsafeArgument,
+    no_remediation_plan,
+    step_for,
+)
+from iras.schemas import (
+    Category,
+    ContextBundle,
+    PostMortem,
+    RemediationPlan,
+    RootCauseHypothesis,
+    RunbookAction,
+    Severity,
+    TimelineEntry,
+    TriageResult,
+)
+
+ANALYST_NAME = "offline"
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def _namespace(facts: IncidentFacts) -> str:
+    for alert in facts.alerts:
+        for key in ("namespace", "kubernetes_namespace", "kube_namespace", "ns"):
+            if alert.labels.get(key):
+                return alert.labels[key]
+    return DEFAULT_NAMESPACE
+
+
+class OfflineAnalyst:
+    """Rules-based analyst; deterministic for a given alert and bundle."""
+
+    name = ANALYST_NAME
+
+    # ------------------------------------------------------------------ triage
+    def triage(self, facts: IncidentFacts) -> StageOutput[TriageResult]:
+        start = time.perf_counter()
+        assessment = assess_alert_severity(facts)
+        services = [facts.service] if facts.service else []
+        for alert in facts.alerts:
+            if alert.service and alert.service not in services:
+                services.append(alert.service)
+        if not services:
+            services = ["unknown"]
+        blast = (
+            f"{', '.join(services)}: {assessment.impact}"
+            if assessment.impact
+            else f"{', '.join(services)} as reported by the {facts.source} alert"
+        )
+        result = TriageResult(
+            severity=assessment.severity,
+            affected_services=services,
+            blast_radius=blast[:500],
+            confidence=assessment.confidence,
+            rationale="; ".join(assessment.reasons) or "no measurable impact in the alert",
+        )
+        return StageOutput(result=result, analyst=self.name, latency_ms=_ms_since(start))
+
+    # ------------------------------------------------------------------ RCA
+    def analyze(
+        self, facts: IncidentFacts, bundle: ContextBundle, attempt: int
+    ) -> StageOutput[RootCauseHypothesis]:
+        start = time.perf_counter()
+        diagnosis = diagnose(facts, bundle)
+        return StageOutput(
+            result=diagnosis.hypothesis,
+            analyst=self.name,
+            latency_ms=_ms_since(start),
+            note=f"attempt {attempt}",
+            extra={
+                # Severity re-assessed with the evidence (error ratios, latency); the
+                # triage stage only saw the alert. The pipeline may adopt it.
+                "severity": diagnosis.severity.value,
+                "severity_reasons": diagnosis.severity_reasons,
+                "remediation_action": diagnosis.action.value,
+            },
+        )
+
+    # ------------------------------------------------------------------ plan
+    def plan(
+        self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
+    ) -> StageOutput[RemediationPlan]:
+        start = time.perf_counter()
+        from iras.analysts.offline_rules import choose_action, runbook_target
+
+        action = choose_action(rca, bundle)
+        if rca.category is Category.FALSE_ALARM or action is RunbookAction.NONE:
+            reason = (
+                "the alert is a false alarm; metrics are within baseline and no error evidence"
+                if rca.category is Category.FALSE_ALARM
+                else f"{rca.primary_cause}; nothing on our side to change, monitor and follow up"
+            )
+            plan = no_remediation_plan(reason)
+            return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
+        target = runbook_target(rca, bundle, namespace=_namespace(facts))
+        try:
+            step = step_for(action, target, rca.category)
+        except UnsafeArgument as exc:
+            # A culprit name that cannot be a resource name must never reach a command line.
+            plan = no_remediation_plan(f"no safe command could be built ({exc}); a human must act")
+            return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
+        irreversible = step.rollback_command is None
+        plan = RemediationPlan(
+            summary=f"{step.description} ({action.value}, {step.risk_level.value} risk) "
+            f"to address: {rca.primary_cause}"[:1000],
+            steps=[step],
+            requires_human_approval=True,
+            reversible=not irreversible,
+            safety_notes=list(step.safety_notes),
+        )
+        return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
+
+    # ------------------------------------------------------------------ post-mortem
+    def postmortem(self, data: PostMortemInput) -> StageOutput[PostMortem]:
+        start = time.perf_counter()
+        return StageOutput(result=build_postmortem(data), analyst=self.name, latency_ms=_ms_since(start))
+
+
+def _resolution(data: PostMortemInput) -> str:
+    runs = data.step_runs
+    if data.plan is not None and not data.plan.steps:
+        return f"No remediation was executed: {data.plan.summary}"
+    if not runs:
+        return f"Outcome {data.outcome}; no remediation step was executed."
+    parts = []
+    for run in sorted(runs, key=lambda r: r.order):
+        text = f"step {run.order} `{run.command}` {run.status}"
+        if run.rolled_back:
+            text += " (rolled back)"
+        parts.append(text)
+    return f"Outcome {data.outcome}: " + "; ".join(parts)
+
+
+def _action_items(data: PostMortemInput) -> list[str]:
+    rca = data.rca
+    items: list[str] = []
+    if rca is None:
+        return ["Complete the root-cause analysis by hand: no automated diagnosis was recorded."]
+    culprit = rca.culprit_service
+    per_category = {
+        Category.BAD_DEPLOY: [
+            f"Add a regression test for the failure in {culprit} and gate its releases on canary error rate.",
+            "Make the release pipeline roll back automatically when the error budget burns after a deploy.",
+        ],
+        Category.CONFIG_CHANGE: [
+            f"Route configuration changes of {culprit} through review and a staged rollout.",
+            "Alert on configuration changes that are followed by an error increase.",
+        ],
+        Category.RESOURCE_EXHAUSTION: [
+            f"Right-size the limits of {culprit} and alert on saturation before exhaustion.",
+            f"Find and fix the leak or growth that exhausted the resource in {culprit}.",
+        ],
+        Category.DEPENDENCY_FAILURE: [
+            f"Add or verify a circuit breaker and fallback for calls to {culprit}.",
+            f"Subscribe to {culprit} status updates and alert on its error rate directly.",
+        ],
+        Category.CAPACITY: [
+            f"Revisit autoscaling limits and load tests for {culprit} against expected peaks.",
+            "Pre-scale ahead of planned campaigns and traffic events.",
+        ],
+        Category.CERTIFICATE_EXPIRY: [
+            f"Monitor certificate expiry for {culprit} with a 30-day warning and test renewal.",
+            "Fix the renewal path (issuer permissions, automation) that let the certificate lapse.",
+        ],
+        Category.DATABASE: [
+            f"Review connection limits, failover automation and storage health of {culprit}.",
+            "Add alerts on replication lag, connection saturation and I/O errors.",
+        ],
+        Category.NETWORK: [
+            f"Add redundancy and health checks for {culprit}; alert on link or resolver errors.",
+        ],
+        Category.DATA_CORRUPTION: [
+            f"Validate the data produced by {culprit} before it is published and quarantine bad batches.",
+            "Audit and repair the records written during the incident window.",
+        ],
+        Category.FALSE_ALARM: [
+            "Tune the alert rule (duration, threshold, scope) so this condition does not page.",
+        ],
+    }
+    items.extend(per_category.get(rca.category, []))
+    if rca.culprit_deployment_sha:
+        items.append(f"Review release {rca.culprit_deployment_sha[:12]} and its test coverage.")
+    if any(run.status not in ("succeeded", "skipped") for run in data.step_runs):
+        items.append("Investigate the remediation step that did not succeed and fix its runbook.")
+    return items
+
+
+def build_postmortem(data: PostMortemInput) -> PostMortem:
+    """Assemble a blameless post-mortem from what the pipeline recorded."""
+    facts = data.facts
+    severity: Severity | None = data.triage.severity if data.triage else None
+    rca = data.rca
+    root_cause = rca.primary_cause if rca else "Not determined: no root-cause analysis was recorded."
+    if rca and rca.culprit_deployment_sha:
+        root_cause += f" (release {rca.culprit_deployment_sha[:12]} of {rca.culprit_service})"
+    timeline = sorted(data.timeline, key=lambda e: e.at)
+    if not timeline and facts.alert is not None:
+        timeline = [TimelineEntry(at=facts.alert.timestamp, event="alert received", detail=facts.title)]
+    impact = data.triage.blast_radius if data.triage else ""
+    summary = (
+        f"{facts.title}: {rca.category.value.replace('_', ' ')} in {rca.culprit_service}; "
+        f"outcome {data.outcome}."
+        if rca
+        else f"{facts.title}; outcome {data.outcome}."
+    )
+    return PostMortem(
+        title=f"Post-mortem: {facts.title}"[:300],
+        outcome=data.outcome,
+        severity=severity,
+        summary=summary,
+        impact=impact,
+        root_cause=root_cause,
+        resolution=_resolution(data),
+        timeline=timeline,
+        action_items=_action_items(data),
+        cost=dict(data.cost),
+    )

@@ -1,0 +1,275 @@
+"""The runbook catalogue: one concrete, reversible-where-possible step per action.
+
+The offline analyst (and the Claude analyst, as a fallback) turns a diagnosis into
+a `RemediationPlan` through this catalogue, so every plan carries a real command
+and the exact command that undoes it. Commands are plain argv strings: the
+executor runs them through `shlex.split` without a shell, so a value that would
+need quoting or contains a shell metacharacter is refused here rather than
+silently mangled there.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from iras.schemas import (
+    SHELL_METACHARACTERS,
+    Category,
+    RemediationPlan,
+    RemediationStep,
+    RiskLevel,
+    RunbookAction,
+)
+
+# Kubernetes object names: DNS-1123 labels. Anything else (spaces, quotes, `$`) is not
+# put into a command line, because it could not be a valid resource name anyway and
+# would otherwise smuggle arguments into kubectl.
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+DEFAULT_NAMESPACE = "default"
+
+
+class UnsafeArgument(ValueError):
+    """A value destined for a command line is not a plain resource name."""
+
+
+def safe_name(value: str) -> str:
+    """Return `value` lower-cased if it is a valid Kubernetes resource name, else raise."""
+    candidate = value.strip().lower()
+    if not _K8S_NAME.match(candidate):
+        raise UnsafeArgument(f"not a plain resource name: {value[:80]!r}")
+    return candidate
+
+
+def is_plain_command(command: str) -> bool:
+    """True when the command has no shell metacharacters and splits cleanly."""
+    if any(ch in SHELL_METACHARACTERS for ch in command):
+        return False
+    try:
+        return bool(shlex.split(command))
+    except ValueError:
+        return False
+
+
+@dataclass
+class RunbookTarget:
+    """What a step acts on; filled from the diagnosis, never from free text."""
+
+    service: str
+    namespace: str = DEFAULT_NAMESPACE
+    deployment_sha: str | None = None
+    config_name: str | None = None
+    certificate_name: str | None = None
+    current_replicas: int | None = None
+    hpa_max_replicas: int | None = None
+    memory_limit: str | None = None
+    extra_notes: list[str] = field(default_factory=list)
+
+
+def _kubectl(*args: str, namespace: str) -> str:
+    return " ".join(["kubectl", *args, "-n", namespace])
+
+
+def _scaled(value: int) -> int:
+    # Doubling is the usual first move for saturation; capped so a bad parse of a
+    # large number cannot request an absurd replica count.
+    return min(max(value * 2, value + 2), value + 50)
+
+
+def _bigger_memory(limit: str | None) -> tuple[str, str | None]:
+    """Return (new limit, old limit) for a memory bump; old is None when unknown."""
+    if limit:
+        m = re.fullmatch(r"(\d+)(Mi|Gi|M|G)", limit)
+        if m:
+            amount, unit = int(m.group(1)), m.group(2)
+            return f"{amount * 2}{unit}", limit
+    return "2Gi", None
+
+
+def step_for(
+    action: RunbookAction, target: RunbookTarget, category: Category, order: int = 1
+) -> RemediationStep:
+    """Build the concrete step for `action` on `target`.
+
+    Risk levels are honest: a failover or a config revert that touches every
+    replica is high/medium risk; a restart of a stateless deployment is low.
+    A step without an exact inverse gets `rollback_command=None`, which the safety
+    layer turns into "needs approval, irreversible".
+    """
+    svc = safe_name(target.service)
+    ns = safe_name(target.namespace or DEFAULT_NAMESPACE)
+    notes: list[str] = list(target.extra_notes)
+
+    if action is RunbookAction.ROLLBACK_DEPLOYMENT:
+        sha = (target.deployment_sha or "")[:12]
+        desc = f"Roll back deployment/{svc} to the revision before the suspect release"
+        if sha:
+            desc += f" ({sha})"
+        # `rollout undo` toggles between the current and the previous revision, so
+        # running it again is the exact inverse.
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=desc,
+            command=_kubectl("rollout", "undo", f"deployment/{svc}", namespace=ns),
+            rollback_command=_kubectl("rollout", "undo", f"deployment/{svc}", namespace=ns),
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=180,
+            safety_notes=notes + ["Verify the error rate drops after the previous revision is live."],
+        )
+
+    if action is RunbookAction.RESTART_SERVICE:
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=f"Rolling restart of deployment/{svc} to clear the stuck or leaking process state",
+            command=_kubectl("rollout", "restart", f"deployment/{svc}", namespace=ns),
+            rollback_command=None,
+            risk_level=RiskLevel.LOW,
+            estimated_duration_seconds=240,
+            safety_notes=notes
+            + ["A restart has no inverse; it only clears state, the underlying leak can return."],
+        )
+
+    if action is RunbookAction.SCALE_OUT:
+        if target.hpa_max_replicas:
+            new_max = _scaled(target.hpa_max_replicas)
+            patch = '{"spec":{"maxReplicas":%d}}'
+            return RemediationStep(
+                order=order,
+                action=action,
+                description=(
+                    f"Raise the autoscaler ceiling of {svc} from {target.hpa_max_replicas} "
+                    f"to {new_max} replicas"
+                ),
+                command=" ".join(
+                    [
+                        "kubectl",
+                        "patch",
+                        f"hpa/{svc}",
+                        "-n",
+                        ns,
+                        "--type",
+                        "merge",
+                        "-p",
+                        shlex.quote(patch % new_max),
+                    ]
+                ),
+                rollback_command=" ".join(
+                    [
+                        "kubectl",
+                        "patch",
+                        f"hpa/{svc}",
+                        "-n",
+                        ns,
+                        "--type",
+                        "merge",
+                        "-p",
+                        shlex.quote(patch % target.hpa_max_replicas),
+                    ]
+                ),
+                risk_level=RiskLevel.MEDIUM,
+                estimated_duration_seconds=300,
+                safety_notes=notes + ["Check node and database headroom before adding replicas."],
+            )
+        current = target.current_replicas
+        new = _scaled(current) if current else 6
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=f"Scale deployment/{svc} out to {new} replicas",
+            command=_kubectl("scale", f"deployment/{svc}", f"--replicas={new}", namespace=ns),
+            rollback_command=_kubectl("scale", f"deployment/{svc}", f"--replicas={current}", namespace=ns)
+            if current
+            else None,
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=300,
+            safety_notes=notes
+            + ([] if current else ["Current replica count unknown: no exact rollback, scale back by hand."]),
+        )
+
+    if action is RunbookAction.FAILOVER:
+        if category in (Category.DATABASE, Category.DATA_CORRUPTION):
+            command = f"kubectl cnpg promote {svc} -n {ns}"
+            desc = f"Promote a healthy replica of {svc} to primary and take the failing instance out"
+        else:
+            command = _kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE=true", namespace=ns)
+            desc = f"Switch traffic for {svc} to the secondary path (FAILOVER_ACTIVE=true)"
+        rollback = (
+            None
+            if category in (Category.DATABASE, Category.DATA_CORRUPTION)
+            else _kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE-", namespace=ns)
+        )
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=desc,
+            command=command,
+            rollback_command=rollback,
+            risk_level=RiskLevel.HIGH,
+            estimated_duration_seconds=600,
+            safety_notes=notes
+            + ["Failover moves all traffic; confirm the secondary is healthy and in sync first."],
+        )
+
+    if action is RunbookAction.RENEW_CERTIFICATE:
+        cert = safe_name(target.certificate_name) if target.certificate_name else f"{svc}-tls"
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=f"Force renewal of certificate {cert} and roll pods that mount it",
+            command=f"cmctl renew {cert} -n {ns}",
+            rollback_command=None,
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=300,
+            safety_notes=notes
+            + ["Renewal cannot be undone; if issuance fails, fix the issuer before retrying."],
+        )
+
+    if action is RunbookAction.REVERT_CONFIG:
+        # Config changes land through ConfigMaps, flags or config sync, not deploys:
+        # re-apply the last known-good revision kept by the config repo.
+        cfg = safe_name(target.config_name) if target.config_name else f"{svc}-config"
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=f"Re-apply the last known-good revision of {cfg} and restart {svc} to load it",
+            command=f"kubectl apply -n {ns} -f configs/{ns}/{cfg}.last-known-good.yaml",
+            rollback_command=f"kubectl apply -n {ns} -f configs/{ns}/{cfg}.yaml",
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=180,
+            safety_notes=notes + ["Confirm the last known-good revision predates the change."],
+        )
+
+    if action is RunbookAction.INCREASE_RESOURCE_LIMIT:
+        new, old = _bigger_memory(target.memory_limit)
+        return RemediationStep(
+            order=order,
+            action=action,
+            description=f"Raise the memory limit of deployment/{svc} to {new}",
+            command=_kubectl("set", "resources", f"deployment/{svc}", f"--limits=memory={new}", namespace=ns),
+            rollback_command=_kubectl(
+                "set", "resources", f"deployment/{svc}", f"--limits=memory={old}", namespace=ns
+            )
+            if old
+            else None,
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=300,
+            safety_notes=notes
+            + ([] if old else ["Current limit unknown: no exact rollback, record it before applying."]),
+        )
+
+    raise ValueError(f"no runbook step for action {action}")
+
+
+def no_remediation_plan(reason: str) -> RemediationPlan:
+    """A plan that changes nothing: false alarms and issues that need no action."""
+    return RemediationPlan(
+        summary=f"No remediation: {reason}",
+        steps=[],
+        requires_human_approval=False,
+        reversible=True,
+        safety_notes=["Nothing will be executed."],
+    )
