@@ -7,11 +7,10 @@ instead of failing on the first incident at 3 AM.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -68,6 +67,85 @@ class Settings(BaseSettings):
     pagerduty_routing_key: str | None = None
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     http_timeout_seconds: float = Field(10, gt=0)
+
+    # --- integration details (real clients, iras/integrations/*) -------------
+    # The deployment environment IRAS watches (GitHub deployments, PagerDuty details).
+    environment: str = Field("production", min_length=1)
+    # Transient failures (timeouts, 429, 5xx) are retried this many times in total,
+    # sleeping at most this long between tries (Retry-After beyond it is not waited for).
+    http_max_attempts: int = Field(3, ge=1, le=10)
+    http_max_backoff_seconds: float = Field(8, ge=0)
+    # PromQL templates: `$service` is the service name (escaped), `$window` the rate
+    # window, `$offset` is "" for the current value and "offset 7d" for the baseline;
+    # put `$offset` after every selector. Defaults fit the Prometheus client
+    # libraries' HTTP metrics, cAdvisor and kube-state-metrics.
+    prometheus_rate_window: str = Field("5m", pattern=r"^[0-9]+(ms|s|m|h|d|w)$")
+    prometheus_query_error_rate: str = (
+        'sum(rate(http_requests_total{service="$service",code=~"5.."}[$window] $offset))'
+        ' / sum(rate(http_requests_total{service="$service"}[$window] $offset))'
+    )
+    prometheus_query_request_rate: str = 'sum(rate(http_requests_total{service="$service"}[$window] $offset))'
+    prometheus_query_latency_p99: str = (
+        "histogram_quantile(0.99, sum by (le) "
+        '(rate(http_request_duration_seconds_bucket{service="$service"}[$window] $offset)))'
+    )
+    prometheus_query_cpu: str = (
+        'sum(rate(container_cpu_usage_seconds_total{container="$service"}[$window] $offset))'
+    )
+    prometheus_query_memory: str = 'sum(container_memory_working_set_bytes{container="$service"} $offset)'
+    prometheus_query_restarts: str = (
+        'sum(increase(kube_pod_container_status_restarts_total{container="$service"}[$window] $offset))'
+    )
+    # Logs: Loki stream label naming the service, an error/warn line filter (RE2;
+    # empty = no filter), and caps so a log storm cannot flood the evidence.
+    loki_service_label: str = Field("service", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    loki_tenant_id: str | None = None
+    log_line_filter: str = "(?i)(error|warn|fatal|panic|exception|traceback|critical)"
+    logs_max_lines: int = Field(500, ge=1, le=5000)
+    logs_max_message_chars: int = Field(4000, ge=200)
+    # Elasticsearch / OpenSearch: ECS field names by default.
+    elasticsearch_index: str = "logs-*"
+    elasticsearch_api_key: str | None = None
+    elasticsearch_timestamp_field: str = "@timestamp"
+    elasticsearch_service_field: str = "service.name"
+    elasticsearch_level_field: str = "log.level"
+    elasticsearch_message_field: str = "message"
+    # GitHub: which repository deploys each service, "svc=owner/repo,svc2=owner/repo2".
+    github_repos: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    github_max_pages: int = Field(5, ge=1, le=50)
+    slack_api_url: str = "https://slack.com/api/"
+    pagerduty_source: str = "iras"
+
+    @field_validator(
+        "prometheus_query_error_rate",
+        "prometheus_query_request_rate",
+        "prometheus_query_latency_p99",
+        "prometheus_query_cpu",
+        "prometheus_query_memory",
+        "prometheus_query_restarts",
+    )
+    @classmethod
+    def _has_offset(cls, value: str) -> str:
+        # Without `$offset` the "7 days ago" baseline would silently equal the current value.
+        if "$offset" not in value:
+            raise ValueError("the PromQL template must contain $offset after each selector")
+        return value
+
+    @field_validator("github_repos", mode="before")
+    @classmethod
+    def _parse_repo_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        repos: dict[str, str] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            service, sep, repo = part.partition("=")
+            owner, slash, name = repo.strip().partition("/")
+            if not sep or not service.strip() or not slash or not owner or not name or "/" in name:
+                raise ValueError(f"expected service=owner/repo, got {part.strip()!r}")
+            repos[service.strip()] = f"{owner}/{name}"
+        return repos
 
     _split = field_validator("remediation_allowed_commands", "slack_approver_ids", mode="before")(
         _split_commas
