@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     rca_max_attempts: int = Field(3, ge=1, le=10)
     evidence_window_minutes: int = Field(30, ge=1)
 
+    # --- Claude analyst (iras/analysts/claude.py) ---------------------------
+    # Fast, cheap stages on Haiku; diagnosis, plan and write-up on Sonnet.
+    triage_model: str = Field("claude-haiku-5-5", min_length=1)
+    context_model: str = Field("claude-haiku-5-5", min_length=1)
+    rca_model: str = Field("claude-sonnet-5-5", min_length=1)
+    plan_model: str = Field("claude-sonnet-5-5", min_length=1)
+    postmortem_model: str = Field("claude-sonnet-5-5", min_length=1)
+    llm_timeout_seconds: float = Field(60, gt=0)
+    llm_max_validation_retries: int = Field(2, ge=0, le=5)
+    rca_token_budget: int = Field(20000, ge=4000)
+    # USD per million tokens, merged over iras.analysts.pricing.DEFAULT_PRICES, e.g.
+    # LLM_PRICE_TABLE='{"claude-sonnet-5-5": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}'
+    llm_price_table: dict[str, dict[str, float]] = Field(default_factory=dict)
+
     # --- approval -----------------------------------------------------------
     approval_timeout_p0_minutes: float = Field(15, gt=0)
     approval_timeout_default_minutes: float = Field(120, gt=0)
