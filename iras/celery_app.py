@@ -1,0 +1,78 @@
+"""The Celery application and its configuration, derived from IRAS settings.
+
+Queues by kind of work:
+- `analysis`: stages that wait on a model or an HTTP API (triage, context, RCA,
+  plan, post-mortem, notifications). I/O-bound: served by a thread pool with
+  high concurrency (`--pool threads --concurrency 32`).
+- `ops`: remediation, escalation and the beat jobs, on prefork.
+Every task acks late and is rejected (re-queued) if its worker dies, so a
+`kill -9` never loses a step; prefetch 1 so a long task never holds others hostage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from iras.config import Settings, get_settings
+
+ANALYSIS_QUEUE = "analysis"
+OPS_QUEUE = "ops"
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "broker_url": settings.celery_broker_url,
+        "result_backend": settings.celery_result_backend,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": OPS_QUEUE,
+        "task_routes": {
+            "incidents.run_triage": {"queue": ANALYSIS_QUEUE},
+            "incidents.gather_context": {"queue": ANALYSIS_QUEUE},
+            "incidents.run_rca": {"queue": ANALYSIS_QUEUE},
+            "incidents.run_plan": {"queue": ANALYSIS_QUEUE},
+            "incidents.write_postmortem": {"queue": ANALYSIS_QUEUE},
+            "notify.*": {"queue": ANALYSIS_QUEUE},
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 3600},
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "beat_schedule": {
+            "expire-approvals": {
+                "task": "incidents.expire_approvals",
+                "schedule": settings.beat_interval_seconds,
+            },
+            "sweep-stuck-incidents": {
+                "task": "incidents.sweep_stuck",
+                "schedule": settings.beat_interval_seconds,
+            },
+        },
+    }
+    if settings.celery_broker_url.startswith("redis"):
+        # A publish during a Redis outage must fail fast (the sweeper re-sends
+        # later) rather than hang the web request that committed the incident.
+        conf["broker_transport_options"].update(
+            {"socket_timeout": 5, "socket_connect_timeout": 3, "max_retries": 1}
+        )
+        conf["broker_connection_timeout"] = 3
+        conf["task_publish_retry_policy"] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
+    return conf
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    app = Celery("iras")
+    app.conf.update(build_config(settings or get_settings()))
+    app.conf.imports = ("iras.tasks",)
+    return app
+
+
+celery_app = create_celery()

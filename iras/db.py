@@ -1,0 +1,130 @@
+"""Database engine, sessions, and "enqueue only after commit".
+
+SQLite (the embedded default) is opened in WAL mode with a busy timeout, and every
+transaction starts with BEGIN IMMEDIATE: a deferred transaction that reads and
+then writes can fail at once with SQLITE_BUSY_SNAPSHOT when another thread
+committed in between, and the busy timeout does not help in that case. With
+IMMEDIATE, writers queue up behind the lock instead of failing.
+
+Celery messages sent while a transaction is open are collected in
+`session.info` and published from `after_commit` (dropped on rollback), so a
+worker can never receive an id whose row is not committed yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from iras.config import get_settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_factory: sessionmaker[Session] | None = None
+_engine_pid: int | None = None
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=10,
+            max_overflow=20,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=int(os.environ.get("IRAS_DB_POOL_SIZE", "10")),
+        max_overflow=20,
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def get_engine() -> Engine:
+    """The process's engine; re-created after a fork so children never share sockets."""
+    global _engine, _factory, _engine_pid
+    with _lock:
+        if _engine is None or _engine_pid != os.getpid():
+            if _engine is not None:
+                _engine.dispose(close=False)
+            _engine = make_engine(get_settings().database_url)
+            _factory = sessionmaker(bind=_engine, expire_on_commit=False)
+            _engine_pid = os.getpid()
+        return _engine
+
+
+def reset_engine() -> None:
+    global _engine, _factory
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+        _factory = None
+
+
+def new_session() -> Session:
+    get_engine()
+    assert _factory is not None
+    return _factory()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A unit of work: commit on success, roll back on error, always close."""
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def after_commit(session: Session, callback: Callable[[], Any]) -> None:
+    """Run `callback` once the current transaction commits; drop it on rollback."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    callbacks = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001
+            # A broker outage must not undo a committed incident: the sweeper
+            # re-enqueues incidents that sit in a working state for too long.
+            log.exception("post-commit enqueue failed; the sweeper will pick it up")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop("after_commit", None)

@@ -1,0 +1,100 @@
+"""`iras run`: the whole service in one process for a laptop or a demo.
+
+- the web app on a threaded WSGI server (main thread),
+- a real Celery worker (a WorkController on a thread pool, consuming real
+  messages from the in-process `memory://` broker; not eager mode),
+- Celery beat as an embedded thread (approval timeouts, the stuck sweeper).
+The database defaults to a SQLite file in WAL mode; DATABASE_URL and
+CELERY_BROKER_URL are honoured, so the same command can front Postgres/Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from iras.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    """A Celery worker and beat running on background threads of this process."""
+
+    def __init__(self, concurrency: int = 8, beat: bool = True) -> None:
+        from iras.celery_app import ANALYSIS_QUEUE, OPS_QUEUE, celery_app
+
+        self.app = celery_app
+        self.concurrency = concurrency
+        self.with_beat = beat
+        self.queues = [ANALYSIS_QUEUE, OPS_QUEUE]
+        self._worker: Any = None
+        self._beat: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import iras.tasks  # noqa: F401 - register tasks
+
+        self._worker = self.app.WorkController(
+            pool_cls="threads",
+            concurrency=self.concurrency,
+            queues=self.queues,
+            loglevel="WARNING",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            prefetch_multiplier=1,
+        )
+        self._thread = threading.Thread(target=self._worker.start, name="iras-worker", daemon=True)
+        self._thread.start()
+        if self.with_beat:
+            from celery.beat import EmbeddedService
+
+            self._beat = EmbeddedService(self.app, thread=True, schedule_filename=":memory:")
+            self._beat.start()
+
+    def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.stop()
+        if self._worker is not None:
+            self._worker.stop(in_sighandler=False)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def run(host: str, port: int) -> None:
+    from werkzeug.serving import make_server
+
+    from iras.logging_setup import configure_logging
+    from iras.migrate import upgrade
+    from iras.web import create_app
+
+    configure_logging()
+    settings = get_settings()
+    upgrade()
+    worker = EmbeddedWorker(beat=True)
+    if settings.embedded_broker:
+        worker.start()
+    else:
+        log.warning("CELERY_BROKER_URL is external: start workers with `iras worker` and `iras beat`")
+    app = create_app()
+    server = make_server(host, port, app, threaded=True)
+    url = f"http://{host}:{server.server_port}"
+    analyst = "claude" if settings.use_claude else "offline (no ANTHROPIC_API_KEY)"
+    print(f"IRAS is running at {url}", flush=True)
+    print(
+        f"  database: {settings.database_url}\n  broker: {settings.celery_broker_url}\n"
+        f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
+        f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
+        "-d '{\"title\": \"High error rate on checkout\", \"timestamp\": \"2026-01-01T00:00:00Z\", "
+        "\"service\": \"checkout\"}'",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        worker.stop()

@@ -1,0 +1,379 @@
+"""Domain operations shared by the web API, Slack, the console and the CLI:
+ingesting alerts (with deduplication), deciding on a plan, reading an incident.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from iras.db import after_commit
+from iras.ingest import normalize
+from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
+from iras.schemas import NormalizedAlert, utcnow
+from iras.workflow import TERMINAL, Event, IncidentStatus, transition
+
+log = logging.getLogger(__name__)
+
+
+def incident_key(alert: NormalizedAlert) -> str:
+    """The deduplication key: a group key if the source groups alerts, else the fingerprint."""
+    from iras import ingest
+
+    custom = getattr(ingest, "incident_key", None)
+    if custom is not None:
+        return str(custom(alert))
+    return alert.group_key or alert.fingerprint or ""
+
+
+@dataclass
+class IngestOutcome:
+    incident_id: str | None
+    status: str  # processing | deduplicated | resolved_noted | no_open_incident
+    alerts: int
+
+
+def _alert_doc(alert: NormalizedAlert) -> dict[str, Any]:
+    return alert.model_dump(mode="json", exclude={"raw"})
+
+
+def ingest_payload(session: Session, payload: Any, source: str | None = None) -> IngestOutcome:
+    """Normalise, then open or join an incident. Raises ingest.PayloadError on bad input.
+
+    Concurrent duplicates race on the partial unique index; the loser's insert
+    fails and it joins the winner's incident instead (retried once per alert).
+    """
+    alerts = normalize(payload, source)
+    if not alerts:
+        from iras.ingest import PayloadError
+
+        raise PayloadError("alerts", "the payload carries no alerts")
+    key = incident_key(alerts[0])
+    for attempt in range(3):
+        try:
+            outcome = _ingest_group(session, payload, alerts, key)
+            session.commit()
+            return outcome
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest_group(
+    session: Session, payload: dict[str, Any], alerts: list[NormalizedAlert], key: str
+) -> IngestOutcome:
+    now = utcnow()
+    firing = [a for a in alerts if a.status == "firing"]
+    incident_id = session.scalar(
+        select(Incident.id).where(
+            Incident.fingerprint == key, Incident.status.not_in([s.value for s in TERMINAL])
+        )
+    )
+    if incident_id is None:
+        if not firing:
+            return IngestOutcome(None, "no_open_incident", len(alerts))
+        first = firing[0]
+        incident = Incident(
+            status=IncidentStatus.TRIAGING.value,
+            title=first.title,
+            service=first.service,
+            source=first.source,
+            fingerprint=key,
+            payload=payload,
+            alert_count=len(alerts),
+            last_seen=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(incident)
+        session.flush()  # the partial unique index fires here on a concurrent duplicate
+        session.add_all(
+            AlertEvent(
+                incident_id=incident.id,
+                received_at=now,
+                status=a.status,
+                fingerprint=a.fingerprint,
+                alert=_alert_doc(a),
+                raw=None,
+            )
+            for a in alerts
+        )
+        session.add(
+            Transition(
+                incident_id=incident.id,
+                from_status=None,
+                to_status=IncidentStatus.TRIAGING.value,
+                event="ingested",
+                actor=f"webhook:{first.source}",
+                at=now,
+                detail={"summary": first.title[:200]},
+            )
+        )
+        iid = incident.id
+        from iras.tasks import enqueue_stage
+
+        after_commit(session, lambda: enqueue_stage(iid, IncidentStatus.TRIAGING))
+        return IngestOutcome(iid, "processing", len(alerts))
+
+    session.add_all(
+        AlertEvent(
+            incident_id=incident_id,
+            received_at=now,
+            status=a.status,
+            fingerprint=a.fingerprint,
+            alert=_alert_doc(a),
+            raw=payload,
+        )
+        for a in alerts
+    )
+    session.execute(
+        update(Incident)
+        .where(Incident.id == incident_id)
+        .values(alert_count=Incident.alert_count + len(alerts), last_seen=now)
+    )
+    if not firing:
+        _note_resolution(session, incident_id)
+        return IngestOutcome(incident_id, "resolved_noted", len(alerts))
+    return IngestOutcome(incident_id, "deduplicated", len(alerts))
+
+
+def _note_resolution(session: Session, incident_id: str) -> None:
+    """If every alert of the incident is now resolved and nobody approved yet, close
+    it as auto-resolved; after approval the resolution is only noted."""
+    latest: dict[str, str] = {}
+    for fp, status in session.execute(
+        select(AlertEvent.fingerprint, AlertEvent.status)
+        .where(AlertEvent.incident_id == incident_id)
+        .order_by(AlertEvent.id)
+    ):
+        latest[fp or ""] = status
+    all_resolved = bool(latest) and all(s == "resolved" for s in latest.values())
+    current = session.scalar(select(Incident.status).where(Incident.id == incident_id))
+    if not all_resolved or current is None:
+        return
+    status = IncidentStatus(current)
+    from iras.tasks import enqueue_stage
+    from iras.workflow import BEFORE_APPROVAL
+
+    if status in BEFORE_APPROVAL:
+        if transition(
+            session,
+            incident_id,
+            status,
+            Event.ALERTS_RESOLVED,
+            actor="alert-source",
+            detail={"summary": "every alert of this incident resolved before approval"},
+            values={"outcome": "auto_resolved"},
+        ):
+            after_commit(session, lambda: enqueue_stage(incident_id, IncidentStatus.CLOSING))
+    else:
+        session.add(
+            Transition(
+                incident_id=incident_id,
+                from_status=status.value,
+                to_status=status.value,
+                event="alerts_resolved_noted",
+                actor="alert-source",
+                at=utcnow(),
+                detail={"summary": "every alert resolved; the operator decides what to do"},
+            )
+        )
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+class DecisionError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def decide(
+    session: Session,
+    incident_id: str,
+    *,
+    approve: bool,
+    actor: str,
+    via: str,
+    reason: str | None = None,
+    plan_id: int | None = None,
+) -> Incident:
+    """Approve or reject the pending plan: one compare-and-set, so two approvers
+    (or an approver racing the timeout) cannot both win. Raises DecisionError."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise DecisionError(404, f"incident {incident_id} not found")
+    if incident.status != IncidentStatus.AWAITING_APPROVAL.value:
+        raise DecisionError(409, f"incident is {incident.status}, not awaiting approval")
+    if plan_id is not None and plan_id != incident.plan_id:
+        raise DecisionError(409, f"plan {plan_id} is no longer the current plan ({incident.plan_id})")
+    now = utcnow()
+    event = Event.APPROVED if approve else Event.REJECTED
+    values: dict[str, Any] = {
+        "decided_by": actor[:255],
+        "decided_via": via,
+        "decided_at": now,
+        "decision_reason": reason,
+    }
+    if not approve:
+        values["outcome"] = "escalated"
+    also = [Incident.plan_id == incident.plan_id]
+    ok = transition(
+        session,
+        incident_id,
+        IncidentStatus.AWAITING_APPROVAL,
+        event,
+        actor=f"{via}:{actor}"[:255],
+        detail={"reason": reason, "via": via, "by": actor, "plan_id": incident.plan_id},
+        values=values,
+        also=also,
+        now=now,
+    )
+    if not ok:
+        session.rollback()
+        raise DecisionError(409, "the incident was decided by someone else first")
+    from iras.tasks import enqueue_notify, enqueue_stage
+
+    next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
+    after_commit(session, lambda: enqueue_stage(incident_id, next_status))
+    after_commit(session, lambda: enqueue_notify("notify.post_decision", incident_id))
+    session.commit()
+    session.refresh(incident)
+    return incident
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def approval_deadline_for(severity: str | None, settings: Any) -> Any:
+    return utcnow() + timedelta(minutes=settings.approval_timeout_minutes(severity))
+
+
+def stage_results(session: Session, incident_id: str) -> list[StageResult]:
+    return list(
+        session.scalars(
+            select(StageResult)
+            .where(StageResult.incident_id == incident_id)
+            .order_by(StageResult.id)
+        )
+    )
+
+
+def cost_summary(results: list[StageResult]) -> dict[str, Any]:
+    """Per-incident token totals and estimated cost (price table in settings)."""
+    from iras.analysts.pricing import Usage, incident_totals
+    from iras.config import get_settings
+
+    calls = [
+        (r.model, Usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens))
+        for r in results
+    ]
+    return incident_totals(calls, get_settings())
+
+
+def serialize_incident(session: Session, incident: Incident, *, full: bool = True) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": incident.id,
+        "status": incident.status,
+        "severity": incident.severity,
+        "title": incident.title,
+        "service": incident.service,
+        "source": incident.source,
+        "fingerprint": incident.fingerprint,
+        "alert_count": incident.alert_count,
+        "rca_attempts": incident.rca_attempts,
+        "approval_deadline": incident.approval_deadline.isoformat() if incident.approval_deadline else None,
+        "decision": (
+            {
+                "by": incident.decided_by,
+                "via": incident.decided_via,
+                "at": incident.decided_at.isoformat() if incident.decided_at else None,
+                "reason": incident.decision_reason,
+            }
+            if incident.decided_by
+            else None
+        ),
+        "outcome": incident.outcome,
+        "created_at": incident.created_at.isoformat(),
+        "updated_at": incident.updated_at.isoformat(),
+        "last_seen": incident.last_seen.isoformat() if incident.last_seen else None,
+    }
+    if not full:
+        return doc
+    results = stage_results(session, incident.id)
+    doc["payload"] = incident.payload
+    doc["stages"] = [
+        {
+            "id": r.id,
+            "stage": r.stage,
+            "attempt": r.attempt,
+            "analyst": r.analyst,
+            "model": r.model,
+            "tokens": {
+                "input": r.input_tokens,
+                "output": r.output_tokens,
+                "cache_read": r.cache_read_tokens,
+                "cache_creation": r.cache_creation_tokens,
+            },
+            "latency_ms": round(r.latency_ms, 1),
+            "note": r.note,
+            "result": r.result,
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in results
+    ]
+    plan = next((r for r in results if r.id == incident.plan_id), None)
+    doc["plan"] = {"id": plan.id, **plan.result} if plan else None
+    doc["cost"] = cost_summary(results)
+    doc["step_runs"] = [
+        {
+            "step": s.step_order,
+            "kind": s.kind,
+            "command": s.command,
+            "status": s.status,
+            "exit_code": s.exit_code,
+            "output_tail": s.output_tail,
+            "started_at": s.started_at.isoformat(),
+            "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+            "rolled_back": s.rolled_back,
+        }
+        for s in session.scalars(
+            select(StepRun).where(StepRun.incident_id == incident.id).order_by(StepRun.id)
+        )
+    ]
+    doc["timeline"] = [
+        {
+            "at": t.at.isoformat(),
+            "from": t.from_status,
+            "to": t.to_status,
+            "event": t.event,
+            "actor": t.actor,
+            "detail": t.detail,
+        }
+        for t in session.scalars(
+            select(Transition).where(Transition.incident_id == incident.id).order_by(Transition.id)
+        )
+    ]
+    doc["alerts"] = [
+        {"received_at": a.received_at.isoformat(), "status": a.status, "fingerprint": a.fingerprint, **a.alert}
+        for a in session.scalars(
+            select(AlertEvent).where(AlertEvent.incident_id == incident.id).order_by(AlertEvent.id).limit(100)
+        )
+    ]
+    pm = session.get(PostMortemRecord, incident.id)
+    doc["postmortem"] = {"markdown": pm.markdown, **pm.data, "analyst": pm.analyst} if pm else None
+    return doc
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Incident.status, func.count()).group_by(Incident.status)).all())  # type: ignore[arg-type]

@@ -1,0 +1,824 @@
+"""Celery tasks: one per stage, plus notifications and the beat jobs.
+
+Every stage task follows the same steps (grafana/oncall's escalation steps and
+healthchecks' conditional updates are the model):
+1. load the incident by id; return quietly if it is gone or not in the state
+   this task expects (a duplicate delivery, or someone else moved it);
+2. run the analyst outside any transaction (a model call can take seconds);
+3. in one short transaction: compare-and-set the status, store the typed result
+   and the transition row;
+4. enqueue the next task only after that commit.
+A task that runs twice therefore does its side effect at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery import Task
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from iras.analysts import get_analyst
+from iras.analysts.base import (
+    IncidentFacts,
+    PostMortemInput,
+    StageOutput,
+    StepRunView,
+    TransientAnalystError,
+)
+from iras.celery_app import celery_app as app
+from iras.config import get_settings
+from iras.db import after_commit, new_session, session_scope
+from iras.executor import get_executor
+from iras.integrations import chat_notifier, pager
+from iras.integrations.base import TransientNotifyError
+from iras.integrations.context import gather_context
+from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
+from iras.postmortem import render_markdown, timeline_from
+from iras.safety import enforce_invariants
+from iras.schemas import (
+    ContextBundle,
+    NormalizedAlert,
+    RemediationPlan,
+    RootCauseHypothesis,
+    TriageResult,
+    utcnow,
+)
+from iras.workflow import (
+    CLOSING_EVENT_FOR_OUTCOME,
+    WORKING,
+    Event,
+    IncidentStatus,
+    transition,
+)
+
+log = logging.getLogger(__name__)
+S = IncidentStatus
+
+
+class PipelineTask(Task):  # type: ignore[misc]
+    """Base for stage tasks: late acks, redelivery on worker loss, bounded retries
+    with exponential backoff and jitter on transient errors (model overload,
+    database restart), honouring a provider's retry-after."""
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = 8
+    retry_backoff_max = 300
+
+    def retry_later(self, exc: Exception, retry_after: float | None = None) -> Any:
+        backoff = min(self.retry_backoff_max, 2 ** (self.request.retries + 1))
+        countdown = max(retry_after or 0.0, backoff * random.uniform(0.5, 1.0))
+        log.warning(
+            "transient error, retrying",
+            extra={"task": self.name, "retries": self.request.retries, "countdown": countdown, "error": str(exc)},
+        )
+        raise self.retry(exc=exc, countdown=countdown)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A stage that failed for good (a bug, retries exhausted) hands the incident
+        to a human instead of leaving it for the sweeper to retry forever."""
+        if args and self.name in _ESCALATE_ON_FAILURE:
+            _mark_stage_failed(str(args[0]), self.name, exc)
+
+
+_ESCALATE_ON_FAILURE = {
+    "incidents.run_triage",
+    "incidents.gather_context",
+    "incidents.run_rca",
+    "incidents.run_plan",
+}
+
+
+def _mark_stage_failed(incident_id: str, task_name: str, exc: Exception) -> None:
+    from iras.workflow import ANALYSIS_STATES
+
+    try:
+        with session_scope() as session:
+            current = session.scalar(select(Incident.status).where(Incident.id == incident_id))
+            if current is None or IncidentStatus(current) not in ANALYSIS_STATES:
+                return
+            if transition(
+                session,
+                incident_id,
+                IncidentStatus(current),
+                Event.STAGE_FAILED,
+                detail={"summary": f"{task_name} failed: {type(exc).__name__}: {exc}"[:300]},
+                values={"outcome": "escalated"},
+            ):
+                after_commit(session, lambda: enqueue_stage(incident_id, IncidentStatus.ESCALATING))
+    except Exception:  # noqa: BLE001 - the sweeper is the last resort
+        log.exception("could not mark stage failed", extra={"incident_id": incident_id})
+
+
+def _stage_task(name: str) -> Any:
+    return app.task(name=name, bind=True, base=PipelineTask)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(session: Session, incident_id: str, expected: IncidentStatus) -> Incident | None:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        log.info("incident gone", extra={"incident_id": incident_id})
+        return None
+    if incident.status != expected.value:
+        log.info(
+            "stale delivery ignored",
+            extra={"incident_id": incident_id, "expected": expected.value, "status": incident.status},
+        )
+        return None
+    return incident
+
+
+def _facts(session: Session, incident: Incident) -> IncidentFacts:
+    alerts = [
+        NormalizedAlert.model_validate({**doc, "raw": {}})
+        for (doc,) in session.execute(
+            select(AlertEvent.alert)
+            .where(AlertEvent.incident_id == incident.id)
+            .order_by(AlertEvent.id)
+            .limit(50)
+        )
+    ]
+    triage = _latest(session, incident.id, "triage")
+    return IncidentFacts(
+        incident_id=incident.id,
+        title=incident.title,
+        source=incident.source,
+        service=incident.service,
+        alerts=alerts,
+        payload=incident.payload,
+        triage=TriageResult.model_validate(triage.result) if triage else None,
+    )
+
+
+def _latest(session: Session, incident_id: str, stage: str) -> StageResult | None:
+    return session.scalar(
+        select(StageResult)
+        .where(StageResult.incident_id == incident_id, StageResult.stage == stage)
+        .order_by(StageResult.attempt.desc(), StageResult.id.desc())
+        .limit(1)
+    )
+
+
+def _result_row(incident_id: str, stage: str, attempt: int, out: StageOutput[Any]) -> StageResult:
+    return StageResult(
+        incident_id=incident_id,
+        stage=stage,
+        attempt=attempt,
+        result=out.result.model_dump(mode="json"),
+        analyst=out.analyst,
+        model=out.model,
+        input_tokens=out.input_tokens,
+        output_tokens=out.output_tokens,
+        cache_read_tokens=out.cache_read_tokens,
+        cache_creation_tokens=out.cache_creation_tokens,
+        latency_ms=out.latency_ms,
+        note=out.note,
+    )
+
+
+def _call_analyst(task: PipelineTask, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except TransientAnalystError as exc:
+        if task.request.retries >= task.max_retries:
+            raise
+        task.retry_later(exc, exc.retry_after)
+
+
+def _guard_db(task: PipelineTask, fn: Any, *args: Any) -> Any:
+    """Run a stage body; a database outage is transient: retry later."""
+    try:
+        return fn(*args)
+    except OperationalError as exc:
+        task.retry_later(exc)
+    except IntegrityError:
+        # A concurrent duplicate delivery wrote the same row first: nothing to do.
+        log.info("duplicate result ignored", extra={"task": task.name, "args": args})
+        return None
+
+
+def enqueue_stage(incident_id: str, status: IncidentStatus) -> None:
+    """Send the task that owns `status`. Called only after a commit."""
+    task = STAGE_TASKS.get(status)
+    if task is not None:
+        task.delay(incident_id)
+
+
+def enqueue_notify(name: str, incident_id: str) -> None:
+    app.send_task(name, args=[incident_id])
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@_stage_task("incidents.run_triage")
+def run_triage(self: PipelineTask, incident_id: str) -> None:
+    with new_session() as session:
+        incident = _load(session, incident_id, S.TRIAGING)
+        if incident is None:
+            return
+        facts = _facts(session, incident)
+    out = _call_analyst(self, get_analyst().triage, facts)
+
+    def commit() -> None:
+        with session_scope() as session:
+            if not transition(
+                session,
+                incident_id,
+                S.TRIAGING,
+                Event.TRIAGED,
+                detail={"summary": f"{out.result.severity.value}: {out.result.blast_radius}"[:300]},
+                values={"severity": out.result.severity.value},
+            ):
+                return
+            session.add(_result_row(incident_id, "triage", 1, out))
+            after_commit(session, lambda: enqueue_stage(incident_id, S.GATHERING_CONTEXT))
+
+    _guard_db(self, commit)
+
+
+@_stage_task("incidents.gather_context")
+def gather_context_task(self: PipelineTask, incident_id: str) -> None:
+    settings = get_settings()
+    with new_session() as session:
+        incident = _load(session, incident_id, S.GATHERING_CONTEXT)
+        if incident is None:
+            return
+        facts = _facts(session, incident)
+        attempt = incident.rca_attempts + 1
+    services = list(dict.fromkeys((facts.triage.affected_services if facts.triage else []) + (
+        [facts.service] if facts.service else []
+    )))
+    alert_time = facts.alert.timestamp if facts.alert else utcnow()
+    started = time.perf_counter()
+    bundle = gather_context(settings, services, alert_time, attempt)
+    out = StageOutput(result=bundle, analyst="context-tools", latency_ms=(time.perf_counter() - started) * 1000)
+    missing = [s.name for s in bundle.sources if s.status != "ok"]
+
+    def commit() -> None:
+        with session_scope() as session:
+            if not transition(
+                session,
+                incident_id,
+                S.GATHERING_CONTEXT,
+                Event.CONTEXT_GATHERED,
+                detail={
+                    "summary": f"{len(bundle.logs)} log lines, {len(bundle.metrics)} metrics, "
+                    f"{len(bundle.deployments)} deployments over {bundle.window_minutes} min"
+                    + (f"; unavailable: {', '.join(missing)}" if missing else ""),
+                    "attempt": attempt,
+                },
+            ):
+                return
+            session.add(_result_row(incident_id, "context", attempt, out))
+            after_commit(session, lambda: enqueue_stage(incident_id, S.ANALYZING))
+
+    _guard_db(self, commit)
+
+
+@_stage_task("incidents.run_rca")
+def run_rca(self: PipelineTask, incident_id: str) -> None:
+    settings = get_settings()
+    with new_session() as session:
+        incident = _load(session, incident_id, S.ANALYZING)
+        if incident is None:
+            return
+        facts = _facts(session, incident)
+        attempt = incident.rca_attempts + 1
+        context = _latest(session, incident_id, "context")
+        bundle = ContextBundle.model_validate(context.result) if context else None
+    if bundle is None:  # cannot happen through the table; be explicit if it does
+        raise RuntimeError(f"incident {incident_id} reached analysis without evidence")
+    out = _call_analyst(self, get_analyst().analyze, facts, bundle, attempt)
+    rca: RootCauseHypothesis = out.result
+    if rca.confidence >= settings.rca_confidence_threshold:
+        event, next_status, values = Event.RCA_CONFIDENT, S.PLANNING, {}
+    elif attempt < settings.rca_max_attempts:
+        event, next_status, values = Event.RCA_INCONCLUSIVE, S.GATHERING_CONTEXT, {}
+    else:
+        event, next_status, values = Event.RCA_EXHAUSTED, S.ESCALATING, {"outcome": "escalated"}
+
+    def commit() -> None:
+        with session_scope() as session:
+            if not transition(
+                session,
+                incident_id,
+                S.ANALYZING,
+                event,
+                detail={
+                    "summary": f"{rca.category.value} in {rca.culprit_service} "
+                    f"(confidence {rca.confidence:.2f}, attempt {attempt})",
+                    "attempt": attempt,
+                },
+                values={"rca_attempts": attempt, **values},
+            ):
+                return
+            session.add(_result_row(incident_id, "rca", attempt, out))
+            after_commit(session, lambda: enqueue_stage(incident_id, next_status))
+
+    _guard_db(self, commit)
+
+
+@_stage_task("incidents.run_plan")
+def run_plan(self: PipelineTask, incident_id: str) -> None:
+    settings = get_settings()
+    with new_session() as session:
+        incident = _load(session, incident_id, S.PLANNING)
+        if incident is None:
+            return
+        facts = _facts(session, incident)
+        rca_row = _latest(session, incident_id, "rca")
+        context = _latest(session, incident_id, "context")
+        severity = incident.severity
+    assert rca_row is not None and context is not None
+    rca = RootCauseHypothesis.model_validate(rca_row.result)
+    bundle = ContextBundle.model_validate(context.result)
+    out = _call_analyst(self, get_analyst().plan, facts, rca, bundle)
+    # The safety invariants are applied here, in code, whatever the analyst said.
+    plan: RemediationPlan = enforce_invariants(out.result, settings.remediation_allowed_commands)
+    out.result = plan
+    now = utcnow()
+
+    def commit() -> None:
+        with session_scope() as session:
+            row = _result_row(incident_id, "plan", 1, out)
+            if not plan.steps:
+                if not transition(
+                    session,
+                    incident_id,
+                    S.PLANNING,
+                    Event.NO_ACTION_NEEDED,
+                    detail={"summary": plan.summary[:300]},
+                    values={"outcome": "no_action"},
+                    now=now,
+                ):
+                    return
+                session.add(row)
+                after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+                return
+            session.add(row)
+            session.flush()
+            deadline = now + timedelta(minutes=settings.approval_timeout_minutes(severity))
+            if not transition(
+                session,
+                incident_id,
+                S.PLANNING,
+                Event.PLAN_READY,
+                detail={
+                    "summary": f"{len(plan.steps)} step(s), approval needed by {deadline:%H:%M} UTC"
+                    + ("" if plan.reversible else "; plan is NOT fully reversible"),
+                    "plan_id": row.id,
+                },
+                values={"plan_id": row.id, "approval_deadline": deadline},
+                now=now,
+            ):
+                session.rollback()
+                return
+            after_commit(session, lambda: enqueue_notify("notify.post_plan", incident_id))
+
+    _guard_db(self, commit)
+
+
+# --------------------------------------------------------------------------- remediation
+
+
+def _rollback_completed(session: Session, incident: Incident, plan: RemediationPlan, executor: Any) -> list[str]:
+    """Roll back, in reverse order, every step that succeeded. Returns a log of what happened."""
+    notes: list[str] = []
+    runs = {
+        (r.step_order, r.kind): r
+        for r in session.scalars(
+            select(StepRun).where(StepRun.incident_id == incident.id, StepRun.plan_id == incident.plan_id)
+        )
+    }
+    for step in sorted(plan.steps, key=lambda s: s.order, reverse=True):
+        applied = runs.get((step.order, "apply"))
+        if applied is None or applied.status != "succeeded" or applied.rolled_back:
+            continue
+        done = runs.get((step.order, "rollback"))
+        if done is not None and done.status in ("succeeded", "failed", "refused"):
+            continue
+        if not step.rollback_command:
+            notes.append(f"step {step.order} has no rollback command: left as is")
+            continue
+        run = StepRun(
+            incident_id=incident.id,
+            plan_id=incident.plan_id,
+            step_order=step.order,
+            kind="rollback",
+            command=step.rollback_command,
+            status="running",
+            started_at=utcnow(),
+        )
+        session.add(run)
+        session.commit()
+        result = executor.run(step.rollback_command)
+        run.status, run.exit_code, run.output_tail, run.finished_at = (
+            result.status,
+            result.exit_code,
+            result.output,
+            utcnow(),
+        )
+        if result.status == "succeeded":
+            applied.rolled_back = True
+        session.commit()
+        notes.append(f"step {step.order} rollback {result.status}")
+    return notes
+
+
+@app.task(name="incidents.execute_plan", bind=True, base=PipelineTask)
+def execute_plan(self: PipelineTask, incident_id: str) -> None:
+    """Apply the approved plan's steps in order; on failure roll back the completed
+    ones in reverse. A step is recorded as `running` (committed) before its command
+    starts, so a redelivery after a crash never runs it a second time."""
+    settings = get_settings()
+    executor = get_executor(settings)
+    session = new_session()
+    try:
+        incident = _load(session, incident_id, S.EXECUTING)
+        if incident is None:
+            return
+        plan_row = session.get(StageResult, incident.plan_id) if incident.plan_id else None
+        if plan_row is None:
+            raise RuntimeError(f"incident {incident_id} is executing without a plan")
+        plan = RemediationPlan.model_validate(plan_row.result)
+        runs = {
+            r.step_order: r
+            for r in session.scalars(
+                select(StepRun).where(
+                    StepRun.incident_id == incident_id,
+                    StepRun.plan_id == incident.plan_id,
+                    StepRun.kind == "apply",
+                )
+            )
+        }
+        failure: str | None = None
+        for step in sorted(plan.steps, key=lambda s: s.order):
+            run = runs.get(step.order)
+            if run is not None:
+                if run.status == "succeeded":
+                    continue
+                if run.status == "running":
+                    lease = settings.remediation_step_timeout_seconds + 60
+                    if run.started_at > utcnow() - timedelta(seconds=lease):
+                        return  # another worker is running this step right now
+                    run.status = "unknown"
+                    run.finished_at = utcnow()
+                    run.output_tail = "worker lost while the step ran; outcome unknown, not re-run"
+                    session.commit()
+                failure = f"step {step.order} {run.status}"
+                break
+            if not step.executable:
+                failure = f"step {step.order} is not executable automatically"
+                session.add(
+                    StepRun(
+                        incident_id=incident_id,
+                        plan_id=incident.plan_id,
+                        step_order=step.order,
+                        kind="apply",
+                        command=step.command,
+                        status="refused",
+                        output_tail="; ".join(step.safety_notes)[:4000],
+                        finished_at=utcnow(),
+                    )
+                )
+                session.commit()
+                break
+            run = StepRun(
+                incident_id=incident_id,
+                plan_id=incident.plan_id,
+                step_order=step.order,
+                kind="apply",
+                command=step.command,
+                status="running",
+                started_at=utcnow(),
+            )
+            session.add(run)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return  # a concurrent delivery claimed this step first
+            result = executor.run(step.command)
+            run.status, run.exit_code, run.output_tail, run.finished_at = (
+                result.status,
+                result.exit_code,
+                result.output,
+                utcnow(),
+            )
+            session.commit()
+            if result.status != "succeeded":
+                failure = f"step {step.order} {result.status}: {result.output[-200:]}"
+                break
+        if failure is None:
+            if transition(
+                session,
+                incident_id,
+                S.EXECUTING,
+                Event.REMEDIATION_SUCCEEDED,
+                detail={"summary": f"{len(plan.steps)} step(s) applied ({executor.name})"},
+                values={"outcome": "resolved"},
+            ):
+                after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+            session.commit()
+            return
+        notes = _rollback_completed(session, incident, plan, executor)
+        if transition(
+            session,
+            incident_id,
+            S.EXECUTING,
+            Event.REMEDIATION_FAILED,
+            detail={"summary": failure[:300], "rollback": notes},
+            values={"outcome": "escalated"},
+        ):
+            after_commit(session, lambda: enqueue_stage(incident_id, S.ESCALATING))
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        self.retry_later(exc)
+    finally:
+        session.close()
+
+
+@app.task(name="incidents.escalate", bind=True, base=PipelineTask)
+def escalate(self: PipelineTask, incident_id: str) -> None:
+    """Hand the incident to a human: page (idempotent per incident id) and post to
+    chat as separate retried tasks, so a notifier outage never blocks the post-mortem."""
+
+    def commit() -> None:
+        with session_scope() as session:
+            incident = _load(session, incident_id, S.ESCALATING)
+            if incident is None:
+                return
+            if not transition(
+                session,
+                incident_id,
+                S.ESCALATING,
+                Event.ESCALATED,
+                detail={"summary": "paged on-call"},
+                values={"outcome": incident.outcome or "escalated"},
+            ):
+                return
+            after_commit(session, lambda: enqueue_notify("notify.page", incident_id))
+            after_commit(session, lambda: enqueue_notify("notify.post_escalation", incident_id))
+            after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+
+    _guard_db(self, commit)
+
+
+@_stage_task("incidents.write_postmortem")
+def write_postmortem(self: PipelineTask, incident_id: str) -> None:
+    from iras.services import cost_summary, stage_results
+
+    with new_session() as session:
+        incident = _load(session, incident_id, S.CLOSING)
+        if incident is None:
+            return
+        facts = _facts(session, incident)
+        results = stage_results(session, incident_id)
+        by_stage: dict[str, StageResult] = {}
+        for r in results:
+            by_stage[r.stage] = r  # ordered by id: the latest attempt wins
+        transitions = list(
+            session.scalars(select(Transition).where(Transition.incident_id == incident_id).order_by(Transition.id))
+        )
+        runs = list(session.scalars(select(StepRun).where(StepRun.incident_id == incident_id).order_by(StepRun.id)))
+        outcome = incident.outcome or "resolved"
+        decision = (
+            {
+                "by": incident.decided_by,
+                "via": incident.decided_via,
+                "reason": incident.decision_reason,
+                "at": incident.decided_at.isoformat() if incident.decided_at else None,
+            }
+            if incident.decided_by
+            else None
+        )
+        plan_row = session.get(StageResult, incident.plan_id) if incident.plan_id else by_stage.get("plan")
+        data = PostMortemInput(
+            facts=facts,
+            outcome=outcome,
+            triage=TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None,
+            rca=RootCauseHypothesis.model_validate(by_stage["rca"].result) if "rca" in by_stage else None,
+            plan=RemediationPlan.model_validate(plan_row.result) if plan_row else None,
+            step_runs=[
+                StepRunView(
+                    order=r.step_order,
+                    command=f"{'rollback: ' if r.kind == 'rollback' else ''}{r.command}",
+                    status=r.status,
+                    output_tail=(r.output_tail or "")[-500:],
+                    rolled_back=r.rolled_back,
+                )
+                for r in runs
+            ],
+            timeline=timeline_from(transitions),
+            decision=decision,
+            cost=cost_summary(results),
+        )
+    out = _call_analyst(self, get_analyst().postmortem, data)
+    # The timeline and the cost are facts from the database, never the model's version.
+    pm = out.result.model_copy(update={"timeline": data.timeline, "cost": data.cost, "outcome": outcome})
+    markdown = render_markdown(pm)
+    event = CLOSING_EVENT_FOR_OUTCOME.get(outcome, Event.CLOSED_RESOLVED)
+
+    def commit() -> None:
+        with session_scope() as session:
+            if not transition(
+                session, incident_id, S.CLOSING, event, detail={"summary": "post-mortem written"}
+            ):
+                return
+            session.add(_result_row(incident_id, "postmortem", 1, out))
+            session.add(
+                PostMortemRecord(
+                    incident_id=incident_id,
+                    outcome=outcome,
+                    severity=pm.severity.value if pm.severity else None,
+                    data=pm.model_dump(mode="json"),
+                    markdown=markdown,
+                    analyst=out.analyst,
+                )
+            )
+            after_commit(session, lambda: enqueue_notify("notify.post_postmortem", incident_id))
+            if outcome in ("resolved", "auto_resolved", "no_action"):
+                after_commit(session, lambda: enqueue_notify("notify.resolve_page", incident_id))
+
+    _guard_db(self, commit)
+
+
+STAGE_TASKS: dict[IncidentStatus, Any] = {
+    S.TRIAGING: run_triage,
+    S.GATHERING_CONTEXT: gather_context_task,
+    S.ANALYZING: run_rca,
+    S.PLANNING: run_plan,
+    S.EXECUTING: execute_plan,
+    S.ESCALATING: escalate,
+    S.CLOSING: write_postmortem,
+}
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+def _incident_doc(incident_id: str) -> dict[str, Any] | None:
+    from iras.services import serialize_incident
+
+    with new_session() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            return None
+        return serialize_incident(session, incident)
+
+
+class NotifyTask(PipelineTask):
+    abstract = True
+    max_retries = 5
+
+
+def _notify(task: PipelineTask, fn: Any) -> None:
+    try:
+        fn()
+    except TransientNotifyError as exc:
+        if task.request.retries >= task.max_retries:
+            log.error("notification dropped after retries", extra={"task": task.name, "error": str(exc)})
+            return
+        task.retry_later(exc, exc.retry_after)
+    except Exception as exc:  # noqa: BLE001 - a notifier must never break the pipeline
+        log.error("notification failed", extra={"task": task.name, "error": str(exc)})
+
+
+@app.task(name="notify.post_plan", bind=True, base=NotifyTask)
+def notify_post_plan(self: PipelineTask, incident_id: str) -> None:
+    doc = _incident_doc(incident_id)
+    if doc is None or doc["status"] != S.AWAITING_APPROVAL.value or doc.get("notify_ref"):
+        return
+
+    def send() -> None:
+        ref = chat_notifier(get_settings()).post_plan(doc)
+        if ref:
+            with session_scope() as session:
+                session.execute(update(Incident).where(Incident.id == incident_id).values(notify_ref=ref))
+
+    _notify(self, send)
+
+
+@app.task(name="notify.post_decision", bind=True, base=NotifyTask)
+def notify_post_decision(self: PipelineTask, incident_id: str) -> None:
+    doc = _incident_doc(incident_id)
+    if doc is None:
+        return
+    with new_session() as session:
+        ref = session.scalar(select(Incident.notify_ref).where(Incident.id == incident_id))
+    _notify(self, lambda: chat_notifier(get_settings()).post_decision(doc, ref))
+
+
+@app.task(name="notify.post_escalation", bind=True, base=NotifyTask)
+def notify_post_escalation(self: PipelineTask, incident_id: str) -> None:
+    doc = _incident_doc(incident_id)
+    if doc is not None:
+        _notify(self, lambda: chat_notifier(get_settings()).post_escalation(doc))
+
+
+@app.task(name="notify.page", bind=True, base=NotifyTask)
+def notify_page(self: PipelineTask, incident_id: str) -> None:
+    doc = _incident_doc(incident_id)
+    if doc is not None:
+        _notify(self, lambda: pager(get_settings()).trigger(doc))
+
+
+@app.task(name="notify.resolve_page", bind=True, base=NotifyTask)
+def notify_resolve_page(self: PipelineTask, incident_id: str) -> None:
+    _notify(self, lambda: pager(get_settings()).resolve(incident_id))
+
+
+@app.task(name="notify.post_postmortem", bind=True, base=NotifyTask)
+def notify_post_postmortem(self: PipelineTask, incident_id: str) -> None:
+    with new_session() as session:
+        pm = session.get(PostMortemRecord, incident_id)
+        markdown = pm.markdown if pm else None
+    doc = _incident_doc(incident_id)
+    if doc is not None and markdown:
+        _notify(self, lambda: chat_notifier(get_settings()).post_postmortem(doc, markdown))
+
+
+# --------------------------------------------------------------------------- beat
+
+
+@app.task(name="incidents.expire_approvals", bind=True, base=PipelineTask)
+def expire_approvals(self: PipelineTask, limit: int = 500) -> int:
+    """Escalate incidents whose approval deadline passed. Each one is its own
+    compare-and-set, so an approver who clicks at the last second either wins
+    cleanly or gets a 409."""
+    now = utcnow()
+    expired = 0
+    with new_session() as session:
+        ids = list(
+            session.scalars(
+                select(Incident.id)
+                .where(Incident.status == S.AWAITING_APPROVAL.value, Incident.approval_deadline < now)
+                .order_by(Incident.approval_deadline)
+                .limit(limit)
+            )
+        )
+    for incident_id in ids:
+        with session_scope() as session:
+            if transition(
+                session,
+                incident_id,
+                S.AWAITING_APPROVAL,
+                Event.APPROVAL_TIMED_OUT,
+                actor="timeout",
+                detail={"summary": "no decision before the approval deadline", "via": "timeout"},
+                values={
+                    "decided_by": "timeout",
+                    "decided_via": "timeout",
+                    "decided_at": now,
+                    "decision_reason": "approval deadline passed",
+                    "outcome": "escalated",
+                },
+                now=now,
+            ):
+                expired += 1
+                iid = incident_id
+                after_commit(session, lambda iid=iid: enqueue_stage(iid, S.ESCALATING))  # type: ignore[misc]
+    return expired
+
+
+@app.task(name="incidents.sweep_stuck", bind=True, base=PipelineTask)
+def sweep_stuck(self: PipelineTask, limit: int = 500) -> int:
+    """Re-enqueue incidents that sat in a working state longer than
+    STUCK_AFTER_SECONDS: a lost message or a broker outage must not lose an
+    incident. Tasks are idempotent, so a spurious re-send is harmless; the
+    touched `updated_at` keeps one incident from being re-sent every beat."""
+    settings = get_settings()
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings.stuck_after_seconds)
+    with session_scope() as session:
+        rows = list(
+            session.execute(
+                select(Incident.id, Incident.status)
+                .where(Incident.status.in_([s.value for s in WORKING]), Incident.updated_at < cutoff)
+                .order_by(Incident.updated_at)
+                .limit(limit)
+            )
+        )
+        for incident_id, status in rows:
+            session.execute(
+                update(Incident)
+                .where(Incident.id == incident_id, Incident.status == status)
+                .values(updated_at=now)
+            )
+            after_commit(session, lambda i=incident_id, s=status: enqueue_stage(i, IncidentStatus(s)))  # type: ignore[misc]
+    if rows:
+        log.warning("re-enqueued stuck incidents", extra={"count": len(rows)})
+    return len(rows)

@@ -1,0 +1,49 @@
+"""Flask application factory: blueprints for webhooks, the incident API and health.
+
+Every error leaves as JSON with a reason (never an HTML page, never a 500 for
+bad input).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from iras.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
+    settings = get_settings()
+    app = Flask(__name__)
+    # Body limit: werkzeug answers 413 before the body is read into memory.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.config.update(settings_override or {})
+
+    from iras.web.api import bp as api_bp
+    from iras.web.health import bp as health_bp
+    from iras.web.webhooks import bp as webhooks_bp
+
+    app.register_blueprint(webhooks_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        return jsonify(error=exc.name.lower().replace(" ", "_"), reason=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            log.error("database unavailable: %s", exc)
+            return jsonify(error="service_unavailable", reason="database unavailable, retry later"), 503
+        log.exception("unhandled error")
+        return jsonify(error="internal_error", reason="unexpected error; it has been logged"), 500
+
+    return app

@@ -1,0 +1,157 @@
+"""The incident state machine: statuses, events, and the one transition table.
+
+Every status change goes through `transition()`, a compare-and-set
+
+    UPDATE incidents SET status = :next, ... WHERE id = :id AND status = :expected
+
+that also writes the audit row in `transitions`. "0 rows updated" means another
+worker (a duplicate delivery, a racing approver, the timeout) got there first:
+that is reported as `False`, not raised, and the caller returns quietly.
+A (status, event) pair that is not in the table is a programming error and raises.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from iras.schemas import utcnow
+
+
+class IncidentStatus(StrEnum):
+    TRIAGING = "triaging"
+    GATHERING_CONTEXT = "gathering_context"
+    ANALYZING = "analyzing"
+    PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    EXECUTING = "executing"
+    ESCALATING = "escalating"
+    CLOSING = "closing"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+    AUTO_RESOLVED = "auto_resolved"
+
+
+class Event(StrEnum):
+    TRIAGED = "triaged"
+    CONTEXT_GATHERED = "context_gathered"
+    RCA_CONFIDENT = "rca_confident"
+    RCA_INCONCLUSIVE = "rca_inconclusive"
+    RCA_EXHAUSTED = "rca_exhausted"
+    PLAN_READY = "plan_ready"
+    NO_ACTION_NEEDED = "no_action_needed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    APPROVAL_TIMED_OUT = "approval_timed_out"
+    ALERTS_RESOLVED = "alerts_resolved"
+    REMEDIATION_SUCCEEDED = "remediation_succeeded"
+    REMEDIATION_FAILED = "remediation_failed"
+    STAGE_FAILED = "stage_failed"
+    ESCALATED = "escalated"
+    CLOSED_RESOLVED = "closed_resolved"
+    CLOSED_ESCALATED = "closed_escalated"
+    CLOSED_AUTO_RESOLVED = "closed_auto_resolved"
+
+
+S, E = IncidentStatus, Event
+
+TERMINAL: frozenset[IncidentStatus] = frozenset({S.RESOLVED, S.ESCALATED, S.AUTO_RESOLVED})
+ANALYSIS_STATES: frozenset[IncidentStatus] = frozenset(
+    {S.TRIAGING, S.GATHERING_CONTEXT, S.ANALYZING, S.PLANNING}
+)
+BEFORE_APPROVAL: frozenset[IncidentStatus] = ANALYSIS_STATES | {S.AWAITING_APPROVAL}
+# States in which a worker owes the incident a next step; the sweeper re-enqueues
+# incidents that stay in one of these too long (a lost message, a broker outage).
+WORKING: frozenset[IncidentStatus] = ANALYSIS_STATES | {S.EXECUTING, S.ESCALATING, S.CLOSING}
+
+TRANSITIONS: dict[tuple[IncidentStatus, Event], IncidentStatus] = {
+    (S.TRIAGING, E.TRIAGED): S.GATHERING_CONTEXT,
+    (S.GATHERING_CONTEXT, E.CONTEXT_GATHERED): S.ANALYZING,
+    (S.ANALYZING, E.RCA_CONFIDENT): S.PLANNING,
+    (S.ANALYZING, E.RCA_INCONCLUSIVE): S.GATHERING_CONTEXT,
+    (S.ANALYZING, E.RCA_EXHAUSTED): S.ESCALATING,
+    (S.PLANNING, E.PLAN_READY): S.AWAITING_APPROVAL,
+    (S.PLANNING, E.NO_ACTION_NEEDED): S.CLOSING,
+    (S.AWAITING_APPROVAL, E.APPROVED): S.EXECUTING,
+    (S.AWAITING_APPROVAL, E.REJECTED): S.ESCALATING,
+    (S.AWAITING_APPROVAL, E.APPROVAL_TIMED_OUT): S.ESCALATING,
+    (S.EXECUTING, E.REMEDIATION_SUCCEEDED): S.CLOSING,
+    (S.EXECUTING, E.REMEDIATION_FAILED): S.ESCALATING,
+    (S.ESCALATING, E.ESCALATED): S.CLOSING,
+    (S.CLOSING, E.CLOSED_RESOLVED): S.RESOLVED,
+    (S.CLOSING, E.CLOSED_ESCALATED): S.ESCALATED,
+    (S.CLOSING, E.CLOSED_AUTO_RESOLVED): S.AUTO_RESOLVED,
+    # Every alert of the incident resolved before anyone approved: close, don't remediate.
+    **{(state, E.ALERTS_RESOLVED): S.CLOSING for state in BEFORE_APPROVAL},
+    # A stage that failed for good (retries exhausted) hands the incident to a human.
+    **{(state, E.STAGE_FAILED): S.ESCALATING for state in ANALYSIS_STATES},
+}
+
+# The outcome recorded on the incident when it enters CLOSING, and the event that ends it.
+CLOSING_EVENT_FOR_OUTCOME: dict[str, Event] = {
+    "resolved": E.CLOSED_RESOLVED,
+    "no_action": E.CLOSED_RESOLVED,
+    "escalated": E.CLOSED_ESCALATED,
+    "auto_resolved": E.CLOSED_AUTO_RESOLVED,
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def next_status(current: IncidentStatus | str, event: Event | str) -> IncidentStatus:
+    key = (IncidentStatus(current), Event(event))
+    try:
+        return TRANSITIONS[key]
+    except KeyError:
+        raise IllegalTransition(f"no transition from {key[0].value!r} on {key[1].value!r}") from None
+
+
+def transition(
+    session: Session,
+    incident_id: str,
+    expected: IncidentStatus,
+    event: Event,
+    *,
+    actor: str = "iras",
+    detail: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    also: list[Any] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Compare-and-set the incident from `expected` to the table's next status.
+
+    Writes the transition row in the same transaction. Returns False when the
+    incident was not in `expected` (someone else moved it): nothing is written.
+    `also` adds conditions to the same WHERE (e.g. "the plan reviewed is still
+    the current plan"). The caller commits.
+    """
+    from iras.models import Incident, Transition  # local: models import this module
+
+    target = next_status(expected, event)
+    now = now or utcnow()
+    result = session.execute(
+        update(Incident)
+        .where(Incident.id == incident_id, Incident.status == expected.value, *(also or []))
+        .values(status=target.value, updated_at=now, **(values or {}))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        insert(Transition).values(
+            incident_id=incident_id,
+            from_status=expected.value,
+            to_status=target.value,
+            event=event.value,
+            actor=actor,
+            at=now,
+            detail=detail or None,
+        )
+    )
+    return True
