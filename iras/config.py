@@ -165,6 +165,14 @@ class Settings(BaseSettings):
         _split_commas
     )
 
+    @field_validator("llm_price_table")
+    @classmethod
+    def _known_price_keys(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        # A misspelt key ("ouput") would otherwise price those tokens at zero.
+        from iras.analysts.pricing import validate_price_table
+
+        return validate_price_table(value)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

@@ -282,7 +282,7 @@ def schema_example(request: RecordedRequest) -> Reply:
 # --------------------------------------------------------------------------- realistic answers
 
 _SHA = re.compile(r"sha=([0-9a-f]{40})\s+service=(\S+)")
-_LOG = re.compile(r"^\s*\S+ (ERROR|WARN|INFO|DEBUG) (\S+) \| (.+)$", re.MULTILINE)
+_LOG = re.compile(r"^\s*(?:\(x\d+\) )?\S+ (ERROR|WARN|INFO|DEBUG) (\S+) \| (.+)$", re.MULTILINE)
 _FIELD = re.compile(r"^(\w+): (.+)$", re.MULTILINE)
 
 

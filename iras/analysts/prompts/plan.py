@@ -1,0 +1,88 @@
+"""Remediation plan: the smallest safe change that ends the impact. (Sonnet.)
+
+The model proposes; code disposes. Whatever it answers goes through
+`iras.analysts.verify.verify_plan` and the core's safety module, and a human
+approves before anything risky runs. The prompt still states the rules, so a
+good answer needs no correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from iras.analysts.base import IncidentFacts
+from iras.analysts.budget import render_deployment
+from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, data_block, one_line, render_facts
+from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction
+
+_ACTIONS = ", ".join(action.value for action in RunbookAction)
+
+SYSTEM = f"""\
+You are the remediation-planning step of IRAS, an incident-response pipeline. Given a diagnosis, \
+propose the smallest plan that ends the customer impact quickly and can be undone. A human approves \
+the plan before risky steps run, and code checks every command you write.
+
+Choose the runbook action that matches the diagnosis ({_ACTIONS}):
+- a bad deployment: rollback_deployment of that deployment, not a restart;
+- a configuration change: revert_config;
+- a leak or a crash loop with no bad deployment: restart_service;
+- saturation from real traffic: scale_out; a limit set too low: increase_resource_limit;
+- a failed zone, replica or provider: failover; an expired certificate: renew_certificate;
+- a false alarm: a single step with action none and a harmless command such as `echo`.
+
+Rules for every step:
+- command: one program with its arguments, starting with a program from the allowed list given in \
+the request. No shell syntax at all: no pipes, redirections, `;`, `&&`, `$()`, backticks or \
+variables. Commands that fail these rules are not executed.
+- rollback_command: the command that undoes the step, following the same rules. Leave it null only \
+when the step truly cannot be undone; the plan is then marked irreversible and needs approval.
+- risk_level: low for read-only or trivially reversible steps, medium for changes to one service \
+that can be rolled back, high for anything that deletes data or resources, affects several \
+services, or cannot be undone. Never delete namespaces, volumes, databases or data.
+- order from 1, a one-line description, and a realistic estimated_duration_seconds.
+Set requires_human_approval to true unless every step is low risk and reversible.
+
+{UNTRUSTED_DATA_RULES}
+"""
+
+
+def render_diagnosis(rca: RootCauseHypothesis) -> str:
+    lines = [
+        f"category: {rca.category.value}",
+        f"culprit_service: {one_line(rca.culprit_service, 200)}",
+        f"culprit_deployment_sha: {rca.culprit_deployment_sha or 'none'}",
+        f"confidence: {rca.confidence:.2f}",
+        f"primary_cause: {one_line(rca.primary_cause, 1000)}",
+    ]
+    if rca.contributing_factors:
+        lines.append("contributing_factors:")
+        lines.extend(f"  - {one_line(item, 300)}" for item in rca.contributing_factors[:10])
+    if rca.evidence:
+        lines.append("evidence (verified log lines):")
+        lines.extend(f"  - {one_line(item, 400)}" for item in rca.evidence[:6])
+    return data_block("diagnosis", lines)
+
+
+def build_user(
+    facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle, allowed_programs: Sequence[str]
+) -> str:
+    deployments = [d for d in sorted(bundle.deployments, key=lambda d: d.created_at)][-10:]
+    evidence = ["Recent production deployments (oldest first):"]
+    evidence.extend(render_deployment(d) for d in deployments)
+    if not deployments:
+        evidence.append("- none found")
+    return "\n".join(
+        [
+            f"Plan the remediation of incident {one_line(facts.incident_id)}.",
+            f"Allowed programs (the first word of every command): {', '.join(allowed_programs) or 'none'}.",
+            "",
+            render_facts(facts),
+            "",
+            "The diagnosis (produced from untrusted evidence, verified in code):",
+            render_diagnosis(rca),
+            "",
+            data_block("evidence", evidence),
+            "",
+            "Call the RemediationPlan tool with your plan.",
+        ]
+    )

@@ -1,0 +1,300 @@
+"""Checks in code on what a model answered: nothing it says is trusted unverified.
+
+A language model can quote a log line that does not exist, name a deployment it
+was never shown, or call `kubectl delete namespace prod` low risk. These
+functions catch that deterministically and make the result safer, never
+riskier:
+
+* `verify_rca`: cited evidence must be a verbatim substring of a log line the
+  model was given (whitespace runs compared as one space); unverified
+  citations are dropped and lower the confidence. The culprit deployment must
+  be one of the deployments given, else it becomes `None` and the confidence
+  drops.
+* `verify_plan` (pure, also called by the core's safety module on every plan):
+  each command must parse, carry no shell metacharacter, start with a program
+  on the allowlist and not be a destructive verb; otherwise the step becomes
+  high risk and not executable. A rollback that fails the same checks is
+  removed. A missing rollback makes the plan irreversible, and any high-risk
+  step or missing rollback forces human approval.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from iras.schemas import (
+    SHELL_METACHARACTERS,
+    Deployment,
+    RemediationPlan,
+    RemediationStep,
+    RiskLevel,
+    RootCauseHypothesis,
+)
+
+if TYPE_CHECKING:
+    from iras.config import Settings
+
+# --------------------------------------------------------------------------- RCA
+
+# Shorter "citations" (e.g. "ERROR", "timeout") are substrings of almost any log
+# and prove nothing about the diagnosis.
+MIN_CITATION_CHARS = 8
+# Each fabricated citation costs this much confidence, up to the cap: a model
+# that invents evidence is less trustworthy in everything else it said.
+PENALTY_PER_UNVERIFIED_CITATION = 0.1
+MAX_CITATION_PENALTY = 0.3
+# With no verified evidence at all the diagnosis stays below the default
+# confidence threshold (0.7), so the pipeline widens the window or escalates
+# instead of acting on it.
+CONFIDENCE_CAP_WITHOUT_EVIDENCE = 0.5
+PENALTY_UNKNOWN_DEPLOYMENT = 0.2
+PENALTY_DEPLOYMENT_OF_OTHER_SERVICE = 0.1
+MIN_SHA_PREFIX = 7
+
+_NULL_SHAS = {"", "none", "null", "n/a", "unknown"}
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class RcaVerification:
+    """What verification changed, stored with the stage result for the audit trail."""
+
+    verified_citations: list[str] = field(default_factory=list)
+    dropped_citations: list[str] = field(default_factory=list)
+    deployment_rejected: str | None = None
+    confidence_before: float = 0.0
+    confidence_after: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_citations(citations: Iterable[str], evidence: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split citations into (verified, dropped); duplicates are kept once."""
+    haystack = [_squash(text) for text in evidence]
+    verified: list[str] = []
+    dropped: list[str] = []
+    seen: set[str] = set()
+    for citation in citations:
+        needle = _squash(citation)
+        if not needle or needle in seen:
+            continue
+        seen.add(needle)
+        if len(needle) >= MIN_CITATION_CHARS and any(needle in text for text in haystack):
+            verified.append(citation.strip())
+        else:
+            dropped.append(citation)
+    return verified, dropped
+
+
+def match_deployment(sha: str | None, deployments: Sequence[Deployment]) -> Deployment | None:
+    """The deployment `sha` names: exact, or an unambiguous prefix of at least 7 characters."""
+    if sha is None:
+        return None
+    wanted = sha.strip().lower()
+    if len(wanted) < MIN_SHA_PREFIX:
+        return None
+    exact = [d for d in deployments if d.sha.lower() == wanted]
+    if exact:
+        return exact[0]
+    prefixed = {d.sha.lower(): d for d in deployments if d.sha.lower().startswith(wanted)}
+    return next(iter(prefixed.values())) if len(prefixed) == 1 else None
+
+
+def verify_rca(
+    hypothesis: RootCauseHypothesis, *, evidence: Sequence[str], deployments: Sequence[Deployment]
+) -> tuple[RootCauseHypothesis, RcaVerification]:
+    """Drop unverifiable citations and unknown deployments; lower the confidence accordingly."""
+    report = RcaVerification(confidence_before=hypothesis.confidence)
+    confidence = hypothesis.confidence
+
+    verified, dropped = verify_citations(hypothesis.evidence, evidence)
+    report.verified_citations, report.dropped_citations = verified, dropped
+    if dropped:
+        penalty = min(MAX_CITATION_PENALTY, PENALTY_PER_UNVERIFIED_CITATION * len(dropped))
+        confidence -= penalty
+        report.notes.append(
+            f"dropped {len(dropped)} cited line(s) not found verbatim in the evidence given (-{penalty:.2f})"
+        )
+    if not verified:
+        if confidence > CONFIDENCE_CAP_WITHOUT_EVIDENCE:
+            report.notes.append(
+                f"no verified evidence: confidence capped at {CONFIDENCE_CAP_WITHOUT_EVIDENCE:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_WITHOUT_EVIDENCE)
+
+    sha = hypothesis.culprit_deployment_sha
+    if sha is not None and sha.strip().lower() in _NULL_SHAS:
+        sha = None
+    if sha is not None:
+        deployment = match_deployment(sha, deployments)
+        if deployment is None:
+            report.deployment_rejected = sha
+            confidence -= PENALTY_UNKNOWN_DEPLOYMENT
+            report.notes.append(
+                f"culprit deployment {sha!r} is not among the {len(deployments)} deployment(s) in the evidence:"
+                f" set to none (-{PENALTY_UNKNOWN_DEPLOYMENT:.2f})"
+            )
+            sha = None
+        else:
+            sha = deployment.sha
+            if deployment.service != hypothesis.culprit_service:
+                confidence -= PENALTY_DEPLOYMENT_OF_OTHER_SERVICE
+                report.notes.append(
+                    f"culprit deployment {sha[:12]} belongs to {deployment.service!r}, not to the culprit service"
+                    f" {hypothesis.culprit_service!r} (-{PENALTY_DEPLOYMENT_OF_OTHER_SERVICE:.2f})"
+                )
+
+    confidence = round(max(0.0, min(1.0, confidence)), 4)
+    report.confidence_after = confidence
+    checked = hypothesis.model_copy(
+        update={
+            "evidence": verified,
+            "culprit_deployment_sha": sha,
+            "confidence": confidence,
+            "reasoning": [*hypothesis.reasoning, *(f"verification: {note}" for note in report.notes)],
+        }
+    )
+    return RootCauseHypothesis.model_validate(checked.model_dump()), report
+
+
+# --------------------------------------------------------------------------- plans
+
+# (program, first argument) pairs that destroy state or open a shell on a host or pod.
+# Allowed programs can still do damage: `kubectl` is on the allowlist, yet
+# `kubectl delete namespace prod` is not a remediation any model should run unattended.
+DESTRUCTIVE_SUBCOMMANDS: dict[str, set[str]] = {
+    "kubectl": {
+        "delete",
+        "drain",
+        "exec",
+        "cp",
+        "replace",
+        "run",
+        "attach",
+        "debug",
+        "proxy",
+        "port-forward",
+    },
+    "helm": {"uninstall", "delete", "del", "un"},
+    "systemctl": {"disable", "mask", "kill", "poweroff", "reboot", "halt", "isolate", "stop"},
+}
+DESTRUCTIVE_FLAGS = {"--force", "--grace-period=0", "--all", "--all-namespaces", "-A", "--cascade=orphan"}
+
+
+def command_problem(command: str | None, allowed: Iterable[str]) -> str | None:
+    """Why `command` may not run unattended, or None when it passes every check."""
+    if command is None or not command.strip():
+        return "empty command"
+    bad = sorted({ch for ch in command if ch in SHELL_METACHARACTERS})
+    if bad:
+        return f"shell metacharacter(s) {''.join(bad)!r}"
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return f"cannot be parsed: {exc}"
+    if not argv:
+        return "empty command"
+    program = argv[0]
+    allowed_set = set(allowed)
+    # Exact match only: "/tmp/kubectl" or "./kubectl" could be any binary.
+    if program not in allowed_set:
+        return f"program {program!r} is not on the allowlist ({', '.join(sorted(allowed_set)) or 'empty'})"
+    subcommands = DESTRUCTIVE_SUBCOMMANDS.get(program, set())
+    positional = [arg for arg in argv[1:] if not arg.startswith("-")]
+    if positional and positional[0] in subcommands:
+        return f"destructive: `{program} {positional[0]}`"
+    flags = DESTRUCTIVE_FLAGS.intersection(argv[1:])
+    if flags:
+        return f"destructive flag(s) {', '.join(sorted(flags))}"
+    if program == "kubectl" and positional[:1] == ["scale"] and _replicas(argv) == "0":
+        return "destructive: scales to zero replicas"
+    return None
+
+
+def _replicas(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--replicas="):
+            return arg.split("=", 1)[1]
+        if arg == "--replicas" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _allowed(settings_or_allowed: Settings | Iterable[str]) -> list[str]:
+    allowed = getattr(settings_or_allowed, "remediation_allowed_commands", settings_or_allowed)
+    return list(allowed)  # type: ignore[arg-type]
+
+
+def verify_step(step: RemediationStep, allowed: Iterable[str]) -> tuple[RemediationStep, list[str]]:
+    """One step made safe; returns it with the plan-level notes it produced."""
+    allowed = list(allowed)
+    update: dict[str, Any] = {}
+    step_notes = list(step.safety_notes)
+    plan_notes: list[str] = []
+
+    problem = command_problem(step.command, allowed)
+    if problem:
+        if step.risk_level != RiskLevel.HIGH:
+            plan_notes.append(
+                f"step {step.order}: risk raised from {step.risk_level.value} to high ({problem})"
+            )
+        update["risk_level"] = RiskLevel.HIGH
+        update["executable"] = False
+        step_notes.append(f"not executable: {problem}; run it by hand only after review")
+
+    rollback = step.rollback_command
+    if rollback is not None and not rollback.strip():
+        rollback = None
+    if rollback is not None:
+        rollback_problem = command_problem(rollback, allowed)
+        if rollback_problem:
+            step_notes.append(f"rollback removed ({rollback_problem}): {rollback!r}")
+            plan_notes.append(f"step {step.order}: rollback command rejected ({rollback_problem})")
+            rollback = None
+    if rollback is None:
+        step_notes.append("no usable rollback: this step cannot be undone automatically")
+    update["rollback_command"] = rollback
+
+    update["safety_notes"] = list(dict.fromkeys(step_notes))
+    return step.model_copy(update=update), plan_notes
+
+
+def verify_plan(plan: RemediationPlan, settings: Settings | Iterable[str]) -> RemediationPlan:
+    """The plan made safe: unsafe steps gated, irreversibility stated, approval forced when due.
+
+    Pure: it never lowers a risk, never clears `requires_human_approval`, never
+    marks a step executable that was not. `settings` may also be the allowlist itself.
+    """
+    allowed = _allowed(settings)
+    notes = list(plan.safety_notes)
+    steps: list[RemediationStep] = []
+    for step in plan.steps:
+        checked, step_notes = verify_step(step, allowed)
+        steps.append(checked)
+        notes.extend(step_notes)
+
+    reversible = plan.reversible and all(step.rollback_command for step in steps)
+    if plan.reversible and not reversible:
+        notes.append("plan is not reversible: at least one step has no usable rollback")
+    high = [step.order for step in steps if step.risk_level == RiskLevel.HIGH]
+    approval = plan.requires_human_approval or bool(high) or not reversible
+    if approval and not plan.requires_human_approval:
+        reason = f"high-risk step(s) {high}" if high else "no rollback"
+        notes.append(f"human approval required ({reason})")
+    checked_plan = plan.model_copy(
+        update={
+            "steps": steps,
+            "reversible": reversible,
+            "requires_human_approval": approval,
+            "safety_notes": list(dict.fromkeys(notes)),
+        }
+    )
+    return RemediationPlan.model_validate(checked_plan.model_dump())
