@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput
-from iras.analysts.offline_rules import assess_alert_severity, diagnose
+from iras.analysts.offline_rules import assess_alert_severity, choose_action, diagnose, runbook_target
 from iras.analysts.runbooks import (
     DEFAULT_NAMESPACE,
     UnsafeArgument,
@@ -101,9 +101,8 @@ class OfflineAnalyst:
         self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
     ) -> StageOutput[RemediationPlan]:
         start = time.perf_counter()
-        from iras.analysts.offline_rules import choose_action, runbook_target
-
-        action = choose_action(rca, bundle)
+        severity = facts.triage.severity if facts.triage else None
+        action = choose_action(rca, bundle, severity)
         if rca.category is Category.FALSE_ALARM or action is RunbookAction.NONE:
             reason = (
                 "the alert is a false alarm; metrics are within baseline and no error evidence"

@@ -1,25 +1,138 @@
-"""Rules of the offline analyst: severity, category, culprit, remediation action."""
+"""Rules of the offline analyst: severity, category, culprit, remediation action.
+
+The diagnosis is built in steps, each leaving a line in `reasoning`:
+
+1. Read the alert: affected service, failure ratios and wording it states.
+2. Classify every log line: noise (dropped), benign explanation, or failure /
+   context signature from the catalogue; place each finding on the component it
+   is about (its own service, the host or pod it names, or the peer it failed to
+   reach — including third-party APIs outside our domains).
+3. Read the metrics: failure ratios, latency ratios, availability, async queues.
+4. Decide, in order of precedence:
+   a. false alarm — only benign explanations and probe noise, user metrics at baseline;
+   b. bad deploy — a release shortly before its own service's first code failures
+      (or slow requests that callers time out on), confirmed by the version it logs;
+   c. config change — a ConfigMap/flag/config reload shortly before the failures;
+   d. otherwise the category with the most signature weight, and its culprit by
+      category-specific placement, earliest deviation and metric support.
+5. Severity from customer impact (README rules), action from the runbook rules,
+   confidence from how much of the evidence agrees, evidence = verbatim lines.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from iras.analysts import signatures as S
 from iras.analysts.base import IncidentFacts
 from iras.analysts.runbooks import RunbookTarget
-from iras.analysts.signatures import Match, match_lines
 from iras.schemas import (
     Category,
     ContextBundle,
     Deployment,
+    LogLine,
+    MetricDelta,
     RootCauseHypothesis,
     RunbookAction,
     Severity,
 )
 
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+MAX_EVIDENCE = 8
+LEVEL_FACTOR = {"ERROR": 1.0, "CRITICAL": 1.0, "FATAL": 1.0, "WARN": 0.8, "WARNING": 0.8, "INFO": 0.4}
+ROLE_VOTE = {"cause": 1.0, "symptom": 0.5, "context": 0.2}
+# A release is suspected when its service's own failures begin within this window.
+DEPLOY_WINDOW = timedelta(hours=2)
+CONFIG_WINDOW = timedelta(minutes=45)
+
+# Components that report on others (kernels, orchestrators, monitors, config tooling):
+# a line they log is about the host/pod/service it names, never about themselves.
+_REPORTER = re.compile(
+    r"^(kernel|kubelet|systemd|kube-[\w-]+|alertmanager|prometheus|patroni|reloader|audit"
+    r"|[\w-]*(exporter|monitor|poller|forwarder|audit|quality|inventory|checker|prober|synthetics?)"
+    r"|config-[\w-]+|[\w-]+-relay|[\w-]+-scheduler|[\w-]+-runner)$"
+)
+_DATASTORE = re.compile(r"(^|-)(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds)(-|$)")
+_DATASTORE_PORT = re.compile(r":(5432|3306|6379|27017|1433|1521)\b")
+_DNS_COMPONENT = re.compile(r"dns")
+_POD_SEGMENT = re.compile(r"^(?=[a-z0-9]*\d)[a-z0-9]{4,10}$")
+_ROLE_SUFFIX = {
+    "primary",
+    "replica",
+    "leader",
+    "master",
+    "follower",
+    "standby",
+    "secondary",
+    "canary",
+    "headless",
+}
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]", re.IGNORECASE)
+_HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]+[a-z0-9]):\s")
+_URL_HOST = re.compile(r"https?://([a-z0-9.-]+\.[a-z]{2,})", re.IGNORECASE)
+_DOMAIN = re.compile(
+    r"\b([a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|dev|co|cloud|app|ai))\b", re.IGNORECASE
+)
+_EMAIL_DOMAIN = re.compile(r"@([a-z0-9-]+\.[a-z.]+)", re.IGNORECASE)
+_INTERNAL_SUFFIX = re.compile(r"\.(svc|local|internal|lan|cluster|corp)(\.|$)|\.svc\.", re.IGNORECASE)
+_PERCENT_FAIL = re.compile(
+    r"(?P<a>\d+(?:\.\d+)?)\s*%\s*(?:of\s+[\w\s/-]{0,40}?)?(?:fail|error|5xx|declin|time[sd]? ?out)"
+    r"|(?:fail\w*|errors?|5xx|error rate|5xx ratio|failure ratio)\s*(?:ratio|rate)?\s*(?:is|at|of|above|:|=)?\s*(?P<b>\d+(?:\.\d+)?)\s*%",
+    re.IGNORECASE,
+)
+_PERCENT_SUCCESS = re.compile(
+    r"(?:success|availability|good)[\w\s]{0,20}?(?:below|under|at|=|:)\s*(?P<s>\d+(?:\.\d+)?)\s*%",
+    re.IGNORECASE,
+)
+_DOWN_WORDS = re.compile(
+    r"\bdown\b|unreachable|probe_success == 0|from (\d+)/\1 (probe )?locations|completely unavailable",
+    re.IGNORECASE,
+)
+_ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|ready messages|consumer|enqueued|delayed", re.IGNORECASE)
+_MONEY_WORDS = re.compile(r"price|total=|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund", re.IGNORECASE)
+_SLOW = re.compile(r"slow (request|query)|timed out after|took \d+ ?ms|duration_ms=\d{4,}", re.IGNORECASE)
+_TENANT = re.compile(r"tenant=(\S+)", re.IGNORECASE)
+_LOADTEST_TOOL = re.compile(r"\b(k6|locust|jmeter|gatling|vegeta|artillery)\b", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Finding:
+    line: LogLine
+    index: int
+    sig: S.Signature
+    weight: float
+    location: str | None
+    external: bool = False
+
+
+@dataclass
+class MetricRead:
+    metric: MetricDelta
+    ratio: float | None
+    deviating: bool
+
+
+@dataclass
+class Context:
+    facts: IncidentFacts
+    bundle: ContextBundle
+    alert_service: str | None
+    alert_text: str
+    alert_time: datetime | None
+    known: set[str]
+    own_domains: set[str]
+    findings: list[Finding] = field(default_factory=list)
+    benign: list[tuple[LogLine, str]] = field(default_factory=list)
+    noise: int = 0
+    metrics: list[MetricRead] = field(default_factory=list)
+    externals: dict[str, str] = field(default_factory=dict)  # host -> culprit name
+    status_lines: list[str] = field(default_factory=list)  # vendor status-page updates
 
 
 @dataclass
@@ -30,30 +143,6 @@ class SeverityAssessment:
     impact: str = ""
 
 
-def _alert_text(facts: IncidentFacts) -> str:
-    parts = [facts.title]
-    for alert in facts.alerts:
-        parts.append(alert.title)
-        if alert.description:
-            parts.append(alert.description)
-        parts.extend(alert.annotations.values())
-    return " ".join(parts)
-
-
-def assess_alert_severity(facts: IncidentFacts) -> SeverityAssessment:
-    """Severity from what the alert itself says (the evidence is not gathered yet)."""
-    text = _alert_text(facts)
-    reasons: list[str] = []
-    failure_pcts = [float(m.group(1)) for m in _PERCENT.finditer(text)]
-    worst = max(failure_pcts, default=0.0)
-    if worst >= 90:
-        return SeverityAssessment(Severity.P0, 0.6, [f"alert reports {worst}%"], "service unavailable")
-    if worst >= 20:
-        return SeverityAssessment(Severity.P1, 0.5, [f"alert reports {worst}%"], "major degradation")
-    reasons.append("no failure ratio in the alert; partial degradation assumed until evidence is read")
-    return SeverityAssessment(Severity.P2, 0.3, reasons, "")
-
-
 @dataclass
 class Diagnosis:
     hypothesis: RootCauseHypothesis
@@ -62,110 +151,1099 @@ class Diagnosis:
     action: RunbookAction
 
 
-_ERROR_LEVELS = {"ERROR", "WARN", "WARNING", "CRITICAL", "FATAL"}
+# --------------------------------------------------------------------------- alert
 
 
-def _deployment_before(
-    deployments: list[Deployment], service: str, first_error_at: object
-) -> Deployment | None:
-    candidates = [
-        d
-        for d in deployments
-        if d.service == service
-        and first_error_at is not None
-        and d.created_at <= first_error_at  # type: ignore[operator]
-        and first_error_at - d.created_at <= timedelta(hours=2)  # type: ignore[operator]
+def alert_service(facts: IncidentFacts) -> str | None:
+    if facts.service:
+        return facts.service
+    for alert in facts.alerts:
+        if alert.service:
+            return alert.service
+        for key in ("service", "app", "container", "job"):
+            if alert.labels.get(key):
+                return alert.labels[key]
+    return None
+
+
+def alert_text(facts: IncidentFacts) -> str:
+    parts: list[str] = [facts.title]
+    for alert in facts.alerts:
+        parts.append(alert.title)
+        if alert.description:
+            parts.append(alert.description)
+        parts.extend(str(v) for v in alert.annotations.values())
+        parts.extend(f"{k}={v}" for k, v in alert.labels.items())
+    return "\n".join(p for p in parts if p)
+
+
+def _alert_failure_ratio(text: str) -> float | None:
+    """Largest failure share the alert text states, as a ratio (0..1)."""
+    values: list[float] = []
+    for m in _PERCENT_FAIL.finditer(text):
+        raw = m.group("a") or m.group("b")
+        if raw:
+            values.append(float(raw) / 100)
+    for m in _PERCENT_SUCCESS.finditer(text):
+        values.append(1 - float(m.group("s")) / 100)
+    values = [v for v in values if 0 <= v <= 1]
+    return max(values) if values else None
+
+
+def assess_alert_severity(facts: IncidentFacts) -> SeverityAssessment:
+    """Severity from the alert alone (triage runs before the evidence is gathered).
+
+    Failure shares stated in the alert decide (>= 90% P0, >= 20% P1, else P2);
+    "down/unreachable from every location" is P0; otherwise the sender's label is
+    only a hint (README: sender priorities can be wrong), so confidence stays low.
+    """
+    text = alert_text(facts)
+    ratio = _alert_failure_ratio(text)
+    if ratio is not None:
+        if ratio >= 0.9:
+            return SeverityAssessment(
+                Severity.P0, 0.6, [f"alert states {ratio:.0%} failing (>= 90%)"], "service unavailable"
+            )
+        if ratio >= 0.2:
+            return SeverityAssessment(
+                Severity.P1, 0.6, [f"alert states {ratio:.0%} failing (>= 20%)"], "major degradation"
+            )
+        return SeverityAssessment(
+            Severity.P2, 0.5, [f"alert states {ratio:.0%} failing (< 20%)"], "partial degradation"
+        )
+    if _DOWN_WORDS.search(text):
+        return SeverityAssessment(
+            Severity.P0, 0.5, ["alert says the service is down/unreachable"], "service unavailable"
+        )
+    hint = " ".join(a.severity_hint or "" for a in facts.alerts).lower()
+    if any(w in hint for w in ("info", "p4", "p5", "low")):
+        return SeverityAssessment(
+            Severity.P3, 0.3, [f"sender severity {hint.strip()!r}; no impact stated"], ""
+        )
+    return SeverityAssessment(
+        Severity.P2,
+        0.3,
+        ["no failure share in the alert; partial degradation assumed until evidence is read"],
+        "",
+    )
+
+
+# --------------------------------------------------------------------------- entities
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def resolve(token: str, known: set[str]) -> str | None:
+    """Map a host, pod, replica or URL name to a known service (or None).
+
+    `orders-db-0`, `orders-db-primary.db.svc:5432`, `inventory-db-replica-2`,
+    `ledger-service-pn22mmpwjd-zkg7b`, `userdirectory.v1.Directory` all resolve to the
+    service they belong to; ambiguous prefixes resolve to nothing.
+    """
+    name = token.lower().strip("'\"()[]{},;<>`")
+    name = re.sub(r"^[a-z]+://", "", name).split("/")[0]
+    name = re.sub(r":\d+$", "", name)
+    if not name:
+        return None
+    if name in known:
+        return name
+    first = name.split(".")[0]
+    if first in known:
+        return first
+    parts = first.split("-")
+    while len(parts) > 1:
+        last = parts[-1]
+        if last.isdigit() or last in _ROLE_SUFFIX or _POD_SEGMENT.match(last):
+            parts = parts[:-1]
+            candidate = "-".join(parts)
+            if candidate in known:
+                return candidate
+        else:
+            break
+    squashed = _squash(first)
+    for svc in known:
+        if _squash(svc) == squashed:
+            return svc
+    if len(first) >= 5 and "." not in token:
+        matches = [svc for svc in known if svc.startswith(first) and svc != first]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _is_reporter(service: str) -> bool:
+    return bool(_REPORTER.match(service.lower()))
+
+
+def _registered(domain: str) -> str:
+    labels = domain.lower().split(".")
+    return ".".join(labels[-2:]) if len(labels) >= 2 else domain.lower()
+
+
+def _own_domains(facts: IncidentFacts, logs: list[LogLine]) -> set[str]:
+    """Registered domains that belong to us: seen in our alert's links or staff e-mails."""
+    text = repr(facts.payload) + " " + " ".join(a.model_dump_json() for a in facts.alerts)
+    owned = {_registered(h) for h in _URL_HOST.findall(text)}
+    for line in logs:
+        owned.update(_registered(d) for d in _EMAIL_DOMAIN.findall(line.message))
+    # Monitoring vendors' own domains in alert links are not our product either way.
+    return owned
+
+
+def _vendor_name(host: str, status_lines: list[str]) -> str:
+    """Name a third-party dependency from its API host (api.vendor.com -> vendor-api).
+
+    When the vendor's status page names a failing component ("Vendor APIs - Rates:
+    Degraded"), its first word qualifies the name (vendor-rates-api).
+    """
+    vendor = host.lower().split(".")[-2]
+    for text in status_lines:
+        m = re.search(re.escape(vendor) + r"[^-:\n]*-\s*([A-Za-z][\w ]*?)\s*:", text, re.IGNORECASE)
+        if m:
+            word = m.group(1).split()[0].lower()
+            if word not in {"api", "apis", "developer", "platform", "services"}:
+                return f"{vendor}-{word}-api"
+    return f"{vendor}-api"
+
+
+def _mentions(message: str, own: str, known: set[str]) -> list[str]:
+    out: list[str] = []
+    for token in _TOKEN.findall(message):
+        if len(token) < 3:
+            continue
+        svc = resolve(token, known)
+        if svc and svc != own and svc not in out:
+            out.append(svc)
+    return out
+
+
+def _host_subject(message: str, known: set[str]) -> str | None:
+    m = _HOST_PREFIX.match(message)
+    return resolve(m.group(1), known) if m else None
+
+
+def _external_host(message: str, ctx_own: set[str]) -> str | None:
+    for host in _URL_HOST.findall(message) + _DOMAIN.findall(message):
+        if _INTERNAL_SUFFIX.search(host) or _registered(host) in ctx_own:
+            continue
+        if host.lower().startswith("status."):
+            continue
+        return host.lower()
+    return None
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _probe_benign(logs: list[LogLine]) -> set[int]:
+    """Failed synthetic-probe lines from a single location while >= 2 others pass."""
+    passed: set[str] = set()
+    failed: dict[str, list[int]] = defaultdict(list)
+    for i, line in enumerate(logs):
+        m = S.PROBE_RESULT.search(line.message)
+        if not m:
+            continue
+        if m.group(2).lower() in ("passed", "success"):
+            passed.add(m.group(1))
+        else:
+            failed[m.group(1)].append(i)
+    bad_locations = [loc for loc in failed if loc not in passed]
+    if len(bad_locations) == 1 and len(passed - set(bad_locations)) >= 2:
+        return set(failed[bad_locations[0]])
+    return set()
+
+
+def _locate(line: LogLine, sig: S.Signature, ctx: Context) -> tuple[str | None, bool]:
+    """Where a finding belongs: (service or third-party name, is_external)."""
+    own = line.service
+    subject = _host_subject(line.message, ctx.known)
+    mentions = _mentions(line.message, own, ctx.known)
+    reporter = _is_reporter(own)
+    if sig.locus == "target" or sig.name in ("replication_lag", "corrupt_page", "storage_burst_exhausted"):
+        if mentions:
+            return mentions[0], False
+        host = _external_host(line.message, ctx.own_domains)
+        if host and sig.category in (Category.DEPENDENCY_FAILURE, None):
+            name = ctx.externals.setdefault(host, _vendor_name(host, ctx.status_lines))
+            return name, True
+        if subject:
+            return subject, False
+        if sig.role == "symptom" and sig.locus == "target":
+            # The line says a peer failed but does not say which: unknown location.
+            return None, False
+        return (None if reporter else own), False
+    if sig.name == "dns_failure":
+        # Name-resolution failures belong to the resolver when it reports them itself.
+        return (own if _DNS_COMPONENT.search(own) else None), False
+    if subject:
+        return subject, False
+    if reporter:
+        return (mentions[0] if mentions else None), False
+    if sig.role == "symptom":
+        return own, False
+    return own, False
+
+
+def classify(ctx: Context) -> None:
+    logs = ctx.bundle.logs
+    probe_benign = _probe_benign(logs)
+    load_tenants: set[str] = set()
+    for line in logs:
+        for sig in S.benign_of(line.message):
+            if sig.name == "load_test":
+                load_tenants.update(t for t in _TENANT.findall(line.message))
+    # Vendor status pages are read before lines are placed, to name third parties.
+    ctx.status_lines = [
+        ln.message for ln in logs if re.search(r"statuspage|status page", ln.message, re.IGNORECASE)
     ]
-    return max(candidates, key=lambda d: d.created_at) if candidates else None
+    for i, line in enumerate(logs):
+        msg = line.message
+        if S.noise_of(msg):
+            ctx.noise += 1
+            continue
+        if i in probe_benign:
+            ctx.benign.append((line, "single_location_probe"))
+            continue
+        benign = S.benign_of(msg)
+        if benign or any(f"tenant={t}" in msg for t in load_tenants):
+            ctx.benign.append((line, benign[0].name if benign else "load_test"))
+            continue
+        matched = S.failure_signatures(msg)
+        level = LEVEL_FACTOR.get(line.level.upper(), 0.5)
+        for sig, weight in matched:
+            location, external = _locate(line, sig, ctx)
+            ctx.findings.append(Finding(line, i, sig, weight * level, location, external))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+_FAILURE_METRIC = re.compile(r"5xx|error|fail|429|4xx|declin|reject|timeout", re.IGNORECASE)
+_SUCCESS_METRIC = re.compile(r"success|availability|probe_success|good", re.IGNORECASE)
+_ASYNC_METRIC = re.compile(
+    r"task|job|queue|consumer|_post_|sync|batch|import|export|lag|backlog|bulk", re.IGNORECASE
+)
+_LATENCY_METRIC = re.compile(r"latency|p99|p95|duration", re.IGNORECASE)
+_DOWN_METRIC = re.compile(r"probe_success|ready_pods|available_replicas|availability", re.IGNORECASE)
+_NON_USER_METRIC = re.compile(
+    r"synthetic|canary|internal|grpc_client|psp_|carrier_|dependency", re.IGNORECASE
+)
+
+
+def read_metrics(ctx: Context) -> None:
+    for m in ctx.bundle.metrics:
+        ratio = m.ratio
+        deviating = False
+        if m.current is not None and m.baseline_7d is not None:
+            cur, base = m.current, m.baseline_7d
+            if base == 0:
+                deviating = abs(cur) > 0
+            elif ratio is not None:
+                deviating = ratio >= 2 or ratio <= 0.5 or (abs(cur - base) / abs(base) >= 0.5)
+        ctx.metrics.append(MetricRead(m, ratio, deviating))
+
+
+def _is_subset_metric(m: MetricDelta, metrics: list[MetricDelta]) -> bool:
+    """`edge_5xx_ratio_edge2` is one slice of `edge_5xx_ratio`: judge by the whole."""
+    return any(o is not m and o.service == m.service and m.name.startswith(o.name + "_") for o in metrics)
+
+
+def _failure_share(m: MetricDelta) -> float | None:
+    if m.current is None or m.baseline_7d is None:
+        return None
+    unit = (m.unit or "").lower()
+    if unit not in ("ratio", "", "percent", "%"):
+        return None
+    cur, base = float(m.current), float(m.baseline_7d)
+    if unit in ("percent", "%"):
+        cur, base = cur / 100, base / 100
+    if not 0 <= cur <= 1:
+        return None
+    if _SUCCESS_METRIC.search(m.name) and not _FAILURE_METRIC.search(m.name):
+        cur, base = 1 - cur, 1 - base
+    elif not _FAILURE_METRIC.search(m.name):
+        return None
+    if cur - base < 0.01 or (base > 0 and cur / base < 2):
+        return None
+    return cur
+
+
+def assess_severity(ctx: Context, category: Category, prospective_only: bool) -> tuple[Severity, list[str]]:
+    """Severity from customer impact, following the scenario README's rules.
+
+    The worst customer-facing signal decides: >= 90% failing or down is P0; >= 20%
+    failing or a p99 on the alerted path >= 5x normal is P1; wrong money data is P1;
+    async work that is only delayed, a fallback that hides the impact, or a minority
+    of failures is P2; false alarms and not-yet-broken warnings are P3.
+    """
+    reasons: list[str] = []
+    if category is Category.FALSE_ALARM:
+        return Severity.P3, ["rule false_alarm => P3"]
+    metrics = [r.metric for r in ctx.metrics]
+    alerted = {ctx.alert_service} if ctx.alert_service else set()
+    alerted |= {svc for svc in ctx.known if svc in ctx.alert_text}
+    worst = Severity.P3 if prospective_only else Severity.P2
+    if prospective_only:
+        reasons.append("only prospective signals (e.g. expiry in the future): nothing broken yet")
+
+    def bump(sev: Severity, why: str) -> None:
+        nonlocal worst
+        reasons.append(why)
+        if sev.rank < worst.rank:
+            worst = sev
+
+    fallback_seen = False
+    for m in metrics:
+        if _is_subset_metric(m, metrics) or _NON_USER_METRIC.search(m.name):
+            continue
+        if "fallback" in m.name.lower():
+            if (m.current or 0) > (m.baseline_7d or 0) * 2:
+                fallback_seen = True
+                bump(Severity.P2, f"{m.service} {m.name}={m.current} (fallback hides most impact) => P2")
+            continue
+        if _DOWN_METRIC.search(m.name) and m.current == 0 and (m.baseline_7d or 0) > 0:
+            bump(Severity.P0, f"{m.service} {m.name}=0 (was {m.baseline_7d}): unavailable => P0")
+            continue
+        share = _failure_share(m)
+        if share is None:
+            continue
+        if _ASYNC_METRIC.search(m.name):
+            bump(Severity.P2, f"{m.service} {m.name}={share:.0%} on asynchronous work (delayed) => P2")
+            continue
+        if share >= 0.9:
+            bump(Severity.P0, f"{m.service} {m.name}={share:.0%} failing (>= 90%) => P0")
+        elif share >= 0.2:
+            bump(Severity.P1, f"{m.service} {m.name}={share:.0%} failing (>= 20%) => P1")
+        else:
+            bump(Severity.P2, f"{m.service} {m.name}={share:.0%} failing (minority) => P2")
+    for m in metrics:
+        if not _LATENCY_METRIC.search(m.name) or _is_subset_metric(m, metrics):
+            continue
+        if m.service not in alerted or not m.ratio or m.ratio == float("inf"):
+            continue
+        if m.ratio >= 5 and not fallback_seen:
+            bump(
+                Severity.P1,
+                f"{m.service} {m.name} is {m.ratio:.1f}x normal on the alerted path (>= 5x) => P1",
+            )
+    if category is Category.DATA_CORRUPTION and any(
+        _MONEY_WORDS.search(f.line.message)
+        for f in ctx.findings
+        if f.sig.category is Category.DATA_CORRUPTION
+    ):
+        bump(Severity.P1, "wrong money data that customers act on => P1")
+    if not any(r for r in reasons if "=>" in r):
+        alert_ratio = _alert_failure_ratio(ctx.alert_text)
+        if alert_ratio is not None and not _ASYNC_WORDS.search(ctx.alert_text):
+            sev = Severity.P0 if alert_ratio >= 0.9 else Severity.P1 if alert_ratio >= 0.2 else Severity.P2
+            bump(sev, f"alert states {alert_ratio:.0%} failing => {sev.value}")
+        elif not prospective_only:
+            reasons.append("no failure ratio measured: partial degradation => P2")
+    return worst, reasons
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def _category_votes(findings: list[Finding]) -> dict[Category, float]:
+    votes: dict[Category, float] = defaultdict(float)
+    per_sig: dict[tuple[Category, str], list[float]] = defaultdict(list)
+    for f in findings:
+        cat = f.sig.category
+        if cat is None:
+            continue
+        if (
+            cat is Category.DEPENDENCY_FAILURE
+            and f.sig.role == "symptom"
+            and f.location
+            and _looks_datastore(f)
+        ):
+            cat = Category.DATABASE
+        per_sig[(cat, f.sig.name)].append(f.weight * ROLE_VOTE.get(f.sig.role, 0.2))
+    for (cat, _), weights in per_sig.items():
+        # Diminishing returns: 30 copies of one line are not 30 independent facts.
+        weights.sort(reverse=True)
+        votes[cat] += sum(w / math.sqrt(i + 1) for i, w in enumerate(weights))
+    return votes
+
+
+def _looks_datastore(f: Finding) -> bool:
+    return bool((f.location and _DATASTORE.search(f.location)) or _DATASTORE_PORT.search(f.line.message))
+
+
+def _first_time(findings: list[Finding]) -> datetime | None:
+    return min((f.line.timestamp for f in findings), default=None)
+
+
+def _own_failures(findings: list[Finding], service: str) -> list[Finding]:
+    """Failures located in `service` itself (not ones it observed in a peer)."""
+    return [
+        f
+        for f in findings
+        if f.location == service and f.sig.role in ("cause", "symptom") and f.line.level.upper() != "INFO"
+    ]
+
+
+def _version_confirms(logs: list[LogLine], deploy: Deployment) -> LogLine | None:
+    """The start-up line in which the deployed service names the released version."""
+    version = re.sub(r"^(refs/tags/|v)", "", deploy.ref or "").lstrip("v")
+    sha7 = deploy.sha[:7].lower()
+    for line in logs:
+        if line.service != deploy.service or line.timestamp < deploy.created_at - timedelta(minutes=2):
+            continue
+        text = line.message.lower()
+        named = sha7 in text or (
+            version and re.search(r"(?<![\d.])v?" + re.escape(version.lower()) + r"(?![\d])", text)
+        )
+        if named and (S.STARTUP_WORDS.search(line.message) or sha7 in text):
+            return line
+    return None
+
+
+@dataclass
+class DeploySuspect:
+    deploy: Deployment
+    first_failure: datetime
+    kind: str
+    version_line: LogLine | None
+    findings: list[Finding]
+
+
+def find_bad_deploy(ctx: Context) -> DeploySuspect | None:
+    """A release followed by its own service's first code failures, or by a slowdown callers feel.
+
+    Deployments of services whose own logs show no new failure are discounted, as are
+    services whose errors only report a failing peer.
+    """
+    suspects: list[DeploySuspect] = []
+    for deploy in ctx.bundle.deployments:
+        svc = deploy.service
+        own = _own_failures(ctx.findings, svc)
+        code = [f for f in own if f.sig.category in (Category.BAD_DEPLOY,) or f.sig.name == "crashloop"]
+        before = [f for f in code if f.line.timestamp < deploy.created_at]
+        after = [
+            f for f in code if deploy.created_at <= f.line.timestamp <= deploy.created_at + DEPLOY_WINDOW
+        ]
+        version_line = _version_confirms(ctx.bundle.logs, deploy)
+        if after and not before:
+            suspects.append(
+                DeploySuspect(deploy, _first_time(after) or deploy.created_at, "code", version_line, after)
+            )
+            continue
+        # Performance regression: the released service turns slow and callers time out on it.
+        slow = [
+            f
+            for f in ctx.findings
+            if f.line.service == svc
+            and f.sig.name == "slow_request"
+            and f.line.timestamp >= deploy.created_at
+        ]
+        slow_before = [
+            f
+            for f in ctx.findings
+            if f.line.service == svc and f.sig.name == "slow_request" and f.line.timestamp < deploy.created_at
+        ]
+        callers = [
+            f
+            for f in ctx.findings
+            if f.location == svc
+            and f.line.service != svc
+            and f.sig.role == "symptom"
+            and f.line.timestamp >= deploy.created_at
+        ]
+        if slow and callers and not slow_before and version_line is not None:
+            first = _first_time(slow) or deploy.created_at
+            if first - deploy.created_at <= timedelta(minutes=30):
+                suspects.append(DeploySuspect(deploy, first, "performance", version_line, slow + callers))
+    if not suspects:
+        return None
+    # The release closest before its failures wins.
+    return min(suspects, key=lambda s: s.first_failure - s.deploy.created_at)
+
+
+@dataclass
+class ConfigSuspect:
+    owner: str
+    at: datetime
+    lines: list[LogLine]
+    name: str | None
+
+
+def _config_owner(lines: list[LogLine], ctx: Context, failing: set[str]) -> tuple[str | None, str | None]:
+    """Which service a config change belongs to: named by the config object, else who applied it."""
+    names: list[str] = []
+    for line in lines:
+        for m in S.CONFIG_NAME.finditer(line.message):
+            value = next((g for g in m.groups() if g), None)
+            if value:
+                names.append(value)
+    for value in names:
+        base = re.sub(r"[-_.](config|configmap|cfg|settings|yaml|yml|json)$", "", value.lower())
+        svc = resolve(base, ctx.known)
+        if svc is None:
+            tokens = [t for t in re.split(r"[-_.]", base) if len(t) >= 4]
+            cands = sorted({s for s in ctx.known for t in tokens if t in s.split("-")})
+            cands = [c for c in cands if not _is_reporter(c)]
+            if len(cands) > 1 and failing:
+                cands = [c for c in cands if c in failing] or cands
+            svc = cands[0] if len(cands) == 1 else None
+        if svc and not _is_reporter(svc):
+            return svc, value
+    appliers = [ln.service for ln in lines if not _is_reporter(ln.service)]
+    return (appliers[0] if appliers else None), (names[0] if names else None)
+
+
+def find_config_change(ctx: Context, onset: datetime | None) -> ConfigSuspect | None:
+    """A config/flag change shortly before the first failures (not a code deploy)."""
+    if onset is None:
+        return None
+    events: list[LogLine] = []
+    last_settings: dict[str, str] = {}
+    for line in ctx.bundle.logs:
+        if S.noise_of(line.message):
+            continue
+        m = S.SETTINGS_LOADED.search(line.message)
+        if m:
+            body = re.sub(r"\s+", " ", m.group("body")).strip()
+            previous = last_settings.get(line.service)
+            last_settings[line.service] = body
+            if previous is not None and previous != body:
+                events.append(line)
+            continue
+        if S.CONFIG_CHANGE.search(line.message):
+            events.append(line)
+    window = [e for e in events if onset - CONFIG_WINDOW <= e.timestamp <= onset + timedelta(minutes=1)]
+    if not window:
+        return None
+    failing = {f.location for f in ctx.findings if f.location and f.line.timestamp >= window[0].timestamp}
+    owner, name = _config_owner(window, ctx, failing)
+    if owner is None:
+        return None
+    # Settings lines of the owner show the value it now runs with.
+    cited = list(window)
+    for line in ctx.bundle.logs:
+        recent = line.timestamp >= window[0].timestamp - timedelta(minutes=1)
+        if line.service == owner and recent and S.SETTINGS_LOADED.search(line.message) and line not in cited:
+            cited.append(line)
+    return ConfigSuspect(owner, window[0].timestamp, cited, name)
+
+
+def _onset(ctx: Context, findings: list[Finding]) -> datetime | None:
+    """First failure that is part of the incident: clusters near the alert, not old warnings."""
+    relevant = [f for f in findings if f.sig.role in ("cause", "symptom") and f.line.level.upper() != "INFO"]
+    if not relevant:
+        return None
+    times = sorted(f.line.timestamp for f in relevant)
+    if ctx.alert_time is not None:
+        # Ignore failures long before the alert (a renewal failing for weeks, a panic last night).
+        recent = [t for t in times if t >= ctx.alert_time - timedelta(hours=2)]
+        if recent:
+            return recent[0]
+    return times[0]
+
+
+def _location_scores(findings: list[Finding], category: Category, ctx: Context) -> dict[str, float]:
+    scores: dict[str, float] = defaultdict(float)
+    per: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for f in findings:
+        cat = f.sig.category
+        if (
+            cat is Category.DEPENDENCY_FAILURE
+            and f.sig.role == "symptom"
+            and f.location
+            and _looks_datastore(f)
+        ):
+            cat = Category.DATABASE
+        if cat is not category or not f.location:
+            continue
+        per[(f.location, f.sig.name)].append(f.weight * (1.0 if f.sig.role == "cause" else 0.6))
+    for (loc, _), weights in per.items():
+        weights.sort(reverse=True)
+        scores[loc] += sum(w / math.sqrt(i + 1) for i, w in enumerate(weights))
+    # Metric support: a location whose own metrics moved is more likely the culprit.
+    for read in ctx.metrics:
+        if read.deviating and read.metric.service in scores:
+            scores[read.metric.service] += 0.5
+    return scores
+
+
+def _earliest_weighted(findings: list[Finding], scores: dict[str, float], category: Category) -> str | None:
+    """Among strong candidates (>= half the best score), the one whose failures start first."""
+    if not scores:
+        return None
+    best = max(scores.values())
+    strong = [loc for loc, s in scores.items() if s >= best * 0.5]
+    first: dict[str, datetime] = {}
+    for f in findings:
+        if f.location in strong and f.sig.category is category and f.sig.role != "context":
+            t = f.line.timestamp
+            if f.location not in first or t < first[f.location]:
+                first[f.location] = t
+    if category in (Category.DATA_CORRUPTION,) and first:
+        return min(first, key=lambda loc: first[loc])
+    return max(scores, key=lambda loc: scores[loc])
+
+
+def _false_alarm(ctx: Context) -> tuple[bool, list[str]]:
+    """No customer-facing failure left once noise and benign explanations are removed."""
+    failure = sum(
+        f.weight
+        for f in ctx.findings
+        if f.sig.role in ("cause", "symptom") and f.line.level.upper() != "INFO"
+    )
+    failing_metrics = [
+        r.metric
+        for r in ctx.metrics
+        if _failure_share(r.metric) is not None
+        and not _NON_USER_METRIC.search(r.metric.name)
+        and not _is_subset_metric(r.metric, [x.metric for x in ctx.metrics])
+    ]
+    reasons: list[str] = []
+    explained = [name for _, name in ctx.benign]
+    if failing_metrics:
+        return False, reasons
+    if explained and failure < 4.0:
+        kinds = sorted(set(explained))
+        reasons.append(
+            f"rule false_alarm: benign explanation in the logs ({', '.join(kinds)}), "
+            f"failure signature weight {failure:.1f} < 4, no user-facing failure metric above baseline"
+        )
+        return True, reasons
+    if failure < 1.0:
+        reasons.append("rule false_alarm: no failure signature in the logs and metrics within baseline")
+        return True, reasons
+    return False, reasons
+
+
+def _false_alarm_culprit(ctx: Context) -> str:
+    """The benign activity behind the alert: the load test, the probe, the maintenance job."""
+    kinds = defaultdict(list)
+    for line, name in ctx.benign:
+        kinds[name].append(line)
+    if kinds.get("load_test"):
+        for line in kinds["load_test"]:
+            tool = _LOADTEST_TOOL.search(line.message)
+            if tool:
+                return f"{tool.group(1).lower()}-loadtest"
+        return kinds["load_test"][0].service
+    if kinds.get("single_location_probe"):
+        source = ctx.facts.source.lower()
+        vendor = source if source not in ("generic", "") else kinds["single_location_probe"][0].service
+        return f"{vendor}-synthetics"
+    for name in ("log_rotation", "planned_change"):
+        if kinds.get(name):
+            return kinds[name][0].service
+    return ctx.alert_service or (
+        kinds["alert_flapping"][0].service if kinds.get("alert_flapping") else "unknown"
+    )
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def _template(message: str) -> str:
+    return re.sub(r"[0-9a-f]{6,}|\d+", "#", message[:90].lower())
+
+
+def _pick_evidence(ranked: list[tuple[float, LogLine]], limit: int = MAX_EVIDENCE) -> list[str]:
+    """Most relevant first, one line per template (the latest, i.e. the current state)."""
+    best: dict[str, tuple[float, LogLine]] = {}
+    for score, line in ranked:
+        key = _template(line.message)
+        prev = best.get(key)
+        if prev is None or score > prev[0] or (score == prev[0] and line.timestamp > prev[1].timestamp):
+            best[key] = (score, line)
+    ordered = sorted(best.values(), key=lambda item: (-item[0], item[1].timestamp))
+    out: list[str] = []
+    for _, line in ordered:
+        if line.message not in out:
+            out.append(line.message)
+        if len(out) >= limit:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_context(facts: IncidentFacts, bundle: ContextBundle) -> Context:
+    svc = alert_service(facts)
+    known = {ln.service for ln in bundle.logs} | {m.service for m in bundle.metrics}
+    known |= {d.service for d in bundle.deployments}
+    if svc:
+        known.add(svc)
+    alert_time = facts.alert.timestamp if facts.alert else None
+    ctx = Context(
+        facts=facts,
+        bundle=bundle,
+        alert_service=svc,
+        alert_text=alert_text(facts),
+        alert_time=alert_time,
+        known=known,
+        own_domains=_own_domains(facts, bundle.logs),
+    )
+    classify(ctx)
+    read_metrics(ctx)
+    return ctx
+
+
+def choose_action(
+    rca: RootCauseHypothesis, bundle: ContextBundle, severity: Severity | None = None
+) -> RunbookAction:
+    """Runbook action for a diagnosis (README categories -> runbook enum)."""
+    cat = rca.category
+    text = "\n".join(rca.evidence + rca.contributing_factors)
+    if cat is Category.FALSE_ALARM:
+        return RunbookAction.NONE
+    if cat is Category.BAD_DEPLOY:
+        return (
+            RunbookAction.ROLLBACK_DEPLOYMENT if rca.culprit_deployment_sha else RunbookAction.RESTART_SERVICE
+        )
+    if cat is Category.CONFIG_CHANGE:
+        return RunbookAction.REVERT_CONFIG
+    if cat is Category.CAPACITY:
+        return RunbookAction.SCALE_OUT
+    if cat is Category.CERTIFICATE_EXPIRY:
+        return RunbookAction.RENEW_CERTIFICATE
+    if cat is Category.RESOURCE_EXHAUSTION:
+        return (
+            RunbookAction.RESTART_SERVICE
+            if S.LEAK_OR_STUCK.search(text)
+            else RunbookAction.INCREASE_RESOURCE_LIMIT
+        )
+    if cat is Category.DATABASE:
+        return (
+            RunbookAction.FAILOVER if S.PRIMARY_DOWN.search(text) else RunbookAction.INCREASE_RESOURCE_LIMIT
+        )
+    if cat is Category.DATA_CORRUPTION:
+        if rca.culprit_deployment_sha:
+            return RunbookAction.ROLLBACK_DEPLOYMENT
+        if _DATASTORE.search(rca.culprit_service) or re.search(
+            r"replica|medium error|invalid page", text, re.I
+        ):
+            return RunbookAction.FAILOVER
+        return RunbookAction.REVERT_CONFIG
+    if cat is Category.NETWORK:
+        return (
+            RunbookAction.RESTART_SERVICE
+            if _DNS_COMPONENT.search(rca.culprit_service)
+            else RunbookAction.FAILOVER
+        )
+    if cat is Category.DEPENDENCY_FAILURE:
+        if re.search(r"process_hang|hung|deadlock", " ".join(rca.reasoning), re.I):
+            return RunbookAction.RESTART_SERVICE
+        if S.FAILOVER_AVAILABLE.search(text):
+            return RunbookAction.FAILOVER
+        if re.search(r"fallback", text, re.I) and severity is not None and severity.rank >= 2:
+            return RunbookAction.NONE
+        return RunbookAction.FAILOVER
+    return RunbookAction.RESTART_SERVICE
 
 
 def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
-    """First-cut diagnosis: signature votes per service, deploy correlation."""
-    error_lines = [line for line in bundle.logs if line.level.upper() in _ERROR_LEVELS]
-    matches = [m for m in match_lines(error_lines) if m.signature.role != "noise"]
-    by_service: dict[str, float] = defaultdict(float)
-    by_category: dict[Category, float] = defaultdict(float)
-    for m in matches:
-        weight = m.signature.weight * (1.0 if m.signature.role == "cause" else 0.3)
-        by_service[m.line.service] += weight
-        by_category[m.signature.category] += weight
-    reasoning: list[str] = []
-    if not matches:
+    ctx = build_context(facts, bundle)
+    reasoning: list[str] = [
+        f"read {len(bundle.logs)} log lines ({ctx.noise} background noise ignored), "
+        f"{len(bundle.metrics)} metrics, {len(bundle.deployments)} deployments",
+    ]
+    findings = [f for f in ctx.findings]
+
+    # a. false alarm ---------------------------------------------------------
+    is_fa, fa_reasons = _false_alarm(ctx)
+    if is_fa:
+        culprit = _false_alarm_culprit(ctx)
+        ranked = [(2.0 if name != "alert_flapping" else 1.5, line) for line, name in ctx.benign]
+        ranked += [(1.0, f.line) for f in findings if f.sig.role == "context"]
+        evidence = _pick_evidence(ranked)
+        reasoning += fa_reasons + [f"benign activity attributed to {culprit}"]
         hyp = RootCauseHypothesis(
-            primary_cause="No error signature in the logs; the alert looks like a false alarm",
+            primary_cause=f"False alarm: the alert reflects {culprit} activity, not customer impact",
             category=Category.FALSE_ALARM,
-            culprit_service=facts.service or "unknown",
-            confidence=0.5,
-            reasoning=["rule false_alarm: no log line matched a failure signature"],
+            culprit_service=culprit,
+            evidence=evidence,
+            confidence=0.75 if ctx.benign else 0.55,
+            reasoning=reasoning,
+            contributing_factors=["user-facing metrics within baseline"],
         )
-        return Diagnosis(hyp, Severity.P3, ["false alarm"], RunbookAction.NONE)
-    culprit = max(by_service.items(), key=lambda kv: kv[1])[0]
-    category = max(by_category.items(), key=lambda kv: kv[1])[0]
-    culprit_matches = [m for m in matches if m.line.service == culprit]
-    first_error = min(m.line.timestamp for m in culprit_matches)
-    deploy = _deployment_before(bundle.deployments, culprit, first_error)
-    if deploy and category is Category.BAD_DEPLOY:
-        reasoning.append(f"rule deploy_before_first_error: {deploy.sha[:7]} at {deploy.created_at}")
-    elif category is Category.BAD_DEPLOY:
-        deploy = None
+        return Diagnosis(hyp, Severity.P3, ["rule false_alarm => P3"], RunbookAction.NONE)
+
+    votes = _category_votes(findings)
+    onset = _onset(ctx, findings)
+    reasoning.append(
+        "signature votes: "
+        + ", ".join(f"{c.value}={v:.1f}" for c, v in sorted(votes.items(), key=lambda kv: -kv[1]))
+    )
+
+    # b. bad deploy ----------------------------------------------------------
+    deploy = find_bad_deploy(ctx)
+    config = None if deploy else find_config_change(ctx, onset)
+    category: Category
+    culprit: str
+    sha: str | None = None
+    cited: list[tuple[float, LogLine]] = []
+    non_deploy_votes = {c: v for c, v in votes.items() if c is not Category.BAD_DEPLOY}
+    top = (
+        max(non_deploy_votes.items(), key=lambda kv: kv[1])[0]
+        if non_deploy_votes
+        else Category.DEPENDENCY_FAILURE
+    )
+
+    if deploy is not None:
+        d = deploy.deploy
+        category = Category.BAD_DEPLOY
+        culprit, sha = d.service, d.sha
+        delay = deploy.first_failure - d.created_at
+        reasoning.append(
+            f"rule deploy_before_first_failure: {d.service} {d.ref or ''} ({d.sha[:7]}) released at "
+            f"{d.created_at:%H:%M}Z, its first own {deploy.kind} failure {int(delay.total_seconds() // 60)} min later"
+            + (
+                f"; running version confirmed by: {deploy.version_line.message[:120]!r}"
+                if deploy.version_line
+                else ""
+            )
+        )
+        others = [x for x in bundle.deployments if x is not d]
+        if others:
+            reasoning.append(
+                "discounted deployments: "
+                + ", ".join(f"{x.service} ({x.sha[:7]})" for x in others)
+                + " - no new own failures after them"
+            )
+        cited += [(3.0, f.line) for f in deploy.findings if f.location == d.service]
+        cited += [
+            (1.5, f.line) for f in deploy.findings if f.location != d.service or f.line.service != d.service
+        ]
+        if deploy.version_line:
+            cited.append((2.8, deploy.version_line))
+        # Lines the new version logs that the old never did (new code paths, new queries).
+        before = {
+            _template(ln.message)
+            for ln in bundle.logs
+            if ln.service == d.service and ln.timestamp < d.created_at
+        }
+        new_lines = [
+            ln
+            for ln in bundle.logs
+            if ln.service == d.service
+            and ln.timestamp >= d.created_at
+            and _template(ln.message) not in before
+            and not S.noise_of(ln.message)
+        ]
+        cited += [(1.2, ln) for ln in new_lines[:6]]
+        # Symptoms elsewhere that name the culprit (callers timing out, crash loops of its pods).
+        cited += [(1.4, f.line) for f in findings if f.location == d.service and f.line.service != d.service]
+        if top is Category.DATA_CORRUPTION and votes.get(Category.DATA_CORRUPTION, 0) > votes.get(
+            Category.BAD_DEPLOY, 0
+        ):
+            category = Category.DATA_CORRUPTION
+    elif config is not None:
+        category = Category.CONFIG_CHANGE
+        culprit = config.owner
+        reasoning.append(
+            f"rule config_change_before_failures: {config.name or 'configuration'} changed at {config.at:%H:%M:%S}Z "
+            f"(applied by {', '.join(sorted({ln.service for ln in config.lines}))}), first failure at "
+            f"{onset:%H:%M:%S}Z; owner {config.owner}"
+            if onset
+            else "rule config_change_before_failures"
+        )
+        cited += [(3.0, ln) for ln in config.lines]
+        cited += [
+            (2.0 if f.line.service == culprit else 1.6, f.line)
+            for f in findings
+            if f.sig.role in ("cause", "symptom") and f.line.timestamp >= config.at
+        ]
     else:
-        deploy = None
-    evidence: list[str] = []
-    for m in sorted(culprit_matches, key=lambda m: -m.signature.weight):
-        if m.line.message not in evidence:
-            evidence.append(m.line.message)
-        if len(evidence) >= 8:
-            break
+        category = top
+        # Release-less diagnosis: code failures alone are not a bad deploy.
+        scores = _location_scores(findings, category, ctx)
+        if category is Category.CERTIFICATE_EXPIRY:
+            renewals = [f for f in findings if f.sig.name == "cert_renewal_failed" and f.location]
+            if renewals:
+                scores = defaultdict(float)
+                for f in renewals:
+                    scores[f.location] += f.weight  # type: ignore[index]
+                reasoning.append("rule certificate_owner: the component whose renewal fails owns the expiry")
+            elif not scores and ctx.alert_service:
+                scores = {ctx.alert_service: 1.0}
+        culprit_opt = _earliest_weighted(findings, scores, category)
+        if culprit_opt is None:
+            culprit_opt = ctx.alert_service or next(iter(sorted(ctx.known)), "unknown")
+            reasoning.append(
+                f"no located evidence for {category.value}: culprit defaults to the alerted service"
+            )
+        culprit = culprit_opt
+        reasoning.append(
+            f"rule strongest_signatures: {category.value} located at "
+            + ", ".join(f"{loc}={s:.1f}" for loc, s in sorted(scores.items(), key=lambda kv: -kv[1])[:4])
+        )
+        if category is Category.DATA_CORRUPTION:
+            producer = _corruption_release(ctx, findings)
+            if producer is not None:
+                culprit, sha = producer.service, producer.sha
+                reasoning.append(
+                    f"rule release_before_corruption: {producer.service} ({producer.sha[:7]}) released at "
+                    f"{producer.created_at:%H:%M}Z before the first corrupted data and logs the data handling"
+                )
+                line = _version_confirms(bundle.logs, producer)
+                if line:
+                    cited.append((2.5, line))
+        if bundle.deployments and sha is None:
+            reasoning.append(
+                "discounted deployments: "
+                + ", ".join(f"{d.service} ({d.sha[:7]})" for d in bundle.deployments)
+                + " - their services show no new own code failures after release"
+            )
+
+    # Evidence: the chosen category's lines, the culprit's first.
+    for f in findings:
+        cat = f.sig.category
+        if (
+            cat is Category.DEPENDENCY_FAILURE
+            and f.sig.role == "symptom"
+            and f.location
+            and _looks_datastore(f)
+        ):
+            cat = Category.DATABASE
+        related = cat is category or (category is Category.BAD_DEPLOY and f.location == culprit)
+        if category is Category.CONFIG_CHANGE and f.sig.role in ("cause", "symptom"):
+            related = True
+        if not related:
+            continue
+        base = {"cause": 2.0, "symptom": 1.6, "context": 1.1}.get(f.sig.role, 1.0)
+        if f.location == culprit:
+            base += 0.6
+        if f.line.service == ctx.alert_service:
+            base += 0.2
+        cited.append((base * (0.7 + 0.3 * LEVEL_FACTOR.get(f.line.level.upper(), 0.5)), f.line))
+    if category is Category.CAPACITY:
+        cited += [(2.1, f.line) for f in findings if f.sig.name == "load_driver"]
+    evidence = _pick_evidence(cited)
+
+    severity, sev_reasons = assess_severity(ctx, category, _prospective_only(findings, category))
+
+    # Confidence reflects agreement: signatures, metrics, change correlation, evidence.
+    confidence = 0.35
+    total = sum(votes.values()) or 1.0
+    share = votes.get(category, 0.0) / total
+    confidence += 0.25 * min(1.0, share * 1.5)
+    if any(r.deviating and r.metric.service == culprit for r in ctx.metrics):
+        confidence += 0.1
+        reasoning.append(f"metrics of {culprit} deviate from their 7-day baseline")
+    if deploy is not None and deploy.version_line is not None:
+        confidence += 0.15
+    if config is not None:
+        confidence += 0.1
+    if len(evidence) >= 3:
+        confidence += 0.1
+    confidence = round(min(0.95, confidence), 2)
+
+    primary = _primary_cause(category, culprit, sha, evidence)
+    factors = [
+        f"{r.metric.service} {r.metric.name} {r.metric.current} vs {r.metric.baseline_7d} {r.metric.unit}"
+        for r in ctx.metrics
+        if r.deviating
+    ][:6]
     hyp = RootCauseHypothesis(
-        primary_cause=f"{category.value.replace('_', ' ')} in {culprit}",
+        primary_cause=primary,
         category=category,
         culprit_service=culprit,
-        culprit_deployment_sha=deploy.sha if deploy else None,
+        culprit_deployment_sha=sha,
+        contributing_factors=factors,
         evidence=evidence,
-        confidence=0.6,
-        reasoning=reasoning + [f"signature votes: {dict(by_category)}"],
+        confidence=confidence,
+        reasoning=reasoning + sev_reasons,
     )
-    severity = assess_alert_severity(facts)
-    action = DEFAULT_ACTIONS.get(category, RunbookAction.RESTART_SERVICE)
-    return Diagnosis(hyp, severity.severity, severity.reasons, action)
+    action = choose_action(hyp, bundle, severity)
+    hyp.reasoning.append(f"runbook action {action.value} for {category.value}")
+    return Diagnosis(hyp, severity, sev_reasons, action)
 
 
-DEFAULT_ACTIONS: dict[Category, RunbookAction] = {
-    Category.BAD_DEPLOY: RunbookAction.ROLLBACK_DEPLOYMENT,
-    Category.CONFIG_CHANGE: RunbookAction.REVERT_CONFIG,
-    Category.RESOURCE_EXHAUSTION: RunbookAction.INCREASE_RESOURCE_LIMIT,
-    Category.DEPENDENCY_FAILURE: RunbookAction.FAILOVER,
-    Category.CAPACITY: RunbookAction.SCALE_OUT,
-    Category.CERTIFICATE_EXPIRY: RunbookAction.RENEW_CERTIFICATE,
-    Category.DATABASE: RunbookAction.FAILOVER,
-    Category.NETWORK: RunbookAction.FAILOVER,
-    Category.DATA_CORRUPTION: RunbookAction.ROLLBACK_DEPLOYMENT,
-    Category.FALSE_ALARM: RunbookAction.NONE,
+def _prospective_only(findings: list[Finding], category: Category) -> bool:
+    if category is not Category.CERTIFICATE_EXPIRY:
+        return False
+    active = [
+        f for f in findings if f.sig.category is Category.CERTIFICATE_EXPIRY and f.sig.name != "cert_expiring"
+    ]
+    return not active
+
+
+def _corruption_release(ctx: Context, findings: list[Finding]) -> Deployment | None:
+    """A release shortly before the first corrupted data, by a service that handles that data."""
+    corrupt = [f for f in findings if f.sig.category is Category.DATA_CORRUPTION and f.sig.role == "cause"]
+    first = _first_time(corrupt)
+    if first is None:
+        return None
+    candidates = []
+    for d in ctx.bundle.deployments:
+        if not (d.created_at <= first <= d.created_at + timedelta(hours=6)):
+            continue
+        handles = [
+            f
+            for f in findings
+            if f.line.service == d.service
+            and f.sig.category is Category.DATA_CORRUPTION
+            and f.line.timestamp >= d.created_at
+        ]
+        if handles:
+            candidates.append(d)
+    return max(candidates, key=lambda d: d.created_at) if candidates else None
+
+
+_CAUSE_TEXT = {
+    Category.BAD_DEPLOY: "a faulty release of {svc}",
+    Category.CONFIG_CHANGE: "a configuration change in {svc}",
+    Category.RESOURCE_EXHAUSTION: "{svc} exhausted a resource (memory, file descriptors or disk)",
+    Category.DEPENDENCY_FAILURE: "the dependency {svc} is failing or hanging",
+    Category.CAPACITY: "load beyond the provisioned capacity of {svc}",
+    Category.CERTIFICATE_EXPIRY: "an expired or expiring certificate ({svc})",
+    Category.DATABASE: "the data store {svc} is failing",
+    Category.NETWORK: "a network fault at {svc}",
+    Category.DATA_CORRUPTION: "wrong or unreadable data produced by {svc}",
 }
 
 
-def choose_action(rca: RootCauseHypothesis, bundle: ContextBundle) -> RunbookAction:
-    if rca.category is Category.FALSE_ALARM:
-        return RunbookAction.NONE
-    if rca.category is Category.DATA_CORRUPTION and not rca.culprit_deployment_sha:
-        return RunbookAction.REVERT_CONFIG
-    return DEFAULT_ACTIONS.get(rca.category, RunbookAction.RESTART_SERVICE)
+def _primary_cause(category: Category, culprit: str, sha: str | None, evidence: list[str]) -> str:
+    text = _CAUSE_TEXT.get(category, "{svc}").format(svc=culprit)
+    if sha:
+        text += f" (release {sha[:7]})"
+    if evidence:
+        first = evidence[0].splitlines()[0]
+        text += f"; e.g. {first[:160]}"
+    return text[0].upper() + text[1:]
 
 
 def runbook_target(rca: RootCauseHypothesis, bundle: ContextBundle, namespace: str) -> RunbookTarget:
+    """Fill the runbook step's parameters from the evidence (limits, replica counts, names)."""
+    text = "\n".join(
+        ln.message
+        for ln in bundle.logs
+        if rca.culprit_service in ln.message or ln.service == rca.culprit_service
+    )
+    hpa = re.search(r"maxReplicas=(\d+)", text)
+    mem = re.search(r"memory limit=(\d+(?:Mi|Gi))", text)
+    cert = re.search(
+        r"(?:Certificate \S*?/|secret )([a-z0-9][a-z0-9-]*-tls)\b",
+        "\n".join(ln.message for ln in bundle.logs),
+    )
+    cfg = None
+    for ln in bundle.logs:
+        m = re.search(r"(?:configmap/|name=|')([a-z0-9][a-z0-9.-]*-config)\b", ln.message)
+        if m and rca.culprit_service in m.group(1):
+            cfg = m.group(1)
+            break
+    replicas = None
+    for m in bundle.metrics:
+        if m.service == rca.culprit_service and m.name in ("replicas", "ready_pods", "pods") and m.current:
+            replicas = int(m.current)
     return RunbookTarget(
         service=rca.culprit_service,
         namespace=namespace,
         deployment_sha=rca.culprit_deployment_sha,
+        config_name=cfg,
+        certificate_name=cert.group(1) if cert else None,
+        current_replicas=replicas,
+        hpa_max_replicas=int(hpa.group(1)) if hpa else None,
+        memory_limit=mem.group(1) if mem else None,
     )
-
-
-__all__ = [
-    "Diagnosis",
-    "Match",
-    "SeverityAssessment",
-    "assess_alert_severity",
-    "choose_action",
-    "diagnose",
-    "runbook_target",
-]

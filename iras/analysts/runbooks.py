@@ -220,7 +220,7 @@ def step_for(
             order=order,
             action=action,
             description=f"Force renewal of certificate {cert} and roll pods that mount it",
-            command=f"cmctl renew {cert} -n {ns}",
+            command=_kubectl("cert-manager", "renew", cert, namespace=ns),
             rollback_command=None,
             risk_level=RiskLevel.MEDIUM,
             estimated_duration_seconds=300,
