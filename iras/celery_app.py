@@ -57,6 +57,9 @@ def build_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    if settings.embedded_broker:
+        # The in-process transport is polled; the default 1 s poll adds a second per stage.
+        conf["broker_transport_options"]["polling_interval"] = 0.01
     if settings.celery_broker_url.startswith("redis"):
         # A publish during a Redis outage must fail fast (the sweeper re-sends
         # later) rather than hang the web request that committed the incident.

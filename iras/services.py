@@ -51,9 +51,8 @@ def ingest_payload(session: Session, payload: Any, source: str | None = None) ->
     """
     alerts = normalize(payload, source)
     if not alerts:
-        from iras.ingest import PayloadError
-
-        raise PayloadError("alerts", "the payload carries no alerts")
+        # e.g. PagerDuty's `pagey.ping` when a subscription is created: valid, nothing to do.
+        return IngestOutcome(None, "ignored", 0)
     key = incident_key(alerts[0])
     for attempt in range(3):
         try:

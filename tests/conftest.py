@@ -1,0 +1,98 @@
+"""Shared fixtures: a migrated SQLite database per test (copied from a template
+built once by running the Alembic migrations), the Flask test client, and a real
+Celery worker on the in-process broker for end-to-end tests."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from iras.analysts import set_analyst
+from iras.config import reset_settings
+from iras.db import reset_engine
+from iras.integrations import mock
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from iras.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "iras.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    db = tmp_path / "iras.db"
+    shutil.copy(template_db, db)
+    url = f"sqlite:///{db}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("CELERY_BROKER_URL", "memory://")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("MOCK_EVIDENCE_FILE", raising=False)
+    reset_settings()
+    reset_engine()
+    set_analyst(None)
+    mock.set_fixture(None)
+    mock.SENT.clear()
+    yield url
+    set_analyst(None)
+    mock.set_fixture(None)
+    reset_engine()
+    reset_settings()
+
+
+@pytest.fixture
+def client(iras_env: str) -> FlaskClient:
+    from iras.web import create_app
+
+    return create_app().test_client()
+
+
+@pytest.fixture(scope="session")
+def embedded_worker() -> Iterator[Any]:
+    from iras.embedded import EmbeddedWorker
+
+    worker = EmbeddedWorker(concurrency=4, beat=False)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def pipeline(client: FlaskClient, embedded_worker: Any) -> FlaskClient:
+    """A test client whose alerts flow through a real Celery worker."""
+    return client
+
+
+WaitFor = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def wait_for(client: FlaskClient) -> WaitFor:
+    def _wait(incident_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        doc: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            doc = client.get(f"/incidents/{incident_id}").get_json()
+            if doc.get("status") in statuses:
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"incident {incident_id} is {doc.get('status')!r}, wanted {statuses}")
+
+    return _wait
+
+
+def fire(client: FlaskClient, **fields: Any) -> str:
+    body = {"title": "High error rate on checkout", "timestamp": "2026-11-25T10:00:00Z", "service": "checkout"}
+    body.update(fields)
+    response = client.post("/webhook/alert", json=body)
+    assert response.status_code == 202, response.get_json()
+    return str(response.get_json()["incident_id"])
