@@ -13,19 +13,41 @@ from iras.integrations.pagerduty import PagerDutyPager
 from tests.fakes.servers import FakePagerDuty, Reply
 
 ROUTING_KEY = "R0123456789abcdef0123456789abcde"  # 32 characters, as PagerDuty's
+# Shaped like iras.services.serialize_incident: stage results and the transition timeline.
 INCIDENT = {
     "id": "6f1c2c7e-0000-4000-8000-000000000001",
     "title": "checkout-service 5xx ratio is 41%",
     "severity": "P1",
     "service": "checkout-service",
     "status": "escalating",
-    "escalation_reason": "approval timed out after 15 minutes",
-    "rca": {
-        "primary_cause": "release v2.4.0 NPE in Order.total",
-        "category": "bad_deploy",
-        "confidence": 0.82,
-    },
-    "plan": {"summary": "Roll back checkout-service to v2.3.9"},
+    "decision": None,
+    "stages": [
+        {
+            "stage": "triage",
+            "attempt": 1,
+            "result": {"severity": "P1", "affected_services": ["checkout-service"]},
+        },
+        {
+            "stage": "rca",
+            "attempt": 1,
+            "result": {
+                "primary_cause": "release v2.4.0 NPE in Order.total",
+                "category": "bad_deploy",
+                "culprit_service": "checkout-service",
+                "confidence": 0.82,
+            },
+        },
+    ],
+    "plan": {"id": 3, "summary": "Roll back checkout-service to v2.3.9", "steps": []},
+    "timeline": [
+        {"from": "planning", "to": "awaiting_approval", "event": "plan_ready", "detail": None},
+        {
+            "from": "awaiting_approval",
+            "to": "escalating",
+            "event": "approval_timed_out",
+            "detail": {"reason": "no decision within 15 minutes"},
+        },
+    ],
 }
 
 
@@ -78,7 +100,8 @@ def test_the_trigger_carries_summary_severity_source_details_and_a_link_back(
     assert payload["class"] == "bad_deploy"
     details = payload["custom_details"]
     assert details["root_cause"] == "release v2.4.0 NPE in Order.total"
-    assert details["reason"] == "approval timed out after 15 minutes"
+    assert details["reason"] == "approval timed out: no decision within 15 minutes"
+    assert details["affected_services"] == ["checkout-service"] and details["rca_confidence"] == 0.82
     assert details["plan"] == "Roll back checkout-service to v2.3.9"
     link = f"https://iras.example.com/incidents/{INCIDENT['id']}"
     assert event["links"] == [{"href": link, "text": "Incident in IRAS"}] and event["client_url"] == link

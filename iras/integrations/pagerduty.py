@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from iras.config import Settings
+from iras.integrations import incident_doc as docs
 from iras.integrations.http import RetryPolicy, json_body, new_session, request
 
 log = logging.getLogger(__name__)
@@ -23,20 +24,6 @@ SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
 # Not yet triaged (escalated because a stage failed): page as an error, not as info.
 DEFAULT_SEVERITY = "error"
 SUMMARY_LIMIT = 1024  # PagerDuty rejects longer summaries
-
-
-def incident_url(settings: Settings, incident_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/incidents/{incident_id}"
-
-
-def _nested(incident: dict[str, Any], *keys: str) -> Any:
-    """The first of `keys` present: the incident dict may carry stage results
-    under `rca`/`hypothesis` and `plan` (see the module docs of slack.py)."""
-    for key in keys:
-        value = incident.get(key)
-        if value:
-            return value
-    return None
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -61,22 +48,24 @@ class PagerDutyPager:
         service = incident.get("service") or self.settings.pagerduty_source
         title = str(incident.get("title") or f"IRAS incident {incident_id}")
         summary = f"[{severity}] {title}" if severity else title
-        rca = _nested(incident, "rca", "hypothesis") or {}
-        plan = _nested(incident, "plan") or {}
-        link = incident_url(self.settings, incident_id)
+        rca = docs.rca(incident)
+        plan = docs.plan(incident)
+        decided_kind, decided = docs.decision(incident)
+        link = docs.incident_url(self.settings, incident_id)
         details = {
             "incident_id": incident_id,
             "status": incident.get("status"),
             "severity": severity,
             "service": incident.get("service"),
+            "affected_services": docs.affected_services(incident) or None,
             "environment": self.settings.environment,
-            "reason": incident.get("escalation_reason") or incident.get("decision_reason"),
+            "reason": docs.escalation_reason(incident),
             "root_cause": rca.get("primary_cause"),
             "category": rca.get("category"),
             "culprit_service": rca.get("culprit_service"),
             "rca_confidence": rca.get("confidence"),
             "plan": plan.get("summary"),
-            "decided_by": incident.get("decided_by"),
+            "decision": f"{decided_kind} by {decided.get('by')}" if decided_kind and decided else None,
             "iras_url": link,
         }
         return {
