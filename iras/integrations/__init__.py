@@ -1,5 +1,9 @@
 """Integration clients, chosen by configuration: a real client when its URL or
-token is set, the mock with the same interface otherwise."""
+token is set, the mock with the same interface otherwise.
+
+Real clients are imported on first use, so a deployment without Slack never
+imports slack_sdk and the mocks stay importable without any client library.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +19,47 @@ from iras.integrations.mock import (
 
 
 def log_source(settings: Settings) -> LogSource:
+    """Loki if LOKI_URL is set, else Elasticsearch/OpenSearch if ELASTICSEARCH_URL, else the mock."""
+    if settings.loki_url:
+        from iras.integrations.loki import LokiLogSource
+
+        return LokiLogSource(settings)
+    if settings.elasticsearch_url:
+        from iras.integrations.elasticsearch import ElasticsearchLogSource
+
+        return ElasticsearchLogSource(settings)
     return MockLogSource()
 
 
 def metric_source(settings: Settings) -> MetricSource:
+    if settings.prometheus_url:
+        from iras.integrations.prometheus import PrometheusMetricSource
+
+        return PrometheusMetricSource(settings)
     return MockMetricSource()
 
 
 def deployment_source(settings: Settings) -> DeploymentSource:
+    if settings.github_token:
+        from iras.integrations.github import GitHubDeploymentSource
+
+        return GitHubDeploymentSource(settings)
     return MockDeploymentSource()
 
 
 def chat_notifier(settings: Settings) -> ChatNotifier:
+    if settings.slack_bot_token:
+        from iras.integrations.slack import SlackNotifier
+
+        return SlackNotifier(settings)
     return MockChatNotifier()
 
 
 def pager(settings: Settings) -> Pager:
+    if settings.pagerduty_routing_key:
+        from iras.integrations.pagerduty import PagerDutyPager
+
+        return PagerDutyPager(settings)
     return MockPager()
 
 
