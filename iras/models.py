@@ -208,3 +208,28 @@ class PostMortemRecord(Base):
     markdown: Mapped[str] = mapped_column(Text)
     analyst: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class DeadLetter(Base):
+    """An ingestion request the adapters rejected (unknown source, a missing or
+    malformed field), kept with its error so an operator can inspect it, fix the
+    adapter or the sender, and replay it (`iras alerts replay`).
+
+    Only requests that passed authentication and the rate limit are stored, and
+    the body is truncated to a bound, so this table cannot be flooded by anyone.
+    """
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    source: Mapped[str | None] = mapped_column(String(32))  # the route's source, None = auto-detect
+    error: Mapped[str] = mapped_column(Text)
+    field: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    raw_body: Mapped[str] = mapped_column(Text)
+    body_bytes: Mapped[int] = mapped_column(Integer)  # size before truncation
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    replay_count: Mapped[int] = mapped_column(Integer, default=0)
+    replay_result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
