@@ -155,3 +155,16 @@ def transition(
         )
     )
     return True
+
+
+def mermaid() -> str:
+    """The transition table as a Mermaid state diagram (the README embeds it; a test
+    checks that the README and the table agree)."""
+    order = list(IncidentStatus)
+    lines = ["stateDiagram-v2", f"    [*] --> {S.TRIAGING.value}: ingested"]
+    for (status, event), target in sorted(
+        TRANSITIONS.items(), key=lambda kv: (order.index(kv[0][0]), list(Event).index(kv[0][1]))
+    ):
+        lines.append(f"    {status.value} --> {target.value}: {event.value}")
+    lines += [f"    {s.value} --> [*]" for s in order if s in TERMINAL]
+    return "\n".join(lines)

@@ -77,3 +77,12 @@ def test_every_non_terminal_state_can_reach_a_terminal_state() -> None:
                     seen.add(nxt)
                     frontier.append(nxt)
         assert seen & TERMINAL, f"{start} cannot reach a terminal state"
+
+
+def test_the_readme_diagram_is_the_transition_table() -> None:
+    from pathlib import Path
+
+    from iras.workflow import mermaid
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert mermaid() in readme, "regenerate the README diagram: python -c 'from iras.workflow import mermaid; print(mermaid())'"

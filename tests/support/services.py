@@ -7,6 +7,7 @@ its own temporary directory and is stopped (and removed) by `stop()`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -205,10 +206,8 @@ class IrasProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         if self.proc is None:
