@@ -47,7 +47,9 @@ def price_table(settings: Settings | None = None) -> dict[str, dict[str, float]]
     table = {model: dict(prices) for model, prices in DEFAULT_PRICES.items()}
     if settings is not None:
         for model, prices in validate_price_table(settings.llm_price_table).items():
-            table[model] = {**table.get(model, {}), **prices}
+            # A partial override ({"input": 2}) keeps the other prices of the model's family.
+            inherited = prices_for(model, table) or {}
+            table[model] = {**inherited, **prices}
     return table
 
 

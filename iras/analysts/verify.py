@@ -207,14 +207,15 @@ def command_problem(command: str | None, allowed: Iterable[str]) -> str | None:
     # Exact match only: "/tmp/kubectl" or "./kubectl" could be any binary.
     if program not in allowed_set:
         return f"program {program!r} is not on the allowlist ({', '.join(sorted(allowed_set)) or 'empty'})"
-    subcommands = DESTRUCTIVE_SUBCOMMANDS.get(program, set())
-    positional = [arg for arg in argv[1:] if not arg.startswith("-")]
-    if positional and positional[0] in subcommands:
-        return f"destructive: `{program} {positional[0]}`"
+    # Any argument, not just the first: flags may come first (`kubectl -n prod delete pod x`).
+    # A resource that happens to be named "delete" is gated too, which errs on the safe side.
+    verbs = sorted(DESTRUCTIVE_SUBCOMMANDS.get(program, set()).intersection(argv[1:]))
+    if verbs:
+        return f"destructive: `{program} {verbs[0]}`"
     flags = DESTRUCTIVE_FLAGS.intersection(argv[1:])
     if flags:
         return f"destructive flag(s) {', '.join(sorted(flags))}"
-    if program == "kubectl" and positional[:1] == ["scale"] and _replicas(argv) == "0":
+    if program == "kubectl" and "scale" in argv[1:] and _replicas(argv) == "0":
         return "destructive: scales to zero replicas"
     return None
 
