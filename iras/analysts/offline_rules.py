@@ -73,8 +73,10 @@ _ROLE_SUFFIX = {
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]", re.IGNORECASE)
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]+[a-z0-9]):\s")
 _URL_HOST = re.compile(r"https?://([a-z0-9.-]+\.[a-z]{2,})", re.IGNORECASE)
+# A bare host name ending in a public suffix; not a dotted code path ("celery.app.trace").
 _DOMAIN = re.compile(
-    r"\b([a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|dev|co|cloud|app|ai))\b", re.IGNORECASE
+    r"(?<![\w.-])([a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|dev|co|cloud|app|ai))(?![\w.-]*\w)",
+    re.IGNORECASE,
 )
 _EMAIL_DOMAIN = re.compile(r"@([a-z0-9-]+\.[a-z.]+)", re.IGNORECASE)
 _INTERNAL_SUFFIX = re.compile(r"\.(svc|local|internal|lan|cluster|corp)(\.|$)|\.svc\.", re.IGNORECASE)
@@ -267,7 +269,9 @@ def resolve(token: str, known: set[str]) -> str | None:
         if _squash(svc) == squashed:
             return svc
     if len(first) >= 5 and "." not in token:
-        matches = [svc for svc in known if svc.startswith(first) and svc != first]
+        # Only at a name boundary: "recommendations" -> "recommendations-service", never
+        # an English word that happens to start a service name ("payment", "check").
+        matches = [svc for svc in known if svc.startswith(first + "-")]
         if len(matches) == 1:
             return matches[0]
     return None
@@ -349,9 +353,10 @@ def _probe_benign(logs: list[LogLine]) -> set[int]:
             passed.add(m.group(1))
         else:
             failed[m.group(1)].append(i)
-    bad_locations = [loc for loc in failed if loc not in passed]
-    if len(bad_locations) == 1 and len(passed - set(bad_locations)) >= 2:
-        return set(failed[bad_locations[0]])
+    if len(failed) == 1:
+        (location,) = failed
+        if len(passed - {location}) >= 2:
+            return set(failed[location])
     return set()
 
 
@@ -364,10 +369,17 @@ def _locate(line: LogLine, sig: S.Signature, ctx: Context) -> tuple[str | None, 
     if sig.locus == "target" or sig.name in ("replication_lag", "corrupt_page", "storage_burst_exhausted"):
         if mentions:
             return mentions[0], False
-        host = _external_host(line.message, ctx.own_domains)
-        if host and sig.category in (Category.DEPENDENCY_FAILURE, None):
-            name = ctx.externals.setdefault(host, _vendor_name(host, ctx.status_lines))
-            return name, True
+        if sig.category in (Category.DEPENDENCY_FAILURE, None):
+            host = _external_host(line.message, ctx.own_domains)
+            if host:
+                return ctx.externals.setdefault(host, _vendor_name(host, ctx.status_lines)), True
+            # "CircuitBreaker 'psp-vendor' OPEN": the vendor named without its host.
+            for ext_host, name in ctx.externals.items():
+                vendor = ext_host.split(".")[-2]
+                if len(vendor) >= 3 and re.search(
+                    r"\b" + re.escape(vendor) + r"\b", line.message, re.IGNORECASE
+                ):
+                    return name, True
         if subject:
             return subject, False
         if sig.role == "symptom" and sig.locus == "target":
@@ -386,6 +398,14 @@ def _locate(line: LogLine, sig: S.Signature, ctx: Context) -> tuple[str | None, 
     return own, False
 
 
+def _unclassified_failure(line: LogLine) -> bool:
+    """An ERROR, or a WARN that says something failed, that no signature explains."""
+    level = line.level.upper()
+    if level in ("ERROR", "CRITICAL", "FATAL"):
+        return True
+    return level in ("WARN", "WARNING") and bool(S.FAILURE_WORDS.search(line.message))
+
+
 def classify(ctx: Context) -> None:
     logs = ctx.bundle.logs
     probe_benign = _probe_benign(logs)
@@ -394,10 +414,17 @@ def classify(ctx: Context) -> None:
         for sig in S.benign_of(line.message):
             if sig.name == "load_test":
                 load_tenants.update(t for t in _TENANT.findall(line.message))
-    # Vendor status pages are read before lines are placed, to name third parties.
+    # Vendor status pages and third-party hosts are read before lines are placed, so a
+    # line that names only the vendor ("psp-vendor OPEN") can be placed on it too.
     ctx.status_lines = [
         ln.message for ln in logs if re.search(r"statuspage|status page", ln.message, re.IGNORECASE)
     ]
+    for line in logs:
+        if line.level.upper() == "INFO" or S.noise_of(line.message):
+            continue
+        host = _external_host(line.message, ctx.own_domains)
+        if host and host not in ctx.externals:
+            ctx.externals[host] = _vendor_name(host, ctx.status_lines)
     for i, line in enumerate(logs):
         msg = line.message
         if S.noise_of(msg):
@@ -412,6 +439,8 @@ def classify(ctx: Context) -> None:
             continue
         matched = S.failure_signatures(msg)
         level = LEVEL_FACTOR.get(line.level.upper(), 0.5)
+        if not any(sig.role in ("cause", "symptom") for sig, _ in matched) and _unclassified_failure(line):
+            matched.append((S.UNCLASSIFIED, S.UNCLASSIFIED.weight))
         for sig, weight in matched:
             location, external = _locate(line, sig, ctx)
             ctx.findings.append(Finding(line, i, sig, weight * level, location, external))
@@ -735,7 +764,14 @@ def _onset(ctx: Context, findings: list[Finding]) -> datetime | None:
     relevant = [f for f in findings if f.sig.role in ("cause", "symptom") and f.line.level.upper() != "INFO"]
     if not relevant:
         return None
-    times = sorted(f.line.timestamp for f in relevant)
+    all_times = sorted(f.line.timestamp for f in relevant)
+    # A lone warning is not an onset: failures start where they keep coming (>= 2 more
+    # within the next 10 minutes).
+    times = [
+        t
+        for i, t in enumerate(all_times)
+        if sum(1 for u in all_times[i + 1 :] if u - t <= timedelta(minutes=10)) >= 2
+    ] or all_times
     if ctx.alert_time is not None:
         # Ignore failures long before the alert (a renewal failing for weeks, a panic last night).
         recent = [t for t in times if t >= ctx.alert_time - timedelta(hours=2)]
@@ -844,24 +880,58 @@ def _false_alarm_culprit(ctx: Context) -> str:
 
 
 def _template(message: str) -> str:
-    return re.sub(r"[0-9a-f]{6,}|\d+", "#", message[:90].lower())
+    """A line's shape: tokens carrying digits (ids, paths, counters) collapse to '#'."""
+    return re.sub(r"\S*\d\S*", "#", message.splitlines()[0][:100].lower() if message else "")
+
+
+def _kind(message: str) -> str:
+    matched = S.failure_signatures(message)
+    if matched:
+        return matched[0][0].name
+    benign = S.benign_of(message)
+    return benign[0].name if benign else "other"
 
 
 def _pick_evidence(ranked: list[tuple[float, LogLine]], limit: int = MAX_EVIDENCE) -> list[str]:
-    """Most relevant first, one line per template (the latest, i.e. the current state)."""
+    """Verbatim lines, most relevant first and diverse.
+
+    Lines are grouped by (service, kind of signature). Round one cites the best group
+    members in group order, taking the latest of identical-shaped lines (the current
+    state: the last lag, the last fd count); round two adds each group's earliest
+    distinct line (the onset); the rest fills by score.
+    """
     best: dict[str, tuple[float, LogLine]] = {}
     for score, line in ranked:
+        prev = best.get(line.message)
+        if prev is None or score > prev[0]:
+            best[line.message] = (score, line)
+    groups: dict[tuple[str, str], dict[str, tuple[float, LogLine]]] = defaultdict(dict)
+    for score, line in best.values():
+        shapes = groups[(line.service, _kind(line.message))]
         key = _template(line.message)
-        prev = best.get(key)
+        prev = shapes.get(key)
         if prev is None or score > prev[0] or (score == prev[0] and line.timestamp > prev[1].timestamp):
-            best[key] = (score, line)
-    ordered = sorted(best.values(), key=lambda item: (-item[0], item[1].timestamp))
+            shapes[key] = (score, line)
+    ordered_groups = sorted(
+        groups.values(),
+        key=lambda g: (-max(sc for sc, _ in g.values()), min(ln.timestamp for _, ln in g.values())),
+    )
     out: list[str] = []
-    for _, line in ordered:
-        if line.message not in out:
+
+    def take(line: LogLine) -> None:
+        if line.message not in out and len(out) < limit:
             out.append(line.message)
-        if len(out) >= limit:
-            break
+
+    for group in ordered_groups:
+        members = sorted(group.values(), key=lambda item: (-item[0], -item[1].timestamp.timestamp()))
+        take(members[0][1])
+    for group in ordered_groups:
+        members = sorted(group.values(), key=lambda item: (-item[0], item[1].timestamp))
+        if len(members) > 1:
+            take(members[0][1] if members[0][1].message not in out else members[1][1])
+    rest = sorted(best.values(), key=lambda item: (-item[0], item[1].timestamp))
+    for _, line in rest:
+        take(line)
     return out
 
 
@@ -894,7 +964,15 @@ def choose_action(
 ) -> RunbookAction:
     """Runbook action for a diagnosis (README categories -> runbook enum)."""
     cat = rca.category
-    text = "\n".join(rca.evidence + rca.contributing_factors)
+    # What the culprit itself logged decides between "restart it" and "give it more".
+    own_lines = [
+        ln.message
+        for ln in bundle.logs
+        if (ln.service == rca.culprit_service or ln.message.startswith(rca.culprit_service))
+        and not S.noise_of(ln.message)
+    ]
+    text = "\n".join(rca.evidence + rca.contributing_factors + own_lines)
+    hung = any(sig.name == "process_hang" for msg in own_lines for sig, _ in S.failure_signatures(msg))
     if cat is Category.FALSE_ALARM:
         return RunbookAction.NONE
     if cat is Category.BAD_DEPLOY:
@@ -932,7 +1010,8 @@ def choose_action(
             else RunbookAction.FAILOVER
         )
     if cat is Category.DEPENDENCY_FAILURE:
-        if re.search(r"process_hang|hung|deadlock", " ".join(rca.reasoning), re.I):
+        if hung:
+            # A hung or deadlocked internal service recovers by restarting it.
             return RunbookAction.RESTART_SERVICE
         if S.FAILOVER_AVAILABLE.search(text):
             return RunbookAction.FAILOVER
@@ -1182,7 +1261,8 @@ def _corruption_release(ctx: Context, findings: list[Finding]) -> Deployment | N
         handles = [
             f
             for f in findings
-            if f.line.service == d.service
+            if f.location == d.service
+            and f.line.service == d.service
             and f.sig.category is Category.DATA_CORRUPTION
             and f.line.timestamp >= d.created_at
         ]

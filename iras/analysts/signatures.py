@@ -189,6 +189,12 @@ CATALOGUE: list[Signature] = [
         3.0,
     ),
     _sig(
+        "background_worker_stopped",
+        C.RESOURCE_EXHAUSTION,
+        r"\b(janitor|cleaner|evict\w*|sweeper|reaper|compactor|purge\w*)\b.{0,60}\b(stopped|disabled|stuck|not running|died)\b",
+        1.5,
+    ),
+    _sig(
         "volume_usage_high",
         C.RESOURCE_EXHAUSTION,
         r"(volume|disk|filesystem) usage high|used_pct=(9\d|100)\b",
@@ -197,7 +203,7 @@ CATALOGUE: list[Signature] = [
     _sig(
         "resource_limit_stats",
         C.RESOURCE_EXHAUSTION,
-        r"open_fds=\d+|max_fds=\d+|heap max=|memory limit=",
+        r"open_fds=\d+|max_fds=\d+|heap max=|memory limit=|used_pct=\d+|avail_bytes=",
         0.4,
         role="context",
     ),
@@ -436,6 +442,14 @@ CATALOGUE: list[Signature] = [
     ),
     _sig("crashloop", None, r"CrashLoopBackOff|Back-off restarting failed container", 1.0, role="symptom"),
 ]
+
+# An ERROR (or a WARN that says something failed) that no signature explains still
+# counts as failure evidence where it is logged, without voting for a category.
+UNCLASSIFIED = _sig("unclassified_failure", None, r".", 0.5, role="symptom")
+FAILURE_WORDS = re.compile(
+    r"\b(fail(ed|ure|ing)?|declined|rejected|refused|denied|unavailable|error|exception|unable|cannot|timeout)\b",
+    re.IGNORECASE,
+)
 
 # --------------------------------------------------------------------------- change events
 CONFIG_CHANGE = re.compile(
