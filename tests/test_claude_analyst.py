@@ -354,6 +354,19 @@ def test_repeated_stages_read_the_cached_system_prompt(fake_anthropic: FakeAnthr
     assert second.extra["cost_usd"] < first.extra["cost_usd"]
 
 
+def test_latency_is_configurable_per_model_for_benchmarks(fake_anthropic: FakeAnthropicServer) -> None:
+    fake_anthropic.latency["claude-haiku-5-5"] = 0.15
+    analyst = analyst_for(fake_anthropic)
+    slow = analyst.triage(facts_for())
+    fast = analyst.plan(facts_for(), rca_of(), bundle_for())
+    assert slow.latency_ms >= 150 > fast.latency_ms
+
+
+def test_analysts_share_one_client_per_process(fake_anthropic: FakeAnthropicServer) -> None:
+    """The pipeline builds an analyst per stage task: the HTTP client and its pool are reused."""
+    assert analyst_for(fake_anthropic)._client is analyst_for(fake_anthropic)._client
+
+
 # --------------------------------------------------------------------------- the model lies
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -141,6 +142,33 @@ def _api_error_reason(exc: anthropic.APIError) -> str:
     return f"{type(exc).__name__}: {_short(exc.message, 200)}"
 
 
+_clients: dict[tuple[str, str | None, float], instructor.Instructor] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(api_key: str, base_url: str | None, timeout: float) -> instructor.Instructor:
+    """One instructor client per (key, base URL, timeout) per process.
+
+    Building one costs ~100 ms and opens its own connection pool; the pipeline
+    builds an analyst per stage task, so without sharing every stage would pay
+    that and leak a pool. The underlying HTTP client is thread-safe.
+    """
+    key = (api_key, base_url, timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            raw = anthropic.Anthropic(
+                api_key=api_key,
+                base_url=base_url,
+                timeout=timeout,
+                max_retries=0,  # Celery owns retries (with backoff that honours retry-after)
+            )
+            # Mode.TOOLS is what Mode.ANTHROPIC_TOOLS became in instructor 1.17 (the old
+            # name still works but is deprecated): from_anthropic picks the provider.
+            client = _clients[key] = instructor.from_anthropic(raw, mode=instructor.Mode.TOOLS)
+        return client
+
+
 def tool_schema_tokens(model: type[BaseModel]) -> int:
     return estimate_tokens(json.dumps(model.model_json_schema())) + TOOL_ENVELOPE_TOKENS
 
@@ -162,15 +190,9 @@ class ClaudeAnalyst:
         self._prices = price_table(settings)
         self._client: instructor.Instructor | None = client
         if client is None and settings.anthropic_api_key:
-            raw = anthropic.Anthropic(
-                api_key=settings.anthropic_api_key,
-                base_url=settings.anthropic_base_url,
-                timeout=settings.llm_timeout_seconds,
-                max_retries=0,  # Celery owns retries (with backoff that honours retry-after)
+            self._client = shared_client(
+                settings.anthropic_api_key, settings.anthropic_base_url, settings.llm_timeout_seconds
             )
-            # Mode.TOOLS is what Mode.ANTHROPIC_TOOLS became in instructor 1.17 (the old
-            # name still works but is deprecated): from_anthropic picks the provider.
-            self._client = instructor.from_anthropic(raw, mode=instructor.Mode.TOOLS)
 
     # ------------------------------------------------------------------ stages
     def triage(self, facts: IncidentFacts) -> StageOutput[TriageResult]:

@@ -314,7 +314,8 @@ def realistic(request: RecordedRequest) -> Reply:
             }
         )(request)
     if name == "RootCauseHypothesis":
-        deploys = _SHA.findall(prompt)
+        # The newest deployment of the alerting service, else the newest of all.
+        deploys = [d for d in _SHA.findall(prompt) if d[1] == service] or _SHA.findall(prompt)
         errors = [m for m in _LOG.findall(prompt) if m[0] == "ERROR"] or _LOG.findall(prompt)
         culprit_sha, culprit = (deploys[-1][0], deploys[-1][1]) if deploys else (None, service)
         evidence = [errors[-1][2].strip()] if errors else []
@@ -553,3 +554,30 @@ def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropicSer
     finally:
         server.stop()
         reset_settings()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake standalone (for benchmarks whose workers are separate processes).
+
+    python -m tests.fakes.anthropic_server --latency claude-sonnet-5-5=2.5 --latency claude-haiku-5-5=0.6
+    prints `ANTHROPIC_BASE_URL=...` and `ANTHROPIC_API_KEY=...`, then serves until interrupted.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", action="append", default=[], metavar="MODEL=SECONDS")
+    parser.add_argument("--default-latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    latency = {model: float(seconds) for model, seconds in (item.split("=", 1) for item in args.latency)}
+    server = FakeAnthropicServer(latency=latency, default_latency=args.default_latency).start()
+    print(f"ANTHROPIC_BASE_URL={server.url}\nANTHROPIC_API_KEY={server.api_key}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
