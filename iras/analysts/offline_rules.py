@@ -406,6 +406,29 @@ def _unclassified_failure(line: LogLine) -> bool:
     return level in ("WARN", "WARNING") and bool(S.FAILURE_WORDS.search(line.message))
 
 
+def _cross_service_chatter(logs: list[LogLine]) -> set[str]:
+    """Warning/error shapes that unrelated services all log, already early in the window.
+
+    The same message from three or more services that was there before anything broke
+    is shared-library chatter (an APM agent, a log shipper), not the incident: real
+    failures are logged differently by each caller, or start at the onset.
+    """
+    if not logs:
+        return set()
+    start, end = logs[0].timestamp, logs[-1].timestamp
+    midpoint = start + (end - start) / 2
+    services: dict[str, set[str]] = defaultdict(set)
+    first: dict[str, datetime] = {}
+    for line in logs:
+        if line.level.upper() == "INFO":
+            continue
+        key = _template(line.message)
+        services[key].add(line.service)
+        if key not in first or line.timestamp < first[key]:
+            first[key] = line.timestamp
+    return {key for key, svcs in services.items() if len(svcs) >= 3 and first[key] <= midpoint}
+
+
 def classify(ctx: Context) -> None:
     logs = ctx.bundle.logs
     probe_benign = _probe_benign(logs)
@@ -425,9 +448,10 @@ def classify(ctx: Context) -> None:
         host = _external_host(line.message, ctx.own_domains)
         if host and host not in ctx.externals:
             ctx.externals[host] = _vendor_name(host, ctx.status_lines)
+    chatter = _cross_service_chatter(logs)
     for i, line in enumerate(logs):
         msg = line.message
-        if S.noise_of(msg):
+        if S.noise_of(msg) or _template(msg) in chatter:
             ctx.noise += 1
             continue
         if i in probe_benign:
@@ -720,8 +744,12 @@ def _config_owner(lines: list[LogLine], ctx: Context, failing: set[str]) -> tupl
             svc = cands[0] if len(cands) == 1 else None
         if svc and not _is_reporter(svc):
             return svc, value
+    # Otherwise the service that applied the change, preferring one that fails after it
+    # (a flag proxy relays the change; the service that loaded it is the one breaking).
     appliers = [ln.service for ln in lines if not _is_reporter(ln.service)]
-    return (appliers[0] if appliers else None), (names[0] if names else None)
+    failing_appliers = [svc for svc in appliers if svc in failing]
+    chosen = failing_appliers or appliers
+    return (chosen[0] if chosen else None), (names[0] if names else None)
 
 
 def find_config_change(ctx: Context, onset: datetime | None) -> ConfigSuspect | None:
@@ -868,7 +896,7 @@ def _false_alarm_culprit(ctx: Context) -> str:
         source = ctx.facts.source.lower()
         vendor = source if source not in ("generic", "") else kinds["single_location_probe"][0].service
         return f"{vendor}-synthetics"
-    for name in ("log_rotation", "planned_change"):
+    for name in ("maintenance_job", "log_rotation", "planned_change"):
         if kinds.get(name):
             return kinds[name][0].service
     return ctx.alert_service or (

@@ -65,7 +65,8 @@ NOISE: list[Signature] = [
         "telemetry_export",
         None,
         r"export(ing)? (spans|traces|metrics|logs)|otel-collector|dropped \d+ spans|statsd: failed to flush"
-        r"|Sentry transport|background queue full \(\d+ events\)|failed to send (metrics|telemetry)",
+        r"|Sentry transport|background queue full \(\d+ events\)|failed to (send|flush|report) (metrics|telemetry)"
+        r"|harvest data|agent_listener|apm[- ]agent|trace[- ]agent|failed to (send|flush) (traces|spans|events|logs)",
         role="noise",
         description="telemetry pipeline failures do not affect users",
     ),
@@ -137,6 +138,14 @@ BENIGN: list[Signature] = [
         r"change \S+ approved|approved (change|window)|maintenance window|planned (maintenance|test|failover)",
         role="benign",
         description="a planned, approved change window",
+    ),
+    _sig(
+        "maintenance_job",
+        None,
+        r"\b(nightly|scheduled|weekly) (backup|maintenance|vacuum|compaction)|\bbackup (started|progress|completed|finished)"
+        r"|pg_basebackup|pg_dump|mysqldump|xtrabackup",
+        role="benign",
+        description="a scheduled maintenance job (backup, vacuum) explains the resource usage",
     ),
     _sig(
         "log_rotation",
@@ -227,7 +236,8 @@ CATALOGUE: list[Signature] = [
     _sig(
         "replication_lag",
         C.DATABASE,
-        r"replication lag|replica(tion)? lag|\blag=\d+(\.\d+)?s\b|WAL replay is behind|stale reads",
+        r"replication lag|replica(tion)? lag|\blag=\d+(\.\d+)?s\b|WAL replay is behind|stale reads"
+        r"|Seconds_Behind_(Master|Source)|\b\d+\s?s(ec(onds)?)? behind\b|behind (the )?(primary|master|source)",
         2.0,
     ),
     _sig(
@@ -298,6 +308,20 @@ CATALOGUE: list[Signature] = [
         C.NETWORK,
         r"DPD timeout|peer \S+ considered dead|tunnel \S* ?(is )?(down|flapping)|IKE_SA \S+ (deleted|failed)",
         3.0,
+    ),
+    _sig(
+        "routing_session_down",
+        C.NETWORK,
+        r"BGP\S*.{0,60}\b(Down|Idle)\b|hold time(r)? expired|OSPF\S*.{0,60}\b(Down|dead timer)",
+        3.0,
+    ),
+    _sig(
+        "unreachable",
+        C.NETWORK,
+        r"no route to host|Network is unreachable|EHOSTUNREACH|ENETUNREACH",
+        1.5,
+        role="symptom",
+        locus="target",
     ),
     _sig("lb_backend_down", C.NETWORK, r"Layer[47] timeout|<NOSRV>", 1.5),
     _sig(
@@ -456,7 +480,9 @@ CONFIG_CHANGE = re.compile(
     r"verb=(patch|update|apply|replace) resource=configmaps|Changes detected in '[^']+' of type '?CONFIGMAP"
     r"|configmap/\S+ (configured|updated|patched)|config(uration)? reloaded|reloaded config"
     r"|revision \d+ \(previous \d+\)|git pull \S+: \d+ files? changed|descriptor updated"
-    r"|flag (updated|changed)|flag change received|rollout=\d+% \(was|\(was [^)]{1,40}\)",
+    r"|flag (updated|changed)|flag change received|rollout=\d+% \(was|\(was [^)]{1,40}\)"
+    r"|(toggle|flag|feature|setting)s? '?[\w.-]*'? ?(updated|changed|enabled|disabled|toggled|refreshed)"
+    r"|\(previously:? [^)]{1,40}\)",
     re.IGNORECASE,
 )
 SETTINGS_LOADED = re.compile(
