@@ -38,6 +38,18 @@ def _fire_scenario(client: FlaskClient, confident: bool = True) -> str:
     return str(response.get_json()["incident_id"])
 
 
+def _eventually(probe: Any, timeout: float = 10.0) -> Any:
+    """Notifications are their own tasks: wait for one to have run."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 def _events(doc: dict[str, Any]) -> list[str]:
     return [t["event"] for t in doc["timeline"]]
 
@@ -67,7 +79,7 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     assert pm["outcome"] == "resolved"
     assert "## Timeline" in pm["markdown"] and "Plan approved (api:alice)" in pm["markdown"]
     assert rca["primary_cause"][:40] in pm["markdown"]
-    assert {"kind": "pagerduty.resolve", "dedup_key": incident_id} in mock.SENT
+    assert _eventually(lambda: {"kind": "pagerduty.resolve", "dedup_key": incident_id} in mock.SENT)
 
 
 def test_reject_escalates_with_postmortem_and_a_page(pipeline: FlaskClient, wait_for: WaitFor) -> None:
@@ -79,8 +91,9 @@ def test_reject_escalates_with_postmortem_and_a_page(pipeline: FlaskClient, wait
     assert doc["outcome"] == "escalated" and not doc["step_runs"]
     assert "rejected" in _events(doc) and doc["postmortem"]["outcome"] == "escalated"
     assert "not the release" in json.dumps(doc["timeline"])
-    pages = [m for m in mock.SENT if m["kind"] == "pagerduty.trigger"]
-    assert pages == [{"kind": "pagerduty.trigger", "dedup_key": incident_id}]
+    assert _eventually(lambda: [m for m in mock.SENT if m["kind"] == "pagerduty.trigger"]) == [
+        {"kind": "pagerduty.trigger", "dedup_key": incident_id}
+    ]
 
 
 def test_low_confidence_widens_the_window_then_escalates(pipeline: FlaskClient, wait_for: WaitFor) -> None:
