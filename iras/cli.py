@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         add_eval_arguments(eval_p)
     except ImportError:  # pragma: no cover
         pass
+    eval_p.add_argument(
+        "--direct",
+        action="store_true",
+        help="call the analyst in-process instead of replaying through webhook + Celery + database",
+    )
 
     if argv and argv[0] in ("worker", "beat", "flower"):
         from iras.logging_setup import configure_logging
@@ -70,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         from iras.eval import main_eval
 
-        return main_eval(args)
+        if args.direct:
+            return main_eval(args)
+        from iras.eval_pipeline import pipeline_runner
+
+        with pipeline_runner(args.analyst) as runner:
+            return main_eval(args, runner)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -47,6 +47,7 @@ from iras.schemas import (
     NormalizedAlert,
     RemediationPlan,
     RootCauseHypothesis,
+    Severity,
     TriageResult,
     utcnow,
 )
@@ -302,6 +303,11 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
         raise RuntimeError(f"incident {incident_id} reached analysis without evidence")
     out = _call_analyst(self, get_analyst().analyze, facts, bundle, attempt)
     rca: RootCauseHypothesis = out.result
+    # Triage sees only the alert; an analyst that re-assesses severity from the
+    # evidence (customer impact in the metrics) updates the incident's severity.
+    reassessed: dict[str, Any] = {}
+    if isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
+        reassessed = {"severity": out.extra["severity"]}
     if rca.confidence >= settings.rca_confidence_threshold:
         event, next_status, values = Event.RCA_CONFIDENT, S.PLANNING, {}
     elif attempt < settings.rca_max_attempts:
@@ -321,7 +327,7 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
                     f"(confidence {rca.confidence:.2f}, attempt {attempt})",
                     "attempt": attempt,
                 },
-                values={"rca_attempts": attempt, **values},
+                values={"rca_attempts": attempt, **values, **reassessed},
             ):
                 return
             session.add(_result_row(incident_id, "rca", attempt, out))
