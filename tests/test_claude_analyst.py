@@ -745,6 +745,68 @@ def test_identical_lines_are_collapsed_with_counts_and_cuts_are_marked() -> None
     assert small.estimated_tokens <= 2500 and "log lines" in small.sections_cut
 
 
+def _scenario_bundle(scenario: dict[str, Any], noise: int = 0) -> ContextBundle:
+    evidence = scenario["evidence"]
+    logs = [LogLine.model_validate(item) for item in evidence["logs"]]
+    start, end = min(line.timestamp for line in logs), max(line.timestamp for line in logs)
+    span = max(60.0, (end - start).total_seconds())
+    service = logs[0].service
+    logs += [
+        LogLine(
+            timestamp=start + timedelta(seconds=span * i / max(1, noise)),
+            service=service,
+            level="INFO" if i % 8 else "WARN",
+            message=f"GET /api/v1/items/{i * 7919 % 99991} 200 {i % 97}ms trace={i * 2654435761 % 2**64:016x}"
+            if i % 8
+            else f"slow query {i % 997}ms on table t{i % 5}",
+        )
+        for i in range(noise)
+    ]
+    return ContextBundle(
+        window_start=start,
+        window_end=end,
+        window_minutes=30,
+        logs=sorted(logs, key=lambda line: line.timestamp),
+        metrics=[MetricDelta.model_validate(item) for item in evidence["metrics"]],
+        deployments=[Deployment.model_validate(item) for item in evidence["deployments"]],
+        sources=[SourceStatus(name="mock", kind="logs", status="ok", items=len(logs))],
+    )
+
+
+def _key_lines(scenario: dict[str, Any]) -> list[str]:
+    """The physical log line holding each evidence key: what a careful model would quote."""
+    return [
+        next(
+            part.strip()
+            for log in scenario["evidence"]["logs"]
+            for part in log["message"].splitlines()
+            if key in part
+        )
+        for key in scenario["expected"]["evidence_keys"]
+    ]
+
+
+@pytest.mark.skipif(not SCENARIOS.exists(), reason="shared scenarios not mounted")
+def test_every_scenarios_evidence_keys_reach_the_model_verbatim_and_verify() -> None:
+    for path in sorted(SCENARIOS.glob("*.json")):
+        scenario = json.loads(path.read_text())
+        pack = build_evidence(_scenario_bundle(scenario), max_tokens=13_000)
+        verified, dropped = verify.verify_citations(_key_lines(scenario), pack.citable)
+        assert dropped == [], path.name
+        assert pack.deployments == _scenario_bundle(scenario).deployments, path.name
+
+
+@pytest.mark.skipif(not SCENARIOS.exists(), reason="shared scenarios not mounted")
+@pytest.mark.parametrize("name", ["checkout-psp-stripe-outage", "catalog-importer-latin1-mojibake"])
+def test_evidence_keys_survive_a_flood_of_noise(name: str) -> None:
+    """Under 6,000 noise lines the key lines come through templates (first and newest examples)."""
+    scenario = _scenario(name)
+    pack = build_evidence(_scenario_bundle(scenario, noise=6_000), max_tokens=13_000)
+    assert pack.log_lines_cut > 5_000
+    verified, dropped = verify.verify_citations(_key_lines(scenario), pack.citable)
+    assert dropped == []
+
+
 # --------------------------------------------------------------------------- observability
 
 

@@ -227,6 +227,7 @@ class _Template:
     first: datetime | None = None
     last: datetime | None = None
     newest: LogLine | None = None
+    oldest: LogLine | None = None
 
 
 def _miner() -> TemplateMiner:
@@ -271,6 +272,7 @@ def mine_templates(logs: Sequence[LogLine]) -> list[_Template]:
         group.count += 1
         if group.first is None or line.timestamp < group.first:
             group.first = line.timestamp
+            group.oldest = line
         if group.last is None or line.timestamp >= group.last:
             group.last = line.timestamp
             group.newest = line
@@ -344,24 +346,29 @@ def build_evidence(bundle: ContextBundle, max_tokens: int) -> EvidencePack:
     tmpl.force("")
     tmpl.force(
         f"## Log templates ({len(logs)} lines in {len(templates)} templates; <NUM>, <HEX>, <ID>, <IP>, <TS>"
-        " and <*> mark variable parts; the 'newest' line under each is verbatim)"
+        " and <*> mark variable parts; the 'newest' and 'first' lines under each are verbatim)"
     )
     if not logs:
         tmpl.force("- no log lines")
     shown_templates = 0
     for template in templates:
         assert template.newest is not None and template.first is not None and template.last is not None
-        example = render_log_line(template.newest, MAX_EXAMPLE_CHARS)
+        examples = [render_log_line(template.newest, MAX_EXAMPLE_CHARS)]
         row = (
             f"- [{template.level} {one_line(template.service, 100)}] ×{template.count}"
             f" (first {_ts(template.first)}, last {_ts(template.last)}): {one_line(template.template, 300)}\n"
-            f"    newest: {example}"
+            f"    newest: {examples[0]}"
         )
+        # The first occurrence too when it differs: it dates the onset, and a template
+        # can hide the one variant that matters ("CLOSED to OPEN" vs "OPEN to HALF_OPEN").
+        if template.oldest is not None and template.oldest.message != template.newest.message:
+            examples.append(render_log_line(template.oldest, MAX_EXAMPLE_CHARS))
+            row += f"\n    first: {examples[1]}"
         if not tmpl.add(row, reserve=marker_room):
             tmpl.force(f"- …[{len(templates) - shown_templates} more templates cut by the evidence budget]")
             cut.append("templates")
             break
-        citable.append(example)
+        citable.extend(examples)
         shown_templates += 1
     for line in tmpl.lines:
         out.force(line)
