@@ -297,19 +297,12 @@ def _own_domains(facts: IncidentFacts, logs: list[LogLine]) -> set[str]:
 
 
 def _vendor_name(host: str, status_lines: list[str]) -> str:
-    """Name a third-party dependency from its API host (api.vendor.com -> vendor-api).
+    """Name a third-party dependency from its API host: api.vendor.com -> vendor-api.
 
-    When the vendor's status page names a failing component ("Vendor APIs - Rates:
-    Degraded"), its first word qualifies the name (vendor-rates-api).
+    (A status-page component qualifier was tried and dropped: it guessed product
+    names, e.g. "Programmable Messaging", that no one would call the dependency.)
     """
-    vendor = host.lower().split(".")[-2]
-    for text in status_lines:
-        m = re.search(re.escape(vendor) + r"[^-:\n]*-\s*([A-Za-z][\w ]*?)\s*:", text, re.IGNORECASE)
-        if m:
-            word = m.group(1).split()[0].lower()
-            if word not in {"api", "apis", "developer", "platform", "services"}:
-                return f"{vendor}-{word}-api"
-    return f"{vendor}-api"
+    return f"{host.lower().split('.')[-2]}-api"
 
 
 def _mentions(message: str, own: str, known: set[str]) -> list[str]:
@@ -386,6 +379,12 @@ def _locate(line: LogLine, sig: S.Signature, ctx: Context) -> tuple[str | None, 
             # The line says a peer failed but does not say which: unknown location.
             return None, False
         return (None if reporter else own), False
+    if sig.category in (Category.DATABASE, Category.DATA_CORRUPTION) and not _DATASTORE.search(own):
+        # A client quoting its data store's failure ("no primary", "too many clients")
+        # places it on the data store it names.
+        stores = [m for m in mentions if _DATASTORE.search(m)]
+        if stores:
+            return stores[0], False
     if sig.name == "dns_failure":
         # Name-resolution failures belong to the resolver when it reports them itself.
         return (own if _DNS_COMPONENT.search(own) else None), False
@@ -480,9 +479,7 @@ _ASYNC_METRIC = re.compile(
 )
 _LATENCY_METRIC = re.compile(r"latency|p99|p95|duration", re.IGNORECASE)
 _DOWN_METRIC = re.compile(r"probe_success|ready_pods|available_replicas|availability", re.IGNORECASE)
-_NON_USER_METRIC = re.compile(
-    r"synthetic|canary|internal|grpc_client|psp_|carrier_|dependency", re.IGNORECASE
-)
+_NON_USER_METRIC = re.compile(r"synthetic|canary|internal|grpc_client|dependency", re.IGNORECASE)
 
 
 def read_metrics(ctx: Context) -> None:
@@ -548,8 +545,18 @@ def assess_severity(ctx: Context, category: Category, prospective_only: bool) ->
             worst = sev
 
     fallback_seen = False
+    # The user path is the one that alerted: when it measures its own failures, a
+    # dependency's worse error ratio (absorbed by retries or other providers) does not
+    # set the severity.
+    user_path = [
+        m
+        for m in metrics
+        if m.service in alerted and _failure_share(m) is not None and not _ASYNC_METRIC.search(m.name)
+    ]
     for m in metrics:
         if _is_subset_metric(m, metrics) or _NON_USER_METRIC.search(m.name):
+            continue
+        if user_path and m.service not in alerted and _failure_share(m) is not None:
             continue
         if "fallback" in m.name.lower():
             if (m.current or 0) > (m.baseline_7d or 0) * 2:
@@ -987,6 +994,20 @@ def build_context(facts: IncidentFacts, bundle: ContextBundle) -> Context:
     return ctx
 
 
+_GAUGE = re.compile(
+    r"\b(rss\w*|heap\w*|open_fds|fds|goroutines|threads|memory\w*|conns\w*)=(\d+)", re.IGNORECASE
+)
+
+
+def _growing_series(lines: list[str]) -> bool:
+    """A leak: the same gauge logged >= 3 times, rising every time (fds, rss, heap)."""
+    series: dict[str, list[int]] = defaultdict(list)
+    for line in lines:
+        for name, value in _GAUGE.findall(line):
+            series[name.lower()].append(int(value))
+    return any(len(v) >= 3 and all(b > a for a, b in zip(v, v[1:], strict=False)) for v in series.values())
+
+
 def choose_action(
     rca: RootCauseHypothesis, bundle: ContextBundle, severity: Severity | None = None
 ) -> RunbookAction:
@@ -1016,7 +1037,7 @@ def choose_action(
     if cat is Category.RESOURCE_EXHAUSTION:
         return (
             RunbookAction.RESTART_SERVICE
-            if S.LEAK_OR_STUCK.search(text)
+            if S.LEAK_OR_STUCK.search(text) or _growing_series(own_lines)
             else RunbookAction.INCREASE_RESOURCE_LIMIT
         )
     if cat is Category.DATABASE:

@@ -212,7 +212,8 @@ CATALOGUE: list[Signature] = [
     _sig(
         "resource_limit_stats",
         C.RESOURCE_EXHAUSTION,
-        r"open_fds=\d+|max_fds=\d+|heap max=|memory limit=|used_pct=\d+|avail_bytes=",
+        r"open_fds=\d+|max_fds=\d+|heap max=|memory limit=|used_pct=\d+|avail_bytes=|rss(_mb|_bytes)?=\d+"
+        r"|heap_used(_mb)?=\d+|memstats",
         0.4,
         role="context",
     ),
@@ -261,8 +262,8 @@ CATALOGUE: list[Signature] = [
     _sig(
         "no_leader",
         C.DATABASE,
-        r"cluster has no leader|no (primary|leader) (available|elected)|not healthy enough for leader race"
-        r"|exceeds maximum replication lag",
+        r"cluster has no leader|no (primary|leader) (available|elected|found)|not healthy enough for leader race"
+        r"|exceeds maximum replication lag|has no (primary|leader)\b|ReplicaSetNoPrimary|not enough votes",
         2.5,
     ),
     _sig(
@@ -404,7 +405,8 @@ CATALOGUE: list[Signature] = [
         "threadpool_saturated",
         C.CAPACITY,
         r"rejected execution|es_rejected_execution_exception|thread ?pool \S* ?(is )?(full|exhausted)"
-        r"|activeThreads=(\d+)/\3\b|Request queue full|queue capacity = \d+",
+        r"|activeThreads=(\d+)/\3\b|Request queue full|queue capacity = \d+"
+        r"|(worker|thread|connection)s? pool (is )?(saturated|exhausted|full)|\b(\d+)/\7 (connections|workers|threads) busy",
         2.5,
     ),
     _sig(
@@ -417,7 +419,9 @@ CATALOGUE: list[Signature] = [
     _sig(
         "load_driver",
         C.CAPACITY,
-        r"campaign \S+ (sent|enqueued|started|launched)|onboarding|traffic (spike|surge)",
+        r"campaign \S+ (sent|enqueued|started|launched)|onboarding|traffic (spike|surge)"
+        r"|(live event|flash sale|promotion|product launch|broadcast|newsletter)\b.{0,40}\b(started|sent|launched|live)"
+        r"|subscribers notified",
         1.0,
         role="context",
     ),
@@ -504,7 +508,7 @@ STARTUP_WORDS = re.compile(r"start|version=|listening|ready|started|commit=|buil
 
 # Hints for choosing the runbook action.
 LEAK_OR_STUCK = re.compile(
-    r"\bleak|not drained|until restart|stopped\b|\bstuck\b|\bhung\b|uptime=\d{3,}h|panic recovered",
+    r"\bleak|not drained|until restart|stopped\b|\bstuck\b|\bhung\b|uptime=\d{3,}h|uptime[=: ]\d+d\b|panic recovered",
     re.IGNORECASE,
 )
 PRIMARY_DOWN = re.compile(
