@@ -311,7 +311,7 @@ def test_a_correctly_signed_click_from_an_approver_parses() -> None:
 
     action = verify_and_parse_action(body, _signed(body, NOW - 10), _settings(), now=NOW)
 
-    assert action == (INCIDENT_ID, "reject", APPROVER)
+    assert action[:3] == (INCIDENT_ID, "reject", APPROVER) and action.plan_id is None
 
 
 def test_a_bad_signature_is_refused() -> None:
@@ -354,7 +354,7 @@ class Decisions:
         self.status = {INCIDENT_ID: "awaiting_approval"}
         self.calls: list[tuple[str, str, str, str]] = []
 
-    def __call__(self, incident_id: str, action: str, actor: str, reason: str) -> None:
+    def __call__(self, incident_id: str, action: str, actor: str, reason: str, plan_id: int | None = None) -> None:
         self.calls.append((incident_id, action, actor, reason))
         if incident_id not in self.status:
             raise Refused(404, f"incident {incident_id} not found")

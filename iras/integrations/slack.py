@@ -230,10 +230,13 @@ def plan_blocks(
             "style": "danger",
             "value": incident_id,
         }
+        # The block id binds the click to the plan shown: a decision on a plan that
+        # has since been replaced is refused by services.decide (409).
+        plan_id = proposal.get("id")
         blocks.append(
             {
                 "type": "actions",
-                "block_id": f"decision:{incident_id}",
+                "block_id": f"decision:{incident_id}:{plan_id}" if plan_id is not None else f"decision:{incident_id}",
                 "elements": [approve, reject, _link_button(url)],
             }
         )
@@ -415,6 +418,14 @@ class SlackAction(NamedTuple):
     incident_id: str
     action: str  # "approve" | "reject"
     user_id: str
+    plan_id: int | None = None
+
+
+def _plan_id_from_block(block_id: Any) -> int | None:
+    parts = str(block_id or "").split(":")
+    if len(parts) == 3 and parts[0] == "decision" and parts[2].isdigit():
+        return int(parts[2])
+    return None
 
 
 class _FixedClock(Clock):
@@ -476,10 +487,15 @@ def verify_and_parse_action(
     # Deny by default: an empty SLACK_APPROVER_IDS lets nobody decide from Slack.
     if user_id not in settings.slack_approver_ids:
         raise UnknownApprover(f"Slack user {user_id} is not in SLACK_APPROVER_IDS")
-    return SlackAction(incident_id=incident_id, action=str(decision["action_id"]), user_id=user_id)
+    return SlackAction(
+        incident_id=incident_id,
+        action=str(decision["action_id"]),
+        user_id=user_id,
+        plan_id=_plan_id_from_block(decision.get("block_id")),
+    )
 
 
-DecideCallback = Callable[[str, str, str, str], Any]
+DecideCallback = Callable[[str, str, str, str, int | None], Any]
 
 
 def handle_slack_action(
@@ -492,7 +508,7 @@ def handle_slack_action(
 ) -> tuple[dict[str, Any], int]:
     """The logic of `POST /slack/actions`: returns (JSON body, HTTP status) for Flask.
 
-    `decide(incident_id, action, actor, reason)` applies the decision with the
+    `decide(incident_id, action, actor, reason, plan_id)` applies the decision with the
     same compare-and-set as the API (`action` is "approve" or "reject", `actor`
     the Slack user id, to be recorded with via="slack"). To refuse, it raises an
     exception with a `status_code` attribute (e.g. `iras.services.DecisionError`:
@@ -508,7 +524,7 @@ def handle_slack_action(
         return {"ok": exc.status < 400, "error": exc.code, "reason": str(exc)}, exc.status
     reason = f"{action.action} clicked in Slack by <@{action.user_id}>"
     try:
-        decide(action.incident_id, action.action, action.user_id, reason)
+        decide(action.incident_id, action.action, action.user_id, reason, action.plan_id)
     except Exception as exc:
         status = getattr(exc, "status_code", None)
         if not isinstance(status, int):
