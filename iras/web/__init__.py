@@ -31,6 +31,9 @@ def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    from iras.web.slack import bp as slack_bp
+
+    app.register_blueprint(slack_bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
