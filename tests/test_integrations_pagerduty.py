@@ -103,7 +103,7 @@ def test_the_trigger_carries_summary_severity_source_details_and_a_link_back(
     assert details["reason"] == "approval timed out: no decision within 15 minutes"
     assert details["affected_services"] == ["checkout-service"] and details["rca_confidence"] == 0.82
     assert details["plan"] == "Roll back checkout-service to v2.3.9"
-    link = f"https://iras.example.com/incidents/{INCIDENT['id']}"
+    link = f"https://iras.example.com/ui/incidents/{INCIDENT['id']}"
     assert event["links"] == [{"href": link, "text": "Incident in IRAS"}] and event["client_url"] == link
 
 

@@ -16,7 +16,8 @@ from iras.config import Settings
 
 
 def incident_url(settings: Settings, incident_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/incidents/{incident_id}"
+    # The console page: a person follows this link from Slack or PagerDuty.
+    return f"{settings.public_url.rstrip('/')}/ui/incidents/{incident_id}"
 
 
 def latest_result(doc: dict[str, Any], stage: str) -> dict[str, Any]:
