@@ -215,3 +215,29 @@ def test_the_stuck_sweeper_re_enqueues_a_lost_incident(pipeline: FlaskClient, wa
         session.commit()
     assert sweep_stuck() == 1
     wait_for(incident_id, "awaiting_approval", "escalated", "resolved")
+
+
+def test_every_context_source_down_still_completes_with_source_unavailable_evidence(
+    pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.services import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("LOKI_URL", dead)
+    monkeypatch.setenv("PROMETHEUS_URL", dead)
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_test")
+    monkeypatch.setenv("GITHUB_API_URL", dead)
+    monkeypatch.setenv("GITHUB_REPOS", "checkout=acme/checkout")
+    monkeypatch.setenv("HTTP_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("HTTP_TIMEOUT_SECONDS", "1")
+    reset_settings()
+    incident_id = fire(pipeline, title="Checkout errors", service="checkout")
+    doc = wait_for(incident_id, "resolved", "escalated", timeout=60)
+    assert doc["postmortem"] is not None
+    contexts = [s["result"] for s in doc["stages"] if s["stage"] == "context"]
+    assert contexts, "the context stage ran"
+    for bundle in contexts:
+        assert {s["kind"]: s["status"] for s in bundle["sources"]} == {
+            "logs": "unavailable", "metrics": "unavailable", "deployments": "unavailable"
+        }
+        assert all("source unavailable" in s["error"] for s in bundle["sources"])
