@@ -731,6 +731,24 @@ def test_a_wider_window_on_a_later_attempt_keeps_the_same_budget(fake_anthropic:
     assert [o.extra["evidence"]["log_lines_total"] for o in outputs] == [1_000, 4_000, 12_000]
 
 
+def test_a_huge_alert_group_and_the_smallest_budget_still_fit(fake_anthropic: FakeAnthropicServer) -> None:
+    """Alert labels are capped and re-asks are reduced before the budget is ever exceeded."""
+    labels = {f"label_{i}": "x" * 500 for i in range(40)}
+    alerts = [
+        NormalizedAlert(source="generic", title="t" * 1000, timestamp=T0, labels=labels, annotations=labels)
+        for _ in range(8)
+    ]
+    facts = IncidentFacts(incident_id="inc-big", title="t" * 1000, source="generic", alerts=alerts)
+    fake_anthropic.enqueue(tool_use({"confidence": 2}))
+    analyst = analyst_for(fake_anthropic, rca_token_budget=4000, llm_max_validation_retries=2)
+    output = analyst.analyze(facts, bundle_for(logs=_flood(3_000)), 1)
+    assert "alert data truncated" in fake_anthropic.requests[0].user_text
+    # No room left for a re-ask within 4,000 tokens: the invalid answer goes straight to the fallback.
+    assert output.extra["evidence"]["max_validation_retries"] == 0
+    assert output.analyst == "offline" and len(fake_anthropic.requests) == 1
+    assert prompt_tokens(fake_anthropic.requests[0]) <= 4000
+
+
 def test_identical_lines_are_collapsed_with_counts_and_cuts_are_marked() -> None:
     logs = [
         LogLine(

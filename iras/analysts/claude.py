@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from iras.analysts import verify
 from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput, TransientAnalystError
-from iras.analysts.budget import build_evidence, estimate_tokens
+from iras.analysts.budget import CHARS_PER_TOKEN, build_evidence, estimate_tokens
 from iras.analysts.pricing import Usage, estimate_cost_usd, price_table
 from iras.analysts.prompts import plan as plan_prompt
 from iras.analysts.prompts import postmortem as postmortem_prompt
@@ -61,6 +61,8 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {"triage": 1024, "rca": 2048, "plan": 2048, 
 REASK_ERROR_TOKENS = 600  # instructor's validation-error message in a re-ask
 TOOL_ENVELOPE_TOKENS = 200  # tool name/description and request framing around the schema
 MAX_RETRY_AFTER_SECONDS = 3600.0
+ALERT_SHARE = 0.2  # of the RCA budget, at most, for the alert block
+MIN_EVIDENCE_TOKENS = 1000
 
 
 class _Fallback(Exception):
@@ -210,20 +212,27 @@ class ClaudeAnalyst:
     def analyze(
         self, facts: IncidentFacts, bundle: ContextBundle, attempt: int
     ) -> StageOutput[RootCauseHypothesis]:
+        # Budget arithmetic, all in conservative token estimates:
+        #   system + tool schema + prompt around the evidence (alert capped at ALERT_SHARE)
+        #   + one (previous answer + error) per allowed re-ask + evidence  <=  rca_token_budget.
+        # If re-asks would squeeze the evidence under MIN_EVIDENCE_TOKENS, fewer re-asks
+        # are allowed for this call rather than breaking the budget.
         budget = self.settings.rca_token_budget
-        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes)
-        retries = self.settings.llm_max_validation_retries
-        reask_reserve = retries * (MAX_OUTPUT_TOKENS["rca"] + REASK_ERROR_TOKENS)
-        overhead = (
+        alert_chars = int(budget * ALERT_SHARE * CHARS_PER_TOKEN)
+        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes, alert_chars)
+        fixed = (
             estimate_tokens(rca_prompt.SYSTEM)
             + tool_schema_tokens(RootCauseHypothesis)
             + estimate_tokens(skeleton)
-            + reask_reserve
         )
-        # A huge alert payload could eat the budget; the evidence still gets a floor so
-        # the model is never asked to diagnose from nothing (render_facts bounds the alert).
-        pack = build_evidence(bundle, max(1000, budget - overhead))
-        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes)
+        per_reask = MAX_OUTPUT_TOKENS["rca"] + REASK_ERROR_TOKENS
+        retries = min(
+            self.settings.llm_max_validation_retries,
+            max(0, (budget - fixed - MIN_EVIDENCE_TOKENS) // per_reask),
+        )
+        reask_reserve = retries * per_reask
+        pack = build_evidence(bundle, max(0, budget - fixed - reask_reserve))
+        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes, alert_chars)
         stats: dict[str, Any] = {
             **pack.stats(),
             "attempt": attempt,
@@ -233,6 +242,7 @@ class ClaudeAnalyst:
             + estimate_tokens(user),
             "prompt_token_budget": budget,
             "reask_reserve_tokens": reask_reserve,
+            "max_validation_retries": retries,
         }
 
         def finish(result: RootCauseHypothesis) -> tuple[RootCauseHypothesis, dict[str, Any]]:
@@ -249,6 +259,7 @@ class ClaudeAnalyst:
             finish=finish,
             offline=lambda analyst: analyst.analyze(facts, bundle, attempt),
             extra={"evidence": stats},
+            max_retries=retries,
         )
 
     def plan(
@@ -319,10 +330,12 @@ class ClaudeAnalyst:
         finish: Callable[[Any], tuple[Any, dict[str, Any]]],
         offline: Callable[[Any], StageOutput[Any]],
         extra: dict[str, Any] | None = None,
+        max_retries: int | None = None,
     ) -> StageOutput[Any]:
         started = time.perf_counter()
+        retries = self.settings.llm_max_validation_retries if max_retries is None else max_retries
         try:
-            call = self._call(stage, incident_id, model, response_model, system, user)
+            call = self._call(stage, incident_id, model, response_model, system, user, retries)
         except _Fallback as fallback:
             return self._fall_back(stage, model, fallback, offline, started, extra or {})
         result, checks = finish(call.result)
@@ -341,7 +354,14 @@ class ClaudeAnalyst:
         )
 
     def _call(
-        self, stage: str, incident_id: str, model: str, response_model: type[M], system: str, user: str
+        self,
+        stage: str,
+        incident_id: str,
+        model: str,
+        response_model: type[M],
+        system: str,
+        user: str,
+        max_retries: int,
     ) -> _Call:
         """One instructor call; returns the parsed model or raises Transient/_Fallback."""
         if self._client is None:
@@ -363,7 +383,7 @@ class ClaudeAnalyst:
                 system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
                 messages=[{"role": "user", "content": user}],
                 response_model=response_model,
-                max_retries=self.settings.llm_max_validation_retries,
+                max_retries=max_retries,
                 hooks=hooks,
             )
         except InstructorRetryException as exc:

@@ -102,8 +102,12 @@ def render_alert(alert: NormalizedAlert) -> list[str]:
     return lines
 
 
-def render_facts(facts: IncidentFacts) -> str:
-    """The incident's alert(s) as an `<alert_data>` block."""
+def render_facts(facts: IncidentFacts, max_chars: int = 60_000) -> str:
+    """The incident's alert(s) as an `<alert_data>` block of at most ~`max_chars` characters.
+
+    The cap keeps a group of alerts with huge label sets from crowding out the
+    evidence (or, for the RCA stage, from breaking the token budget).
+    """
     lines = [
         f"incident_id: {one_line(facts.incident_id)}",
         f"incident_title: {one_line(facts.title, 1000)}",
@@ -119,4 +123,12 @@ def render_facts(facts: IncidentFacts) -> str:
     if not facts.alerts and facts.payload:
         lines.append("raw_payload: |")
         lines.append(block_text(repr(facts.payload)))
-    return data_block("alert_data", lines)
+    kept: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        if used + len(line) + 1 > max_chars:
+            kept.append(f"…[alert data truncated: {len(lines) - index} more lines]")
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return data_block("alert_data", kept)

@@ -49,8 +49,10 @@ that the pipeline gathers evidence over a wider window and asks again.
 """
 
 
-def build_user(facts: IncidentFacts, evidence_text: str, attempt: int, window_minutes: int) -> str:
-    """`evidence_text` already fits the budget; the rest is bounded by the alert renderer."""
+def build_user(
+    facts: IncidentFacts, evidence_text: str, attempt: int, window_minutes: int, alert_max_chars: int = 60_000
+) -> str:
+    """`evidence_text` already fits the budget; the alert block is capped at `alert_max_chars`."""
     lines = [f"Diagnose incident {one_line(facts.incident_id)}."]
     if attempt > 1:
         lines.append(
@@ -66,7 +68,7 @@ def build_user(facts: IncidentFacts, evidence_text: str, attempt: int, window_mi
             f"(confidence {triage.confidence:.2f})."
         )
     lines.append("")
-    lines.append(render_facts(facts))
+    lines.append(render_facts(facts, alert_max_chars))
     lines.append("")
     lines.append("<evidence>")
     lines.append(evidence_text)
