@@ -5,6 +5,7 @@
     iras beat [celery args...]       Celery beat (approval timeouts, stuck sweeper)
     iras flower [flower args...]     Flower, the Celery monitoring UI
     iras db upgrade                  apply migrations
+    iras alerts dead-letters         rejected webhook bodies; `iras alerts replay --id N | --all`
     iras eval DIR [--analyst ...]    score the analyst on incident scenarios
 """
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("worker", "beat", "flower"):
         sub.add_parser(name, help=f"celery {name} (extra arguments pass through)", add_help=False)
+
+    from iras.deadletter import add_alerts_arguments
+
+    add_alerts_arguments(sub.add_parser("alerts", help="dead letters: list and replay rejected webhook bodies"))
 
     db_p = sub.add_parser("db", help="database commands")
     db_p.add_argument("action", choices=["upgrade"])
@@ -72,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         upgrade()
         print("database is at the latest migration")
         return 0
+    if args.command == "alerts":
+        from iras.deadletter import main_alerts
+
+        return main_alerts(args)
     if args.command == "eval":
         from iras.eval import main_eval
 

@@ -67,6 +67,22 @@ class Settings(BaseSettings):
 
     # --- ingestion ----------------------------------------------------------
     max_payload_bytes: int = Field(1024 * 1024, ge=1024)
+    # Secrets for POST /webhook/*: "alertmanager=s1,grafana=s2" (one per source) or one
+    # token for every source. Unset = open, said at startup and in /health (iras/web/ingest_guard.py).
+    webhook_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Per-source token bucket (sustained requests/s, burst); rate 0 disables it. Shared
+    # across gunicorn workers through Redis when CELERY_BROKER_URL is redis://.
+    webhook_rate_limit_per_second: float = Field(50, ge=0)
+    webhook_rate_limit_burst: int = Field(500, ge=1)
+    # Bytes of a rejected webhook body kept in the dead-letter table (the rest is cut).
+    dead_letter_max_bytes: int = Field(256 * 1024, ge=1024)
+
+    @field_validator("webhook_tokens", mode="before")
+    @classmethod
+    def _parse_webhook_tokens(cls, value: object) -> object:
+        from iras.web.ingest_guard import parse_webhook_tokens
+
+        return parse_webhook_tokens(value)
 
     # --- integrations (unset -> mock client) --------------------------------
     prometheus_url: str | None = None

@@ -69,6 +69,7 @@ def run(host: str, port: int) -> None:
     from iras.logging_setup import configure_logging
     from iras.migrate import upgrade
     from iras.web import create_app
+    from iras.web.ingest_guard import startup_line
 
     configure_logging()
     settings = get_settings()
@@ -86,6 +87,7 @@ def run(host: str, port: int) -> None:
     print(
         f"  database: {settings.database_url}\n  broker: {settings.celery_broker_url}\n"
         f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
+        f"  {startup_line(settings)}\n"
         f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
         "-d '{\"title\": \"High error rate on checkout\", \"timestamp\": \"2026-01-01T00:00:00Z\", "
         "\"service\": \"checkout\"}'",

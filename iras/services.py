@@ -71,57 +71,92 @@ def _ingest_group(
 ) -> IngestOutcome:
     now = utcnow()
     firing = [a for a in alerts if a.status == "firing"]
-    incident_id = session.scalar(
-        select(Incident.id).where(
-            Incident.fingerprint == key, Incident.status.not_in([s.value for s in TERMINAL])
+    open_statuses = [s.value for s in TERMINAL]
+    for _ in range(3):
+        incident_id = session.scalar(
+            select(Incident.id).where(Incident.fingerprint == key, Incident.status.not_in(open_statuses))
+        )
+        if incident_id is None:
+            break
+        # Lock the incident row first (the UPDATE holds it to commit): concurrent joins to
+        # one incident then run one after another, so the "every alert resolved?" check
+        # below sees the alerts committed just before. Two resolutions of different
+        # alerts arriving together would otherwise each see the other still firing, and
+        # the incident would never auto-resolve.
+        joined = session.execute(
+            update(Incident)
+            .where(Incident.id == incident_id, Incident.status.not_in(open_statuses))
+            .values(alert_count=Incident.alert_count + len(alerts), last_seen=now)
+            .execution_options(synchronize_session=False)
+        )
+        if joined.rowcount == 1:  # type: ignore[attr-defined]
+            return _join(session, incident_id, payload, alerts, now)
+        # Closed between the lookup and the lock (auto-resolved, or the pipeline ended):
+        # look again; a firing alert then opens a new incident.
+
+    if not firing:
+        return IngestOutcome(None, "no_open_incident", len(alerts))
+    first = firing[0]
+    incident = Incident(
+        status=IncidentStatus.TRIAGING.value,
+        title=first.title,
+        service=first.service,
+        source=first.source,
+        fingerprint=key,
+        payload=payload,
+        alert_count=len(alerts),
+        last_seen=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()  # the partial unique index fires here on a concurrent duplicate
+    session.add_all(
+        AlertEvent(
+            incident_id=incident.id,
+            received_at=now,
+            status=a.status,
+            fingerprint=a.fingerprint,
+            alert=_alert_doc(a),
+            raw=None,
+        )
+        for a in alerts
+    )
+    session.add(
+        Transition(
+            incident_id=incident.id,
+            from_status=None,
+            to_status=IncidentStatus.TRIAGING.value,
+            event="ingested",
+            actor=f"webhook:{first.source}",
+            at=now,
+            detail={"summary": first.title[:200]},
         )
     )
-    if incident_id is None:
-        if not firing:
-            return IngestOutcome(None, "no_open_incident", len(alerts))
-        first = firing[0]
-        incident = Incident(
-            status=IncidentStatus.TRIAGING.value,
-            title=first.title,
-            service=first.service,
-            source=first.source,
-            fingerprint=key,
-            payload=payload,
-            alert_count=len(alerts),
-            last_seen=now,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(incident)
-        session.flush()  # the partial unique index fires here on a concurrent duplicate
-        session.add_all(
-            AlertEvent(
-                incident_id=incident.id,
-                received_at=now,
-                status=a.status,
-                fingerprint=a.fingerprint,
-                alert=_alert_doc(a),
-                raw=None,
-            )
-            for a in alerts
-        )
-        session.add(
-            Transition(
-                incident_id=incident.id,
-                from_status=None,
-                to_status=IncidentStatus.TRIAGING.value,
-                event="ingested",
-                actor=f"webhook:{first.source}",
-                at=now,
-                detail={"summary": first.title[:200]},
-            )
-        )
-        iid = incident.id
-        from iras.tasks import enqueue_stage
+    iid = incident.id
+    from iras.tasks import enqueue_stage
 
-        after_commit(session, lambda: enqueue_stage(iid, IncidentStatus.TRIAGING))
-        return IngestOutcome(iid, "processing", len(alerts))
+    after_commit(session, lambda: enqueue_stage(iid, IncidentStatus.TRIAGING))
+    return IngestOutcome(iid, "processing", len(alerts))
 
+
+def _latest_alert_statuses(session: Session, incident_id: str) -> dict[str, str]:
+    """fingerprint -> the status of the last alert event received for it."""
+    latest: dict[str, str] = {}
+    for fp, status in session.execute(
+        select(AlertEvent.fingerprint, AlertEvent.status)
+        .where(AlertEvent.incident_id == incident_id)
+        .order_by(AlertEvent.id)
+    ):
+        latest[fp or ""] = status
+    return latest
+
+
+def _join(
+    session: Session, incident_id: str, payload: dict[str, Any], alerts: list[NormalizedAlert], now: Any
+) -> IngestOutcome:
+    """Record the alerts on the open incident (its row is locked by the caller)."""
+    before = _latest_alert_statuses(session, incident_id)
     session.add_all(
         AlertEvent(
             incident_id=incident_id,
@@ -133,58 +168,82 @@ def _ingest_group(
         )
         for a in alerts
     )
-    session.execute(
-        update(Incident)
-        .where(Incident.id == incident_id)
-        .values(alert_count=Incident.alert_count + len(alerts), last_seen=now)
+    after = dict(before)
+    for a in alerts:
+        after[a.fingerprint or ""] = a.status
+    # Only a change is news: Alertmanager repeats a resolved alert in later notifications.
+    newly_resolved = sorted(
+        {a.fingerprint or "" for a in alerts if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"}
     )
-    if not firing:
-        _note_resolution(session, incident_id)
-        return IngestOutcome(incident_id, "resolved_noted", len(alerts))
-    return IngestOutcome(incident_id, "deduplicated", len(alerts))
+    still_firing = sorted(fp for fp, status in after.items() if status != "resolved")
+    if newly_resolved:
+        _note_resolution(session, incident_id, alerts[0].source, newly_resolved, still_firing, now)
+    if any(a.status == "firing" for a in alerts):
+        return IngestOutcome(incident_id, "deduplicated", len(alerts))
+    return IngestOutcome(incident_id, "resolved_noted", len(alerts))
 
 
-def _note_resolution(session: Session, incident_id: str) -> None:
-    """If every alert of the incident is now resolved and nobody approved yet, close
-    it as auto-resolved; after approval the resolution is only noted."""
-    latest: dict[str, str] = {}
-    for fp, status in session.execute(
-        select(AlertEvent.fingerprint, AlertEvent.status)
-        .where(AlertEvent.incident_id == incident_id)
-        .order_by(AlertEvent.id)
-    ):
-        latest[fp or ""] = status
-    all_resolved = bool(latest) and all(s == "resolved" for s in latest.values())
-    current = session.scalar(select(Incident.status).where(Incident.id == incident_id))
-    if not all_resolved or current is None:
-        return
-    status = IncidentStatus(current)
+def _note_resolution(
+    session: Session,
+    incident_id: str,
+    source: str,
+    newly_resolved: list[str],
+    still_firing: list[str],
+    now: Any,
+) -> None:
+    """Put resolved alerts on the incident's timeline. When none is left firing:
+    before approval the incident is closed as auto-resolved (the CLOSING stage
+    writes a short post-mortem, no remediation runs); after approval the
+    resolution is only noted and the operator decides."""
     from iras.tasks import enqueue_stage
     from iras.workflow import BEFORE_APPROVAL
 
-    if status in BEFORE_APPROVAL:
-        if transition(
-            session,
-            incident_id,
-            status,
-            Event.ALERTS_RESOLVED,
-            actor="alert-source",
-            detail={"summary": "every alert of this incident resolved before approval"},
-            values={"outcome": "auto_resolved"},
-        ):
-            after_commit(session, lambda: enqueue_stage(incident_id, IncidentStatus.CLOSING))
-    else:
+    current = session.scalar(select(Incident.status).where(Incident.id == incident_id))
+    if current is None:
+        return
+    status = IncidentStatus(current)
+    actor = f"alert-source:{source}"[:255]
+    shown = ", ".join(fp[:40] for fp in newly_resolved[:10]) + (" ..." if len(newly_resolved) > 10 else "")
+    detail: dict[str, Any] = {"resolved": newly_resolved[:100], "still_firing": still_firing[:100]}
+    if still_firing:
         session.add(
             Transition(
                 incident_id=incident_id,
                 from_status=status.value,
                 to_status=status.value,
-                event="alerts_resolved_noted",
-                actor="alert-source",
-                at=utcnow(),
-                detail={"summary": "every alert resolved; the operator decides what to do"},
+                event="alert_resolved",
+                actor=actor,
+                at=now,
+                detail={
+                    **detail,
+                    "summary": f"{len(newly_resolved)} alert(s) resolved ({shown}); {len(still_firing)} still firing",
+                },
             )
         )
+        return
+    if status in BEFORE_APPROVAL and transition(
+        session,
+        incident_id,
+        status,
+        Event.ALERTS_RESOLVED,
+        actor=actor,
+        detail={**detail, "summary": f"every alert resolved before approval ({shown}); closing without remediation"},
+        values={"outcome": "auto_resolved"},
+        now=now,
+    ):
+        after_commit(session, lambda: enqueue_stage(incident_id, IncidentStatus.CLOSING))
+        return
+    session.add(
+        Transition(
+            incident_id=incident_id,
+            from_status=status.value,
+            to_status=status.value,
+            event="alerts_resolved_noted",
+            actor=actor,
+            at=now,
+            detail={**detail, "summary": f"every alert resolved ({shown}) while {status.value}; the operator decides"},
+        )
+    )
 
 
 # --------------------------------------------------------------------------- decisions

@@ -56,6 +56,12 @@ def health() -> Any:
         "executor": settings.remediation_executor,
         "integrations": active_clients(settings),
     }
+    from iras.web.ingest_guard import health_info
+
+    ingest, warnings = health_info(settings)  # open ingestion is a warning, not a failure
+    doc.update(ingest)
+    if warnings:
+        doc.setdefault("warnings", []).extend(warnings)
     failing = [name for name, c in checks.items() if not c["ok"]]
     if failing:
         doc["failing"] = failing
