@@ -916,7 +916,8 @@ def _false_alarm_culprit(ctx: Context) -> str:
 
 def _template(message: str) -> str:
     """A line's shape: tokens carrying digits (ids, paths, counters) collapse to '#'."""
-    return re.sub(r"\S*\d\S*", "#", message.splitlines()[0][:100].lower() if message else "")
+    first_line = message.splitlines()[0].lower() if message else ""
+    return re.sub(r"\S*\d\S*", "#", first_line)[:100]
 
 
 def _kind(message: str) -> str:
@@ -925,6 +926,23 @@ def _kind(message: str) -> str:
         return matched[0][0].name
     benign = S.benign_of(message)
     return benign[0].name if benign else "other"
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\d])")
+
+
+def _corroborated(cited: list[tuple[float, LogLine]], ctx: Context) -> list[tuple[float, LogLine]]:
+    """Prefer the line that shows the value the alert measured (the alert's "lag 942s"
+    and the log's "lag=942s"), and lines up to the alert over lines after it."""
+    alert_numbers = {n for n in _NUMBER.findall(ctx.alert_text) if len(n.replace(".", "")) >= 2}
+    out: list[tuple[float, LogLine]] = []
+    for score, line in cited:
+        if alert_numbers and alert_numbers & set(_NUMBER.findall(line.message)):
+            score += 0.3
+        if ctx.alert_time is not None and line.timestamp > ctx.alert_time + timedelta(minutes=1):
+            score -= 0.05
+        out.append((score, line))
+    return out
 
 
 def _pick_evidence(ranked: list[tuple[float, LogLine]], limit: int = MAX_EVIDENCE) -> list[str]:
@@ -965,6 +983,11 @@ def _pick_evidence(ranked: list[tuple[float, LogLine]], limit: int = MAX_EVIDENC
         if len(members) > 1:
             take(members[0][1] if members[0][1].message not in out else members[1][1])
     rest = sorted(best.values(), key=lambda item: (-item[0], item[1].timestamp))
+    cited_shapes = {_template(m) for m in out}
+    for _, line in rest:
+        if _template(line.message) not in cited_shapes:
+            cited_shapes.add(_template(line.message))
+            take(line)
     for _, line in rest:
         take(line)
     return out
@@ -1091,7 +1114,9 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
             category=Category.FALSE_ALARM,
             culprit_service=culprit,
             evidence=evidence,
-            confidence=0.75 if ctx.benign else 0.55,
+            # No failure evidence and metrics at baseline already agree; a benign
+            # explanation in the logs is a third, independent fact.
+            confidence=0.8 if ctx.benign else 0.7,
             reasoning=reasoning,
             contributing_factors=["user-facing metrics within baseline"],
         )
@@ -1159,7 +1184,10 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
             and _template(ln.message) not in before
             and not S.noise_of(ln.message)
         ]
-        cited += [(1.2, ln) for ln in new_lines[:6]]
+        first_of_shape: dict[str, LogLine] = {}
+        for ln in new_lines:
+            first_of_shape.setdefault(_template(ln.message), ln)
+        cited += [(1.2, ln) for ln in list(first_of_shape.values())[:6]]
         # Symptoms elsewhere that name the culprit (callers timing out, crash loops of its pods).
         cited += [(1.4, f.line) for f in findings if f.location == d.service and f.line.service != d.service]
         if top is Category.DATA_CORRUPTION and votes.get(Category.DATA_CORRUPTION, 0) > votes.get(
@@ -1234,7 +1262,22 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
             and _looks_datastore(f)
         ):
             cat = Category.DATABASE
-        related = cat is category or (category is Category.BAD_DEPLOY and f.location == culprit)
+        # The category's lines, anything placed on the culprit, and how the alerted
+        # service experiences it (its own symptoms).
+        related = (
+            cat is category
+            or f.location == culprit
+            or (
+                f.line.service == ctx.alert_service
+                and f.sig.role == "symptom"
+                and f.sig is not S.UNCLASSIFIED
+            )
+            or (
+                f.sig is S.UNCLASSIFIED
+                and f.line.service == ctx.alert_service
+                and bool(_mentions(f.line.message, f.line.service, ctx.known))
+            )
+        )
         if category is Category.CONFIG_CHANGE and f.sig.role in ("cause", "symptom"):
             related = True
         if not related:
@@ -1247,25 +1290,38 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
         cited.append((base * (0.7 + 0.3 * LEVEL_FACTOR.get(f.line.level.upper(), 0.5)), f.line))
     if category is Category.CAPACITY:
         cited += [(2.1, f.line) for f in findings if f.sig.name == "load_driver"]
-    evidence = _pick_evidence(cited)
+    evidence = _pick_evidence(_corroborated(cited, ctx))
 
     severity, sev_reasons = assess_severity(ctx, category, _prospective_only(findings, category))
 
-    # Confidence reflects agreement: signatures, metrics, change correlation, evidence.
-    confidence = 0.35
+    # Confidence reflects how many independent kinds of evidence agree.
     total = sum(votes.values()) or 1.0
     share = votes.get(category, 0.0) / total
-    confidence += 0.25 * min(1.0, share * 1.5)
-    if any(r.deviating and r.metric.service == culprit for r in ctx.metrics):
-        confidence += 0.1
+    agreement: list[tuple[str, float]] = [("base", 0.3)]
+    if deploy is not None or config is not None:
+        # The change-before-failure correlation is the category's support.
+        agreement.append(("a change precedes the first failures", 0.25))
+        if (deploy is not None and deploy.version_line is not None) or (
+            config is not None and len(config.lines) >= 2
+        ):
+            agreement.append(("the change is confirmed by the service's own logs", 0.1))
+    else:
+        agreement.append(
+            (f"{share:.0%} of signature weight agrees with {category.value}", 0.25 * min(1.0, share * 1.5))
+        )
+    if any(f.location == culprit and f.sig.role in ("cause", "symptom") for f in findings):
+        agreement.append((f"failures are placed on {culprit}", 0.1))
+    # A third party has no metrics of ours: the services that report its failures stand in.
+    reporters_of_culprit = {f.line.service for f in findings if f.location == culprit and f.external}
+    if any(r.deviating and r.metric.service in ({culprit} | reporters_of_culprit) for r in ctx.metrics):
+        agreement.append((f"metrics of {culprit} deviate from their 7-day baseline", 0.1))
         reasoning.append(f"metrics of {culprit} deviate from their 7-day baseline")
-    if deploy is not None and deploy.version_line is not None:
-        confidence += 0.15
-    if config is not None:
-        confidence += 0.1
     if len(evidence) >= 3:
-        confidence += 0.1
-    confidence = round(min(0.95, confidence), 2)
+        agreement.append(("at least three supporting log lines", 0.1))
+    if _alert_agrees(ctx, culprit, evidence):
+        agreement.append(("the alert names the same component as the evidence", 0.1))
+    confidence = round(min(0.95, sum(w for _, w in agreement)), 2)
+    reasoning.append("confidence " + f"{confidence:.2f}: " + "; ".join(n for n, _ in agreement[1:]))
 
     primary = _primary_cause(category, culprit, sha, evidence)
     factors = [
@@ -1286,6 +1342,20 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     action = choose_action(hyp, bundle, severity)
     hyp.reasoning.append(f"runbook action {action.value} for {category.value}")
     return Diagnosis(hyp, severity, sev_reasons, action)
+
+
+_NAME_TOKEN = re.compile(r"[a-z0-9][a-z0-9-]*[.-][a-z0-9.-]*[a-z0-9]", re.IGNORECASE)
+
+
+def _alert_agrees(ctx: Context, culprit: str, evidence: list[str]) -> bool:
+    """The alert and the cited lines point at the same thing (culprit or a host/resource name)."""
+    text = ctx.alert_text.lower()
+    if culprit.lower() in text:
+        return True
+    alert_names = {t.lower() for t in _NAME_TOKEN.findall(text) if len(t) >= 8}
+    return any(
+        t.lower() in alert_names for line in evidence for t in _NAME_TOKEN.findall(line) if len(t) >= 8
+    )
 
 
 def _prospective_only(findings: list[Finding], category: Category) -> bool:
