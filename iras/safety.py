@@ -2,8 +2,10 @@
 
 The model (or a rule) may claim anything about a step; these checks do not
 trust it:
-1. a command with shell metacharacters, or whose program is not in
-   REMEDIATION_ALLOWED_COMMANDS, is high risk and not executable;
+1. a command with shell metacharacters, whose program is not exactly a name in
+   REMEDIATION_ALLOWED_COMMANDS, or that is destructive even for an allowed
+   program (`kubectl delete`, `--force`, scaling to zero...), is high risk and
+   not executable;
 2. any high-risk step forces human approval and marks the plan irreversible;
 3. any step without a rollback command marks the plan irreversible and forces
    human approval;
@@ -14,31 +16,72 @@ Nothing executes without an approved plan: that is the state machine's job
 
 from __future__ import annotations
 
-import os
 import shlex
+from collections.abc import Iterable
 
 from iras.schemas import SHELL_METACHARACTERS, RemediationPlan, RemediationStep, RiskLevel
 
+# (program, first argument) pairs that destroy state or open a shell on a host or pod.
+# Allowed programs can still do damage: `kubectl` is on the allowlist, yet
+# `kubectl delete namespace prod` is not a remediation any model should run unattended.
+DESTRUCTIVE_SUBCOMMANDS: dict[str, set[str]] = {
+    "kubectl": {
+        "delete",
+        "drain",
+        "exec",
+        "cp",
+        "replace",
+        "run",
+        "attach",
+        "debug",
+        "proxy",
+        "port-forward",
+    },
+    "helm": {"uninstall", "delete", "del", "un"},
+    "systemctl": {"disable", "mask", "kill", "poweroff", "reboot", "halt", "isolate", "stop"},
+}
+DESTRUCTIVE_FLAGS = {"--force", "--grace-period=0", "--all", "--all-namespaces", "-A", "--cascade=orphan"}
 
-def command_problem(command: str | None, allowed: list[str]) -> str | None:
-    """Why `command` may not run under the executor, or None when it may."""
-    if not command or not command.strip():
+
+def command_problem(command: str | None, allowed: Iterable[str]) -> str | None:
+    """Why `command` may not run unattended, or None when it passes every check."""
+    if command is None or not command.strip():
         return "empty command"
     bad = sorted({ch for ch in command if ch in SHELL_METACHARACTERS})
     if bad:
-        return f"shell metacharacters {''.join(bad)!r} are not allowed (commands run without a shell)"
+        return f"shell metacharacter(s) {''.join(bad)!r}"
     try:
         argv = shlex.split(command)
     except ValueError as exc:
-        return f"unparseable command: {exc}"
+        return f"cannot be parsed: {exc}"
     if not argv:
         return "empty command"
-    program = os.path.basename(argv[0])
-    if program != argv[0] and "/" in argv[0]:
-        return f"program must be named, not a path: {argv[0]!r}"
-    if program not in allowed:
-        return f"program {program!r} is not in REMEDIATION_ALLOWED_COMMANDS"
+    program = argv[0]
+    allowed_set = set(allowed)
+    # Exact match only: "/tmp/kubectl" or "./kubectl" could be any binary.
+    if program not in allowed_set:
+        return f"program {program!r} is not on the allowlist ({', '.join(sorted(allowed_set)) or 'empty'})"
+    # Any argument, not just the first: flags may come first (`kubectl -n prod delete pod x`).
+    # A resource that happens to be named "delete" is gated too, which errs on the safe side.
+    verbs = sorted(DESTRUCTIVE_SUBCOMMANDS.get(program, set()).intersection(argv[1:]))
+    if verbs:
+        return f"destructive: `{program} {verbs[0]}`"
+    flags = DESTRUCTIVE_FLAGS.intersection(argv[1:])
+    if flags:
+        return f"destructive flag(s) {', '.join(sorted(flags))}"
+    if program == "kubectl" and "scale" in argv[1:] and _replicas(argv) == "0":
+        return "destructive: scales to zero replicas"
     return None
+
+
+def _replicas(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--replicas="):
+            return arg.split("=", 1)[1]
+        if arg == "--replicas" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
 
 
 def enforce_step(step: RemediationStep, allowed: list[str]) -> RemediationStep:

@@ -18,6 +18,8 @@ from iras.config import reset_settings
 from iras.db import reset_engine
 from iras.integrations import mock
 
+pytest_plugins = ["tests.fakes.anthropic_server"]
+
 
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from iras.config import Settings
 from iras.executor import DryRunExecutor, ShellExecutor
 from iras.safety import command_problem, enforce_invariants
@@ -100,3 +102,22 @@ def test_shell_executor_reports_exit_codes_and_output() -> None:
     assert (ok.status, ok.exit_code) == ("succeeded", 0)
     assert (bad.status, bad.exit_code) == ("failed", 1)
     assert ex.run("kubectl-missing-binary x").status == "refused"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "kubectl delete namespace prod",
+        "kubectl -n prod delete pod api-0",
+        "kubectl drain node-1",
+        "kubectl scale deployment/api --replicas=0",
+        "kubectl scale deployment/api --replicas 0",
+        "kubectl rollout restart deployment/api --all",
+        "helm uninstall checkout",
+    ],
+)
+def test_destructive_commands_of_allowed_programs_are_never_executable(command: str) -> None:
+    plan = enforce_invariants(_plan(_step(command, "kubectl rollout undo deployment/api")), ALLOWED)
+    assert not plan.steps[0].executable and plan.steps[0].risk_level == RiskLevel.HIGH
+    assert plan.requires_human_approval and not plan.reversible
+    assert DryRunExecutor(Settings(remediation_allowed_commands=ALLOWED)).run(command).status == "refused"

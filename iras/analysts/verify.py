@@ -20,13 +20,12 @@ riskier:
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from iras.safety import command_problem
 from iras.schemas import (
-    SHELL_METACHARACTERS,
     Deployment,
     RemediationPlan,
     RemediationStep,
@@ -167,66 +166,7 @@ def verify_rca(
 
 # --------------------------------------------------------------------------- plans
 
-# (program, first argument) pairs that destroy state or open a shell on a host or pod.
-# Allowed programs can still do damage: `kubectl` is on the allowlist, yet
-# `kubectl delete namespace prod` is not a remediation any model should run unattended.
-DESTRUCTIVE_SUBCOMMANDS: dict[str, set[str]] = {
-    "kubectl": {
-        "delete",
-        "drain",
-        "exec",
-        "cp",
-        "replace",
-        "run",
-        "attach",
-        "debug",
-        "proxy",
-        "port-forward",
-    },
-    "helm": {"uninstall", "delete", "del", "un"},
-    "systemctl": {"disable", "mask", "kill", "poweroff", "reboot", "halt", "isolate", "stop"},
-}
-DESTRUCTIVE_FLAGS = {"--force", "--grace-period=0", "--all", "--all-namespaces", "-A", "--cascade=orphan"}
-
-
-def command_problem(command: str | None, allowed: Iterable[str]) -> str | None:
-    """Why `command` may not run unattended, or None when it passes every check."""
-    if command is None or not command.strip():
-        return "empty command"
-    bad = sorted({ch for ch in command if ch in SHELL_METACHARACTERS})
-    if bad:
-        return f"shell metacharacter(s) {''.join(bad)!r}"
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        return f"cannot be parsed: {exc}"
-    if not argv:
-        return "empty command"
-    program = argv[0]
-    allowed_set = set(allowed)
-    # Exact match only: "/tmp/kubectl" or "./kubectl" could be any binary.
-    if program not in allowed_set:
-        return f"program {program!r} is not on the allowlist ({', '.join(sorted(allowed_set)) or 'empty'})"
-    # Any argument, not just the first: flags may come first (`kubectl -n prod delete pod x`).
-    # A resource that happens to be named "delete" is gated too, which errs on the safe side.
-    verbs = sorted(DESTRUCTIVE_SUBCOMMANDS.get(program, set()).intersection(argv[1:]))
-    if verbs:
-        return f"destructive: `{program} {verbs[0]}`"
-    flags = DESTRUCTIVE_FLAGS.intersection(argv[1:])
-    if flags:
-        return f"destructive flag(s) {', '.join(sorted(flags))}"
-    if program == "kubectl" and "scale" in argv[1:] and _replicas(argv) == "0":
-        return "destructive: scales to zero replicas"
-    return None
-
-
-def _replicas(argv: list[str]) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg.startswith("--replicas="):
-            return arg.split("=", 1)[1]
-        if arg == "--replicas" and index + 1 < len(argv):
-            return argv[index + 1]
-    return None
+# The command policy lives in iras/safety.py (one rule for every analyst and the executor).
 
 
 def _allowed(settings_or_allowed: Settings | Iterable[str]) -> list[str]:
