@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from iras import metrics
 from iras.analysts import get_analyst
 from iras.analysts.base import (
     IncidentFacts,
@@ -188,13 +189,23 @@ def _result_row(incident_id: str, stage: str, attempt: int, out: StageOutput[Any
     )
 
 
-def _call_analyst(task: PipelineTask, fn: Any, *args: Any) -> Any:
+def _call_analyst(task: PipelineTask, method: str, *args: Any) -> Any:
+    """Call `method` on the configured analyst. A transient provider error is retried
+    by Celery with backoff; once the retries are spent the stage falls back to the
+    offline analyst (recorded in the stage result's note) instead of stalling."""
+    analyst = get_analyst()
     try:
-        return fn(*args)
+        return getattr(analyst, method)(*args)
     except TransientAnalystError as exc:
-        if task.request.retries >= task.max_retries:
+        if task.request.retries < task.max_retries:
+            task.retry_later(exc, exc.retry_after)
+        if analyst.name == "offline":
             raise
-        task.retry_later(exc, exc.retry_after)
+        from iras.analysts.offline import OfflineAnalyst
+
+        out = getattr(OfflineAnalyst(), method)(*args)
+        out.note = f"fallback from {analyst.name}: still failing after {task.request.retries} retries: {exc}"[:500]
+        return out
 
 
 def _guard_db(task: PipelineTask, fn: Any, *args: Any) -> Any:
@@ -230,7 +241,7 @@ def run_triage(self: PipelineTask, incident_id: str) -> None:
         if incident is None:
             return
         facts = _facts(session, incident)
-    out = _call_analyst(self, get_analyst().triage, facts)
+    out = _call_analyst(self, "triage", facts)
 
     def commit() -> None:
         with session_scope() as session:
@@ -301,7 +312,7 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
         bundle = ContextBundle.model_validate(context.result) if context else None
     if bundle is None:  # cannot happen through the table; be explicit if it does
         raise RuntimeError(f"incident {incident_id} reached analysis without evidence")
-    out = _call_analyst(self, get_analyst().analyze, facts, bundle, attempt)
+    out = _call_analyst(self, "analyze", facts, bundle, attempt)
     rca: RootCauseHypothesis = out.result
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
@@ -350,7 +361,7 @@ def run_plan(self: PipelineTask, incident_id: str) -> None:
     assert rca_row is not None and context is not None
     rca = RootCauseHypothesis.model_validate(rca_row.result)
     bundle = ContextBundle.model_validate(context.result)
-    out = _call_analyst(self, get_analyst().plan, facts, rca, bundle)
+    out = _call_analyst(self, "plan", facts, rca, bundle)
     # The safety invariants are applied here, in code, whatever the analyst said.
     plan: RemediationPlan = enforce_invariants(out.result, settings.remediation_allowed_commands)
     out.result = plan
@@ -537,6 +548,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 values={"outcome": "resolved"},
             ):
                 after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+                after_commit(session, lambda: metrics.observe_remediation("succeeded"))
             session.commit()
             return
         notes = _rollback_completed(session, incident, plan, executor)
@@ -549,6 +561,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
             values={"outcome": "escalated"},
         ):
             after_commit(session, lambda: enqueue_stage(incident_id, S.ESCALATING))
+            after_commit(session, lambda: metrics.observe_remediation("failed"))
         session.commit()
     except OperationalError as exc:
         session.rollback()
@@ -632,7 +645,7 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             decision=decision,
             cost=cost_summary(results),
         )
-    out = _call_analyst(self, get_analyst().postmortem, data)
+    out = _call_analyst(self, "postmortem", data)
     # The timeline and the cost are facts from the database, never the model's version.
     pm = out.result.model_copy(update={"timeline": data.timeline, "cost": data.cost, "outcome": outcome})
     markdown = render_markdown(pm)
@@ -720,6 +733,8 @@ def notify_post_plan(self: PipelineTask, incident_id: str) -> None:
 
 @app.task(name="notify.post_decision", bind=True, base=NotifyTask)
 def notify_post_decision(self: PipelineTask, incident_id: str) -> None:
+    if self.request.retries == 0:  # every decide() (API, Slack, console) sends this once
+        metrics.record_decision(incident_id)
     doc = _incident_doc(incident_id)
     if doc is None:
         return
@@ -797,6 +812,7 @@ def expire_approvals(self: PipelineTask, limit: int = 500) -> int:
                 expired += 1
                 iid = incident_id
                 after_commit(session, lambda iid=iid: enqueue_stage(iid, S.ESCALATING))  # type: ignore[misc]
+                after_commit(session, lambda iid=iid: metrics.record_decision(iid))  # type: ignore[misc]
     return expired
 
 
