@@ -52,7 +52,7 @@ CONFIG_WINDOW = timedelta(minutes=45)
 # a line they log is about the host/pod/service it names, never about themselves.
 _REPORTER = re.compile(
     r"^(kernel|kubelet|systemd|kube-[\w-]+|alertmanager|prometheus|patroni|reloader|audit"
-    r"|[\w-]*(exporter|monitor|poller|forwarder|audit|quality|inventory|checker|prober|synthetics?)"
+    r"|[\w-]*(exporter|monitor|poller|forwarder|audit|quality|inventory|checker|prober|synthetics?|watch|watcher)"
     r"|config-[\w-]+|[\w-]+-relay|[\w-]+-scheduler|[\w-]+-runner)$"
 )
 _DATASTORE = re.compile(r"(^|-)(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds)(-|$)")
@@ -375,8 +375,9 @@ def _locate(line: LogLine, sig: S.Signature, ctx: Context) -> tuple[str | None, 
                     return name, True
         if subject:
             return subject, False
-        if sig.role == "symptom" and sig.locus == "target":
-            # The line says a peer failed but does not say which: unknown location.
+        if sig.locus == "target":
+            # The line is about a peer (or a certificate, a host) it does not name in a
+            # way we can place: unknown location, never the reporter itself.
             return None, False
         return (None if reporter else own), False
     if sig.category in (Category.DATABASE, Category.DATA_CORRUPTION) and not _DATASTORE.search(own):

@@ -301,6 +301,7 @@ CATALOGUE: list[Signature] = [
         C.CERTIFICATE_EXPIRY,
         r"(certificate|cert)\b.{0,200}?expires? (in )?(?P<days>\d+) days|expires \S+ \((?P<days2>\d+) days?\)",
         2.5,
+        locus="target",
     ),
     # --- network --------------------------------------------------------------
     _sig("link_down", C.NETWORK, r"Link (is )?down\b|link status definitely down|carrier (lost|down)", 3.0),
