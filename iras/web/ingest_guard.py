@@ -298,29 +298,26 @@ def limiter_backend(settings: Settings) -> str:
 
 
 _limiter_lock = threading.Lock()
-_limiter: tuple[int, str, Limiter] | None = None
 
 
 def get_limiter(settings: Settings | None = None) -> Limiter:
-    """The process's limiter, re-created after a fork (a Redis socket must not be
-    shared by gunicorn workers) or when the broker setting changed (tests)."""
-    global _limiter
+    """The app's limiter, kept in `app.extensions`: each app (each test) starts with
+    full buckets. Re-created after a fork, so gunicorn workers never share a Redis
+    socket, and when the broker setting changes."""
+    from flask import current_app
+
     settings = settings or get_settings()
     backend = limiter_backend(settings)
-    ident = f"{backend}:{settings.celery_broker_url}"
+    ident = (os.getpid(), backend, settings.celery_broker_url)
     with _limiter_lock:
-        if _limiter is None or _limiter[0] != os.getpid() or _limiter[1] != ident:
+        held = current_app.extensions.get("iras_rate_limiter")
+        if held is None or held[0] != ident:
             limiter: Limiter = (
                 RedisLimiter(settings.celery_broker_url) if backend == "redis" else MemoryLimiter()
             )
-            _limiter = (os.getpid(), ident, limiter)
-        return _limiter[2]
-
-
-def reset_limiter() -> None:
-    global _limiter
-    with _limiter_lock:
-        _limiter = None
+            held = (ident, limiter)
+            current_app.extensions["iras_rate_limiter"] = held
+        return held[1]
 
 
 def bucket_for(source: str | None) -> str:
