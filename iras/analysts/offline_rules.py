@@ -96,6 +96,7 @@ _DOWN_WORDS = re.compile(
 _ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|ready messages|consumer|enqueued|delayed", re.IGNORECASE)
 _MONEY_WORDS = re.compile(r"price|total=|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund", re.IGNORECASE)
 _SLOW = re.compile(r"slow (request|query)|timed out after|took \d+ ?ms|duration_ms=\d{4,}", re.IGNORECASE)
+_NO_DATA = re.compile(r"\bno ?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
 _TENANT = re.compile(r"tenant=(\S+)", re.IGNORECASE)
 _LOADTEST_TOOL = re.compile(r"\b(k6|locust|jmeter|gatling|vegeta|artillery)\b", re.IGNORECASE)
 
@@ -874,6 +875,9 @@ def _false_alarm(ctx: Context) -> tuple[bool, list[str]]:
     ]
     reasons: list[str] = []
     explained = [name for _, name in ctx.benign]
+    if _NO_DATA.search(ctx.alert_text):
+        # The alert is about missing telemetry, not a bad value.
+        explained.append("no_data_alert")
     if failing_metrics:
         return False, reasons
     if explained and failure < 4.0:
@@ -904,6 +908,12 @@ def _false_alarm_culprit(ctx: Context) -> str:
         source = ctx.facts.source.lower()
         vendor = source if source not in ("generic", "") else kinds["single_location_probe"][0].service
         return f"{vendor}-synthetics"
+    if kinds.get("monitoring_gap"):
+        for line in kinds["monitoring_gap"]:
+            named = re.search(r"\b([a-z0-9-]*(exporter|agent))\b", line.message, re.IGNORECASE)
+            if named:
+                return named.group(1).lower()
+        return kinds["monitoring_gap"][0].service
     for name in ("maintenance_job", "log_rotation", "planned_change"):
         if kinds.get(name):
             return kinds[name][0].service

@@ -161,6 +161,14 @@ BENIGN: list[Signature] = [
         role="benign",
         description="the alert itself resolves and re-fires (flapping)",
     ),
+    _sig(
+        "monitoring_gap",
+        None,
+        r"scrape (failed|error)|scrape of target|(Killing|Stopping|Started) container \S*(exporter|agent)\b"
+        r"|\S*exporter\S* (restarted|rescheduled)",
+        role="benign",
+        description="the telemetry pipeline itself had a gap (exporter restarted, scrape failed)",
+    ),
 ]
 
 # Synthetic-probe result lines: failures from one location while the others pass
@@ -206,7 +214,8 @@ CATALOGUE: list[Signature] = [
     _sig(
         "volume_usage_high",
         C.RESOURCE_EXHAUSTION,
-        r"(volume|disk|filesystem) usage high|used_pct=(9\d|100)\b",
+        r"(volume|disk|filesystem) usage high|used_pct=(9\d|100)\b|\busage (9\d|100)(\.\d+)?%"
+        r"|(disk|volume|filesystem)\b.{0,40}\b(9\d|100)(\.\d+)?% (full|used)",
         1.5,
     ),
     _sig(
@@ -285,7 +294,8 @@ CATALOGUE: list[Signature] = [
         "cert_renewal_failed",
         C.CERTIFICATE_EXPIRY,
         r"renewal failed|error renewing|failed to (renew|issue) (the )?cert|error presenting challenge"
-        r"|pki\S*/issue\S*.*(denied|error)|Order \S+ state=errored",
+        r"|pki\S*/issue\S*.*(denied|error)|Order \S+ state=errored|acme:error|Failed to create Order"
+        r"|failed to (obtain|issue|renew)\b.{0,30}certificate|challenge (failed|invalid)",
         2.5,
     ),
     _sig(
