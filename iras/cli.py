@@ -6,6 +6,7 @@
     iras flower [flower args...]     Flower, the Celery monitoring UI
     iras db upgrade                  apply migrations
     iras alerts dead-letters         rejected webhook bodies; `iras alerts replay --id N | --all`
+    iras tokens create --role R --name N | list | revoke ID|NAME   API/console tokens
     iras eval DIR [--analyst ...]    score the analyst on incident scenarios
 """
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from iras.deadletter import add_alerts_arguments
 
     add_alerts_arguments(sub.add_parser("alerts", help="dead letters: list and replay rejected webhook bodies"))
+
+    from iras.auth import add_tokens_arguments
+
+    add_tokens_arguments(sub.add_parser("tokens", help="API and console tokens: create, list, revoke"))
 
     db_p = sub.add_parser("db", help="database commands")
     db_p.add_argument("action", choices=["upgrade"])
@@ -77,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         upgrade()
         print("database is at the latest migration")
         return 0
+    if args.command == "tokens":
+        from iras.auth import main_tokens
+
+        return main_tokens(args)
     if args.command == "alerts":
         from iras.deadletter import main_alerts
 

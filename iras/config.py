@@ -84,6 +84,18 @@ class Settings(BaseSettings):
 
         return parse_webhook_tokens(value)
 
+    # --- access control and the console (iras/auth.py) -----------------------
+    # Off in the embedded default so `iras run` works out of the box; production
+    # sets AUTH_ENABLED=true (docs, docker-compose). The console and /health say
+    # plainly when it is off.
+    auth_enabled: bool = False
+    # Signs the console session cookie. Unset: a random key per process (logged as
+    # a warning), so sessions end at restart and differ between gunicorn workers.
+    secret_key: str | None = Field(None, min_length=32)
+    console_session_hours: float = Field(12, gt=0)
+    # Celery workers serve /metrics on this port when set (the web app serves its own).
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+
     # --- integrations (unset -> mock client) --------------------------------
     prometheus_url: str | None = None
     loki_url: str | None = None

@@ -233,3 +233,21 @@ class DeadLetter(Base):
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
     replay_result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+class ApiToken(Base):
+    """An API / console token. Only the SHA-256 of the token is stored: a leaked
+    database (or backup) does not leak usable credentials. Tokens are 256-bit
+    random strings, so a fast hash is enough (no password stretching needed).
+    Revoked tokens are kept (revoked_at set) so the audit trail keeps its names."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # viewer | approver | admin
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to recognise a token in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -35,6 +35,15 @@ def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(slack_bp)
 
+    from iras import auth, metrics
+    from iras.web.console import bp as console_bp
+    from iras.web.postmortems import bp as postmortems_bp
+
+    auth.init_app(app, settings)  # secret key, session cookie flags, AUTH_ENABLED
+    metrics.init_app(app)  # /metrics and per-request counters
+    app.register_blueprint(postmortems_bp)
+    app.register_blueprint(console_bp)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.name.lower().replace(" ", "_"), reason=exc.description), exc.code

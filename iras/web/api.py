@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from iras.auth import auth_enabled, require_role
 from iras.db import new_session
 from iras.models import Incident
 from iras.schemas import Severity
@@ -29,6 +30,7 @@ def _valid_id(incident_id: str) -> bool:
 
 
 @bp.get("/incidents")
+@require_role("viewer")
 def list_incidents() -> Any:
     query = select(Incident).order_by(Incident.created_at.desc(), Incident.id.desc())
     status = request.args.get("status")
@@ -58,6 +60,7 @@ def list_incidents() -> Any:
 
 
 @bp.get("/incidents/<incident_id>")
+@require_role("viewer")
 def get_incident(incident_id: str) -> Any:
     if not _valid_id(incident_id):
         return error(404, f"incident {incident_id[:64]!r} not found")
@@ -77,7 +80,10 @@ def _decision(incident_id: str, approve: bool) -> Any:
     if not isinstance(body, dict):
         return error(400, "the body must be a JSON object with 'by' and optional 'reason', 'plan_id'")
     by = body.get("by")
-    if not isinstance(by, str) or not by.strip() or len(by) > 255:
+    if auth_enabled():
+        # The token says who decides; a 'by' in the body cannot speak for someone else.
+        by = g.principal.name
+    elif not isinstance(by, str) or not by.strip() or len(by) > 255:
         return error(400, "'by' is required: who decides (a non-empty string up to 255 characters)", field="by")
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 4000):
@@ -104,10 +110,12 @@ def _decision(incident_id: str, approve: bool) -> Any:
 
 
 @bp.post("/incidents/<incident_id>/approve")
+@require_role("approver")
 def approve(incident_id: str) -> Any:
     return _decision(incident_id, True)
 
 
 @bp.post("/incidents/<incident_id>/reject")
+@require_role("approver")
 def reject(incident_id: str) -> Any:
     return _decision(incident_id, False)

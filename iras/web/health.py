@@ -62,6 +62,15 @@ def health() -> Any:
     doc.update(ingest)
     if warnings:
         doc.setdefault("warnings", []).extend(warnings)
+    from flask import current_app
+
+    auth_on = bool(current_app.config.get("AUTH_ENABLED", settings.auth_enabled))
+    doc["auth"] = {"enabled": auth_on}
+    if not auth_on:
+        doc.setdefault("warnings", []).append(
+            "authentication is OFF (AUTH_ENABLED=false): anyone who can reach IRAS can read incidents "
+            "and approve plans; production sets AUTH_ENABLED=true"
+        )
     failing = [name for name, c in checks.items() if not c["ok"]]
     if failing:
         doc["failing"] = failing
