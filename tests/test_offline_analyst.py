@@ -487,3 +487,57 @@ def test_held_out_scenarios_are_valid_and_diagnosed() -> None:
     assert t["false_alarms_remediated"] == 0
     assert t["category"] >= 0.85 and t["culprit_service"] >= 0.85 and t["remediation_action"] >= 0.85
     assert t["severity_within_one"] == 1.0 and t["evidence_recall"] >= 0.8
+
+
+# --------------------------------------------------------------------------- runbook parameters
+
+
+def test_a_third_party_is_failed_over_through_the_service_that_calls_it() -> None:
+    logs = [_line(-30, "mail-api", "INFO", "providers: primary=postmark secondary=sendgrid")] + [
+        _line(
+            -6 + i, "mail-api", "ERROR", "send failed: 502 Bad Gateway from https://api.postmarkapp.com/email"
+        )
+        for i in range(5)
+    ]
+    analyst = OfflineAnalyst()
+    facts = _facts("mail-api", "mail send failures 40%")
+    bundle = _bundle(logs, [_ratio("mail-api", 0.4, 0.0)])
+    plan = analyst.plan(facts, analyst.analyze(facts, bundle, 1).result, bundle).result
+    (step,) = plan.steps
+    assert "deployment/mail-api" in step.command and "postmarkapp-api" in step.description
+    assert step.rollback_command is not None
+
+
+def test_a_corrupt_replica_is_taken_out_of_the_pool_and_put_back_on_rollback() -> None:
+    logs = [
+        _line(
+            -8 + i,
+            "stock-db",
+            "ERROR",
+            "stock-db-replica-3: ERROR:  invalid page in block 77 of relation base/1/2",
+        )
+        for i in range(3)
+    ]
+    analyst = OfflineAnalyst()
+    facts = _facts("stock-api", "stock lookups failing 6%")
+    bundle = _bundle(logs, [_ratio("stock-api", 0.06, 0.001)])
+    rca = analyst.analyze(facts, bundle, 1).result
+    assert (rca.category, rca.culprit_service) == (Category.DATA_CORRUPTION, "stock-db")
+    (step,) = analyst.plan(facts, rca, bundle).result.steps
+    assert step.action is RunbookAction.FAILOVER
+    assert "stock-db-replica-3" in step.command and "stock-db-replica-3" in (step.rollback_command or "")
+
+
+def test_a_connection_limit_is_raised_from_the_limit_the_database_logged() -> None:
+    logs = [_line(-20, "cart-db", "INFO", "connection stats: total=99 max_connections=100")] + [
+        _line(-5 + i, "cart-db", "ERROR", "FATAL:  sorry, too many clients already") for i in range(4)
+    ]
+    analyst = OfflineAnalyst()
+    facts = _facts("cart-api", "cart errors 30%")
+    bundle = _bundle(logs, [_ratio("cart-api", 0.3, 0.001)])
+    rca = analyst.analyze(facts, bundle, 1).result
+    (step,) = analyst.plan(facts, rca, bundle).result.steps
+    assert step.action is RunbookAction.INCREASE_RESOURCE_LIMIT
+    assert '"max_connections":"200"' in step.command and '"max_connections":"100"' in (
+        step.rollback_command or ""
+    )

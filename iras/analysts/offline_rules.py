@@ -1424,36 +1424,106 @@ def _primary_cause(category: Category, culprit: str, sha: str | None, evidence: 
     return text[0].upper() + text[1:]
 
 
+_POSTGRES = re.compile(r"postgres|patroni|PSQLException|pg_wal|\bWAL\b|:5432\b", re.IGNORECASE)
+_TLS_NAME = re.compile(r"\b([a-z0-9][a-z0-9-]*-tls)\b")
+_CERT_WORDS = re.compile(r"certif|tls|x509|ssl", re.IGNORECASE)
+_MEMBER = re.compile(r"\b([a-z0-9][a-z0-9-]*?-(?:replica-|)\d+)\b")
+
+
+def _resource_kind(text: str) -> str | None:
+    """Which resource ran out, from the cited lines: decides what a limit increase raises."""
+    lowered = text.lower()
+    if re.search(r"max_connections|connection slots|too many (clients|connections)", lowered):
+        return "connections"
+    if re.search(
+        r"burstbalance|iops|burst credits|seconds_behind|replica(tion)? lag|lag=\d+s|\bbehind\b", lowered
+    ):
+        return "iops"
+    if re.search(
+        r"no space left|disk (is )?full|usage (9\d|100)|used_pct=(9\d|100)|enospc|filesystem", lowered
+    ):
+        return "disk"
+    if re.search(r"outofmemory|oomkill|heap|memory", lowered):
+        return "memory"
+    return None
+
+
 def runbook_target(rca: RootCauseHypothesis, bundle: ContextBundle, namespace: str) -> RunbookTarget:
-    """Fill the runbook step's parameters from the evidence (limits, replica counts, names)."""
-    text = "\n".join(
-        ln.message
-        for ln in bundle.logs
-        if rca.culprit_service in ln.message or ln.service == rca.culprit_service
-    )
+    """Fill the runbook step's parameters from the evidence (limits, replica counts, names).
+
+    A third-party culprit is acted on through the service that calls it; a data store's
+    failing member and a healthy member to promote are read from the lines that name them.
+    """
+    culprit = rca.culprit_service
+    services = {ln.service for ln in bundle.logs} | {m.service for m in bundle.metrics}
+    services |= {d.service for d in bundle.deployments}
+    caller: str | None = None
+    if culprit not in services:
+        vendor = culprit.split("-")[0]
+        counts: dict[str, int] = defaultdict(int)
+        for ln in bundle.logs:
+            if ln.level.upper() != "INFO" and re.search(
+                r"\b" + re.escape(vendor) + r"\b", ln.message, re.IGNORECASE
+            ):
+                counts[ln.service] += 1
+        caller = max(counts, key=lambda k: counts[k]) if counts else None
+    text = "\n".join(ln.message for ln in bundle.logs if culprit in ln.message or ln.service == culprit)
+    evidence_text = "\n".join(rca.evidence)
     hpa = re.search(r"maxReplicas=(\d+)", text)
     mem = re.search(r"memory limit=(\d+(?:Mi|Gi))", text)
-    cert = re.search(
-        r"(?:Certificate \S*?/|secret )([a-z0-9][a-z0-9-]*-tls)\b",
-        "\n".join(ln.message for ln in bundle.logs),
-    )
+    max_conn = re.search(r"max_connections=(\d+)", text)
+    tls_counts: dict[str, int] = defaultdict(int)
+    for ln in bundle.logs:
+        if _CERT_WORDS.search(ln.message):
+            for name in _TLS_NAME.findall(ln.message):
+                tls_counts[name] += 1
+    cert = max(tls_counts, key=lambda k: tls_counts[k]) if tls_counts else None
     cfg = None
     for ln in bundle.logs:
         m = re.search(r"(?:configmap/|name=|')([a-z0-9][a-z0-9.-]*-config)\b", ln.message)
-        if m and rca.culprit_service in m.group(1):
+        if m and culprit in m.group(1):
             cfg = m.group(1)
             break
     replicas = None
-    for m in bundle.metrics:
-        if m.service == rca.culprit_service and m.name in ("replicas", "ready_pods", "pods") and m.current:
-            replicas = int(m.current)
+    for metric in bundle.metrics:
+        if metric.service == culprit and metric.name in ("replicas", "ready_pods", "pods") and metric.current:
+            replicas = int(metric.current)
+    if replicas is None:
+        found = re.search(r"\b(?:replicas|consumers|workers)=(\d+)\b", text)
+        replicas = int(found.group(1)) if found else None
+    # Members of a replicated store: the one in the failing lines, and another one seen healthy.
+    failing_member = healthy_member = None
+    # The failing member is the host that logs the errors itself ("orders-db-0: PANIC");
+    # failing that, the member the cited lines name most.
+    failing = [
+        m.group(1)
+        for ln in bundle.logs
+        if ln.level.upper() == "ERROR"
+        and (m := _HOST_PREFIX.match(ln.message))
+        and m.group(1).startswith(culprit + "-")
+    ] or [m for m in _MEMBER.findall(evidence_text) if m.startswith(culprit + "-")]
+    if failing:
+        failing_member = max(set(failing), key=failing.count)
+        others = [m for m in _MEMBER.findall(text) if m.startswith(culprit + "-") and m != failing_member]
+        healthy_member = max(set(others), key=others.count) if others else None
+    notes = []
+    if caller:
+        notes.append(f"{culprit} is a third party: the step acts on {caller}, the service that calls it.")
     return RunbookTarget(
-        service=rca.culprit_service,
+        service=caller or culprit,
         namespace=namespace,
         deployment_sha=rca.culprit_deployment_sha,
         config_name=cfg,
-        certificate_name=cert.group(1) if cert else None,
+        certificate_name=cert,
         current_replicas=replicas,
         hpa_max_replicas=int(hpa.group(1)) if hpa else None,
         memory_limit=mem.group(1) if mem else None,
+        resource_kind=_resource_kind(evidence_text),
+        max_connections=int(max_conn.group(1)) if max_conn else None,
+        failing_member=failing_member,
+        healthy_member=healthy_member,
+        primary_down=bool(S.PRIMARY_DOWN.search(evidence_text)),
+        postgres=bool(_POSTGRES.search(text + evidence_text)),
+        third_party=culprit if caller else None,
+        extra_notes=notes,
     )

@@ -65,6 +65,16 @@ class RunbookTarget:
     current_replicas: int | None = None
     hpa_max_replicas: int | None = None
     memory_limit: str | None = None
+    # What ran out ("memory", "disk", "connections", "iops"): decides what a limit increase raises.
+    resource_kind: str | None = None
+    max_connections: int | None = None
+    # Replicated stores: the member in the failing lines and a member seen healthy.
+    failing_member: str | None = None
+    healthy_member: str | None = None
+    primary_down: bool = False
+    postgres: bool = False
+    # Set when the culprit is a third party; `service` is then the caller we act on.
+    third_party: str | None = None
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -191,28 +201,7 @@ def step_for(
         )
 
     if action is RunbookAction.FAILOVER:
-        if category in (Category.DATABASE, Category.DATA_CORRUPTION):
-            command = f"kubectl cnpg promote {svc} -n {ns}"
-            desc = f"Promote a healthy replica of {svc} to primary and take the failing instance out"
-        else:
-            command = _kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE=true", namespace=ns)
-            desc = f"Switch traffic for {svc} to the secondary path (FAILOVER_ACTIVE=true)"
-        rollback = (
-            None
-            if category in (Category.DATABASE, Category.DATA_CORRUPTION)
-            else _kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE-", namespace=ns)
-        )
-        return RemediationStep(
-            order=order,
-            action=action,
-            description=desc,
-            command=command,
-            rollback_command=rollback,
-            risk_level=RiskLevel.HIGH,
-            estimated_duration_seconds=600,
-            safety_notes=notes
-            + ["Failover moves all traffic; confirm the secondary is healthy and in sync first."],
-        )
+        return _failover(target, svc, ns, category, order, notes)
 
     if action is RunbookAction.RENEW_CERTIFICATE:
         cert = safe_name(target.certificate_name) if target.certificate_name else f"{svc}-tls"
@@ -244,24 +233,197 @@ def step_for(
         )
 
     if action is RunbookAction.INCREASE_RESOURCE_LIMIT:
-        new, old = _bigger_memory(target.memory_limit)
+        return _increase_limit(target, svc, ns, order, notes)
+
+    raise ValueError(f"no runbook step for action {action}")
+
+
+def _manual(
+    action: RunbookAction,
+    svc: str,
+    ns: str,
+    order: int,
+    description: str,
+    inspect: str,
+    notes: list[str],
+    risk: RiskLevel = RiskLevel.MEDIUM,
+) -> RemediationStep:
+    """A step no command can do safely from here: shown with a read-only command, never run."""
+    return RemediationStep(
+        order=order,
+        action=action,
+        description=description,
+        command=inspect,
+        rollback_command=None,
+        risk_level=risk,
+        estimated_duration_seconds=1800,
+        executable=False,
+        safety_notes=notes
+        + ["Manual change: the command only shows the current state; a human applies the fix."],
+    )
+
+
+def _increase_limit(
+    target: RunbookTarget, svc: str, ns: str, order: int, notes: list[str]
+) -> RemediationStep:
+    action = RunbookAction.INCREASE_RESOURCE_LIMIT
+    kind = target.resource_kind or "memory"
+    if kind == "connections":
+        if target.max_connections:
+            new = target.max_connections * 2
+            patch = '{"spec":{"postgresql":{"parameters":{"max_connections":"%d"}}}}'
+            return RemediationStep(
+                order=order,
+                action=action,
+                description=f"Raise max_connections of {svc} from {target.max_connections} to {new}",
+                command=" ".join(
+                    [
+                        "kubectl",
+                        "patch",
+                        f"cluster/{svc}",
+                        "-n",
+                        ns,
+                        "--type",
+                        "merge",
+                        "-p",
+                        shlex.quote(patch % new),
+                    ]
+                ),
+                rollback_command=" ".join(
+                    [
+                        "kubectl",
+                        "patch",
+                        f"cluster/{svc}",
+                        "-n",
+                        ns,
+                        "--type",
+                        "merge",
+                        "-p",
+                        shlex.quote(patch % target.max_connections),
+                    ]
+                ),
+                risk_level=RiskLevel.MEDIUM,
+                estimated_duration_seconds=300,
+                safety_notes=notes
+                + [
+                    "Changing max_connections restarts the database instances (rolling).",
+                    "A connection pooler in front of the database is the lasting fix.",
+                ],
+            )
+        return _manual(
+            action,
+            svc,
+            ns,
+            order,
+            f"Raise the connection limit of {svc} (current limit unknown)",
+            f"kubectl get cluster/{svc} -n {ns} -o yaml",
+            notes,
+        )
+    if kind == "iops":
+        member = safe_name(target.failing_member) if target.failing_member else svc
+        return _manual(
+            action,
+            svc,
+            ns,
+            order,
+            f"Give {member} more storage throughput (provisioned IOPS / larger volume class) so it can keep up",
+            f"kubectl get pvc -n {ns} -l app={svc}",
+            notes,
+        )
+    if kind == "disk":
+        return _manual(
+            action,
+            svc,
+            ns,
+            order,
+            f"Expand the full volume of {svc} (PVC resize) and set retention so it stays bounded",
+            f"kubectl get pvc -n {ns} -l app={svc}",
+            notes,
+        )
+    new, old = _bigger_memory(target.memory_limit)
+    return RemediationStep(
+        order=order,
+        action=action,
+        description=f"Raise the memory limit of deployment/{svc} to {new}",
+        command=_kubectl("set", "resources", f"deployment/{svc}", f"--limits=memory={new}", namespace=ns),
+        rollback_command=_kubectl(
+            "set", "resources", f"deployment/{svc}", f"--limits=memory={old}", namespace=ns
+        )
+        if old
+        else None,
+        risk_level=RiskLevel.MEDIUM,
+        estimated_duration_seconds=300,
+        safety_notes=notes
+        + ([] if old else ["Current limit unknown: no exact rollback, record it before applying."]),
+    )
+
+
+def _failover(
+    target: RunbookTarget, svc: str, ns: str, category: Category, order: int, notes: list[str]
+) -> RemediationStep:
+    action = RunbookAction.FAILOVER
+    notes = notes + ["Failover moves traffic; confirm the target is healthy and in sync first."]
+    if target.third_party:
         return RemediationStep(
             order=order,
             action=action,
-            description=f"Raise the memory limit of deployment/{svc} to {new}",
-            command=_kubectl("set", "resources", f"deployment/{svc}", f"--limits=memory={new}", namespace=ns),
-            rollback_command=_kubectl(
-                "set", "resources", f"deployment/{svc}", f"--limits=memory={old}", namespace=ns
-            )
-            if old
-            else None,
-            risk_level=RiskLevel.MEDIUM,
+            description=f"Switch {svc} from {target.third_party} to its secondary provider",
+            command=_kubectl("set", "env", f"deployment/{svc}", "PROVIDER_FAILOVER=secondary", namespace=ns),
+            rollback_command=_kubectl("set", "env", f"deployment/{svc}", "PROVIDER_FAILOVER-", namespace=ns),
+            risk_level=RiskLevel.HIGH,
             estimated_duration_seconds=300,
-            safety_notes=notes
-            + ([] if old else ["Current limit unknown: no exact rollback, record it before applying."]),
+            safety_notes=notes,
         )
-
-    raise ValueError(f"no runbook step for action {action}")
+    if category in (Category.DATABASE, Category.DATA_CORRUPTION):
+        if target.failing_member and not target.primary_down:
+            member = safe_name(target.failing_member)
+            return RemediationStep(
+                order=order,
+                action=action,
+                description=f"Take the failing member {member} out of the read pool; reads fail over to the healthy members",
+                command=_kubectl("label", "pod", member, "role=quarantined", "--overwrite", namespace=ns),
+                rollback_command=_kubectl(
+                    "label", "pod", member, "role=replica", "--overwrite", namespace=ns
+                ),
+                risk_level=RiskLevel.HIGH,
+                estimated_duration_seconds=120,
+                safety_notes=notes
+                + ["Rebuild the member from a fresh base backup before returning it to the pool."],
+            )
+        if target.healthy_member and target.postgres:
+            healthy = safe_name(target.healthy_member)
+            return RemediationStep(
+                order=order,
+                action=action,
+                description=f"Promote {healthy} to primary of {svc}",
+                command=" ".join(["kubectl", "cnpg", "promote", svc, healthy, "-n", ns]),
+                rollback_command=None,
+                risk_level=RiskLevel.HIGH,
+                estimated_duration_seconds=600,
+                safety_notes=notes
+                + ["Promotion cannot be undone automatically; transactions not replicated are lost."],
+            )
+        return _manual(
+            action,
+            svc,
+            ns,
+            order,
+            f"Fail {svc} over to a healthy member (promote it with the data store's own tooling)",
+            f"kubectl get pods -n {ns} -l app={svc} -o wide",
+            notes,
+            risk=RiskLevel.HIGH,
+        )
+    member = safe_name(target.failing_member) if target.failing_member else svc
+    return RemediationStep(
+        order=order,
+        action=action,
+        description=f"Fail {svc} over to its standby path and take {member} out of service",
+        command=_kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE=true", namespace=ns),
+        rollback_command=_kubectl("set", "env", f"deployment/{svc}", "FAILOVER_ACTIVE-", namespace=ns),
+        risk_level=RiskLevel.HIGH,
+        estimated_duration_seconds=600,
+        safety_notes=notes + ["Uses the FAILOVER_ACTIVE switch of the service's runbook."],
+    )
 
 
 def no_remediation_plan(reason: str) -> RemediationPlan:
