@@ -8,6 +8,7 @@ pipeline stored, not what an analyst returned in isolation.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,17 +34,28 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
 
     saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CELERY_BROKER_URL")}
     workdir = Path(tempfile.mkdtemp(prefix="iras-eval-"))
-    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'eval.db'}"
+    template = workdir / "template.db"
+    upgrade(f"sqlite:///{template}")
     os.environ["CELERY_BROKER_URL"] = "memory://"
-    reset_settings()
-    reset_engine()
-    upgrade()
+    counter = iter(range(1_000_000))
+
+    def fresh_database() -> None:
+        # Each scenario gets its own database: two scenarios may carry the same alert
+        # fingerprint, and the second must not be deduplicated into the first.
+        path = workdir / f"scenario-{next(counter)}.db"
+        shutil.copy(template, path)
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+        reset_settings()
+        reset_engine()
+
+    fresh_database()
     set_analyst(get_analyst(analyst_name))
     worker = EmbeddedWorker(concurrency=4, beat=False)
     worker.start()
     client = create_app().test_client()
 
     def run(scenario: dict[str, Any]) -> dict[str, Any]:
+        fresh_database()
         mock.set_fixture(scenario["evidence"])
         response = client.post(f"/webhook/{scenario['source']}", json=scenario["alert"])
         if response.status_code != 202:
@@ -82,3 +94,4 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
                 os.environ[key] = value
         reset_engine()
         reset_settings()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -481,10 +481,14 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
             )
         }
         failure: str | None = None
+        manual: list[int] = []
         for step in sorted(plan.steps, key=lambda s: s.order):
             run = runs.get(step.order)
             if run is not None:
                 if run.status == "succeeded":
+                    continue
+                if run.status == "manual":
+                    manual.append(step.order)
                     continue
                 if run.status == "running":
                     lease = settings.remediation_step_timeout_seconds + 60
@@ -497,7 +501,9 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 failure = f"step {step.order} {run.status}"
                 break
             if not step.executable:
-                failure = f"step {step.order} is not executable automatically"
+                # A manual step (a change IRAS has no safe command for, or a command
+                # the safety policy refused): never run, recorded for the human who
+                # approved the plan, and the next steps go on.
                 session.add(
                     StepRun(
                         incident_id=incident_id,
@@ -505,13 +511,18 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                         step_order=step.order,
                         kind="apply",
                         command=step.command,
-                        status="refused",
-                        output_tail="; ".join(step.safety_notes)[:4000],
+                        status="manual",
+                        output_tail=("manual step, not run by IRAS: " + "; ".join(step.safety_notes))[:4000],
                         finished_at=utcnow(),
                     )
                 )
-                session.commit()
-                break
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    return  # a concurrent delivery recorded it first
+                manual.append(step.order)
+                continue
             run = StepRun(
                 incident_id=incident_id,
                 plan_id=incident.plan_id,
@@ -544,7 +555,11 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 incident_id,
                 S.EXECUTING,
                 Event.REMEDIATION_SUCCEEDED,
-                detail={"summary": f"{len(plan.steps)} step(s) applied ({executor.name})"},
+                detail={
+                    "summary": f"{len(plan.steps) - len(manual)} step(s) applied ({executor.name})"
+                    + (f"; manual step(s) {', '.join(map(str, manual))} left to a human" if manual else ""),
+                    "manual_steps": manual,
+                },
                 values={"outcome": "resolved"},
             ):
                 after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
@@ -647,7 +662,17 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
         )
     out = _call_analyst(self, "postmortem", data)
     # The timeline and the cost are facts from the database, never the model's version.
-    pm = out.result.model_copy(update={"timeline": data.timeline, "cost": data.cost, "outcome": outcome})
+    manual_items = [
+        f"Confirm manual step {r.order} was carried out: {r.command}" for r in data.step_runs if r.status == "manual"
+    ]
+    pm = out.result.model_copy(
+        update={
+            "timeline": data.timeline,
+            "cost": data.cost,
+            "outcome": outcome,
+            "action_items": [*manual_items, *out.result.action_items],
+        }
+    )
     markdown = render_markdown(pm)
     event = CLOSING_EVENT_FOR_OUTCOME.get(outcome, Event.CLOSED_RESOLVED)
 

@@ -241,3 +241,22 @@ def test_every_context_source_down_still_completes_with_source_unavailable_evide
             "logs": "unavailable", "metrics": "unavailable", "deployments": "unavailable"
         }
         assert all("source unavailable" in s["error"] for s in bundle["sources"])
+
+
+def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
+    pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REMEDIATION_EXECUTOR", "shell")
+    monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
+    reset_settings()
+    # Step 2 claims low risk, but --force is destructive: safety makes it manual.
+    set_analyst(ScriptedAnalyst(confidence=0.9, plan=_plan(("echo one", "echo undo-one"), ("echo --force wipe", "true"), ("echo three", "true"))))
+    incident_id = _fire_scenario(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval")
+    assert doc["plan"]["steps"][1]["executable"] is False and doc["plan"]["steps"][1]["risk_level"] == "high"
+    assert pipeline.post(f"/incidents/{incident_id}/approve", json={"by": "alice"}).status_code == 200
+    doc = wait_for(incident_id, "resolved")
+    runs = [(r["step"], r["status"], (r["output_tail"] or "").strip()) for r in doc["step_runs"]]
+    assert runs[0] == (1, "succeeded", "one") and runs[2] == (3, "succeeded", "three")
+    assert runs[1][:2] == (2, "manual") and "wipe" not in runs[1][2]
+    assert "Confirm manual step 2 was carried out" in doc["postmortem"]["markdown"]
