@@ -141,22 +141,26 @@ def _ingest_group(
 
 
 def _latest_alert_statuses(session: Session, incident_id: str) -> dict[str, str]:
-    """fingerprint -> the status of the last alert event received for it."""
-    latest: dict[str, str] = {}
-    for fp, status in session.execute(
-        select(AlertEvent.fingerprint, AlertEvent.status)
+    """fingerprint -> the status of the last alert event received for it (one row per
+    fingerprint comes back, however many events a storm left on the incident)."""
+    last_ids = (
+        select(func.max(AlertEvent.id))
         .where(AlertEvent.incident_id == incident_id)
-        .order_by(AlertEvent.id)
-    ):
-        latest[fp or ""] = status
-    return latest
+        .group_by(AlertEvent.fingerprint)
+        .scalar_subquery()
+    )
+    rows = session.execute(select(AlertEvent.fingerprint, AlertEvent.status).where(AlertEvent.id.in_(last_ids)))
+    return {fp or "": status for fp, status in rows}
 
 
 def _join(
     session: Session, incident_id: str, payload: dict[str, Any], alerts: list[NormalizedAlert], now: Any
 ) -> IngestOutcome:
     """Record the alerts on the open incident (its row is locked by the caller)."""
-    before = _latest_alert_statuses(session, incident_id)
+    any_resolved = any(a.status == "resolved" for a in alerts)
+    # Only a resolution needs the incident's alert history; a storm of firing duplicates
+    # skips that query.
+    before = _latest_alert_statuses(session, incident_id) if any_resolved else {}
     session.add_all(
         AlertEvent(
             incident_id=incident_id,
@@ -168,16 +172,17 @@ def _join(
         )
         for a in alerts
     )
-    after = dict(before)
-    for a in alerts:
-        after[a.fingerprint or ""] = a.status
-    # Only a change is news: Alertmanager repeats a resolved alert in later notifications.
-    newly_resolved = sorted(
-        {a.fingerprint or "" for a in alerts if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"}
-    )
-    still_firing = sorted(fp for fp, status in after.items() if status != "resolved")
-    if newly_resolved:
-        _note_resolution(session, incident_id, alerts[0].source, newly_resolved, still_firing, now)
+    if any_resolved:
+        after = dict(before)
+        for a in alerts:
+            after[a.fingerprint or ""] = a.status
+        # Only a change is news: Alertmanager repeats a resolved alert in later notifications.
+        newly_resolved = sorted(
+            {a.fingerprint or "" for a in alerts if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"}
+        )
+        still_firing = sorted(fp for fp, status in after.items() if status != "resolved")
+        if newly_resolved:
+            _note_resolution(session, incident_id, alerts[0].source, newly_resolved, still_firing, now)
     if any(a.status == "firing" for a in alerts):
         return IngestOutcome(incident_id, "deduplicated", len(alerts))
     return IngestOutcome(incident_id, "resolved_noted", len(alerts))

@@ -336,7 +336,7 @@ def check_rate(source: str | None, settings: Settings | None = None) -> ErrorRes
     wait = get_limiter(settings).acquire(bucket, rate, settings.webhook_rate_limit_burst)
     if wait <= 0:
         return None
-    retry_after = round(wait, 3)
+    retry_after = math.ceil(wait * 1000) / 1000  # rounded up: never tell a sender 0
     response, status = error(
         429,
         f"rate limit for source {bucket!r} exceeded "
