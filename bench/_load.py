@@ -1,0 +1,201 @@
+"""A lean HTTP/1.1 load generator on asyncio streams (keep-alive, no client
+library): at 2,000 requests/s a general-purpose client would itself eat most
+of a core on the same machine and distort the numbers.
+
+Two modes, both bounded in request count and in time:
+- closed loop: `concurrency` connections each send back to back (max throughput);
+- open loop: requests start on a fixed schedule (`rate`/s) whatever the server
+  does, and latency is measured from the *scheduled* start, so a stalled server
+  shows up in the percentiles instead of silently slowing the load down
+  (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    elapsed_s: float = 0.0
+    bodies: list[bytes] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return sum(n for s, n in self.statuses.items() if 200 <= s < 300)
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        data = sorted(self.latencies_ms)
+        k = min(len(data) - 1, max(0, round(p / 100 * len(data) + 0.5) - 1))
+        return data[k]
+
+    def rate(self) -> float:
+        return self.ok / self.elapsed_s if self.elapsed_s else 0.0
+
+
+class _Conn:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes, timeout: float) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.write(raw)
+                return await asyncio.wait_for(self._response(), timeout)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # The server closed an idle keep-alive connection: reconnect once.
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _response(self) -> tuple[int, bytes]:
+        assert self.reader is not None
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length, close = 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        body = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+# Extra request headers for every request (e.g. the webhook bearer token).
+HEADERS: dict[str, str] = {}
+
+
+# A request maker returns the body for request i, or (url, body) to post elsewhere
+# than the default url (e.g. /incidents/<id>/approve).
+Maker = Callable[[int], "bytes | tuple[str, bytes]"]
+
+
+def _resolve(url: str, made: bytes | tuple[str, bytes]) -> bytes:
+    if isinstance(made, tuple):
+        return build_post(made[0], made[1])[2]
+    return build_post(url, made)[2]
+
+
+def build_post(url: str, body: bytes) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    extra = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    raw = (
+        f"POST {target or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"{extra}Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    ).encode() + body
+    return host, port, raw
+
+
+async def _closed(
+    url: str, bodies: Maker, count: int, concurrency: int, max_seconds: float, keep: bool
+) -> LoadResult:
+    result = LoadResult()
+    parts = urlsplit(url)
+    counter = iter(range(count))
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        conn = _Conn(parts.hostname or "127.0.0.1", parts.port or 80)
+        for i in counter:
+            if time.perf_counter() > deadline:
+                break
+            raw = _resolve(url, bodies(i))
+            t0 = time.perf_counter()
+            result.sent += 1
+            try:
+                status, body = await conn.request(raw, 30)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                result.errors += 1
+                conn.close()
+                continue
+            result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
+            if keep:
+                result.bodies.append(body)
+        conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+async def _open(
+    url: str, bodies: Maker, rate: float, count: int, max_seconds: float, keep: bool
+) -> LoadResult:
+    result = LoadResult()
+    parts = urlsplit(url)
+    idle: list[_Conn] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(i: int, scheduled: float) -> None:
+        conn = idle.pop() if idle else _Conn(parts.hostname or "127.0.0.1", parts.port or 80)
+        raw = _resolve(url, bodies(i))
+        try:
+            status, body = await conn.request(raw, 30)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            result.errors += 1
+            conn.close()
+            return
+        result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        if keep:
+            result.bodies.append(body)
+        idle.append(conn)
+
+    start = time.perf_counter()
+    for i in range(count):
+        scheduled = start + i / rate
+        if scheduled - start > max_seconds:
+            break
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        result.sent += 1
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - start
+    for conn in idle:
+        conn.close()
+    return result
+
+
+def closed_loop(
+    url: str, bodies: Maker, *, count: int, concurrency: int, max_seconds: float = 60, keep: bool = False
+) -> LoadResult:
+    return asyncio.run(_closed(url, bodies, count, concurrency, max_seconds, keep))
+
+
+def open_loop(
+    url: str, bodies: Maker, *, rate: float, count: int, max_seconds: float = 60, keep: bool = False
+) -> LoadResult:
+    return asyncio.run(_open(url, bodies, rate, count, max_seconds, keep))

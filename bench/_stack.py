@@ -1,0 +1,435 @@
+"""Shared benchmark plumbing: private PostgreSQL/Redis (unless URLs are given),
+the IRAS processes (gunicorn, Celery workers, beat) as real subprocesses, the
+benchmark evidence bundle and alert payloads, and database probes (commit
+counts, WAL position, table sizes).
+
+Every bench script imports this first: it puts the repository root on
+sys.path so `python bench/x.py` works from a plain checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+
+from tests.support.services import (  # noqa: E402
+    IrasProcess,
+    PostgresServer,
+    RedisServer,
+    free_port,
+    postgres_available,
+    redis_available,
+)
+
+SCENARIO = ROOT / "tests" / "data" / "checkout-guest-npe-after-release.json"
+# Ingestion is authenticated as in production; the rate limiter stays active
+# (its Redis round trip is part of the measured cost) with a bucket no bench reaches.
+WEBHOOK_TOKEN = "bench-webhook-token-0123456789abcdef"
+WEBHOOK_HEADERS = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+IRAS_TABLES = ("incidents", "alert_events", "stage_results", "transitions", "step_runs", "postmortems")
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr: stdout's last line is the JSON summary."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def write_evidence(path: Path) -> Path:
+    """The evidence size the competing design was measured with: 50 log lines of
+    ~150 characters, 10 metrics, 3 deployments (real scenario text, trimmed)."""
+    evidence = json.loads(SCENARIO.read_text())["evidence"]
+    logs = []
+    for i in range(50):
+        line = dict(evidence["logs"][i % len(evidence["logs"])])
+        message = line["message"].replace("\n", " ")
+        line["message"] = (message + f" [req {i:04d}]" + " ." * 80)[:150]
+        logs.append(line)
+    metrics = []
+    for i in range(10):
+        metric = dict(evidence["metrics"][i % len(evidence["metrics"])])
+        if i >= len(evidence["metrics"]):
+            metric["name"] = f"{metric['name']}_{i}"
+        metrics.append(metric)
+    deployments = [dict(d) for d in evidence["deployments"][:3]]
+    path.write_text(json.dumps({"evidence": {"logs": logs, "metrics": metrics, "deployments": deployments}}))
+    return path
+
+
+_ALERT_TEMPLATE = json.loads(SCENARIO.read_text())["alert"]
+
+
+def alert_body(key: str, service: str = "checkout-service", status: str = "firing") -> bytes:
+    """An Alertmanager webhook body (~1.7 KB, the scenario's) with its own group key."""
+    alert = json.loads(json.dumps(_ALERT_TEMPLATE))
+    alert["groupKey"] = f'{{}}:{{alertname="Bench", key="{key}"}}'
+    alert["status"] = status
+    for a in alert["alerts"]:
+        a["status"] = status
+        a["labels"]["service"] = service
+        a["fingerprint"] = key[:16]
+    alert["commonLabels"]["service"] = service
+    alert["groupLabels"]["service"] = service
+    return json.dumps(alert).encode()
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_notes() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem_gb = round(mem_kb / 1024 / 1024, 1)
+
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    from tests.support.services import pg_bin
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "mem_gb": mem_gb,
+        "python": platform.python_version(),
+        "postgres": version([pg_bin("postgres") or "postgres", "--version"]),
+        "redis": version(["redis-server", "--version"]).split(" sha=")[0],
+    }
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backends:
+    """PostgreSQL and Redis: the given URLs, or private durable instances."""
+
+    def __init__(
+        self, database_url: str | None = None, broker_url: str | None = None, durable: bool = True
+    ) -> None:
+        self.database_url = database_url
+        self.broker_url = broker_url
+        self.durable = durable
+        self.pg: PostgresServer | None = None
+        self.redis: RedisServer | None = None
+
+    def start(self) -> Backends:
+        if self.database_url is None:
+            if not postgres_available():
+                raise SystemExit(
+                    "PostgreSQL server binaries not found (Debian package postgresql); or pass --database-url"
+                )
+            # Durable settings (fsync=on, synchronous_commit=on): honest commit costs.
+            self.pg = PostgresServer(durable=self.durable).start()
+            self.database_url = self.pg.url
+        if self.broker_url is None:
+            if not redis_available():
+                raise SystemExit("redis-server not found (Debian package redis-server); or pass --broker-url")
+            self.redis = RedisServer().start()
+            self.broker_url = self.redis.url
+        from iras.migrate import upgrade
+
+        upgrade(self.database_url)
+        return self
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    def settings(self) -> dict[str, Any]:
+        if self.pg is None:
+            return {"postgres": "given URL", "redis": "given URL" if self.redis is None else "private"}
+        return {
+            "postgres": "private instance, fsync=on, synchronous_commit=on, full_page_writes=on"
+            if self.durable
+            else "private instance, fsync=off, synchronous_commit=off",
+            "redis": "private instance, no persistence" if self.redis is not None else "given URL",
+        }
+
+
+# --------------------------------------------------------------------------- IRAS processes
+
+
+class BenchProcess(IrasProcess):
+    """An IrasProcess whose Celery app module and gunicorn options are chosen by the bench."""
+
+    def __init__(self, kind: str, env: dict[str, str], *, app: str = "celeryconfig", **kwargs: Any) -> None:
+        super().__init__(kind, env, **kwargs)
+        self.app = app
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        if self.kind in ("worker", "beat"):
+            cmd[cmd.index("celeryconfig")] = self.app
+        return cmd
+
+    def pids(self) -> list[int]:
+        """The process and its children (gunicorn workers, prefork children)."""
+        if self.proc is None:
+            return []
+        out = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            out += [int(c) for c in children]
+        return out
+
+
+@dataclass
+class WorkerSpec:
+    queues: str = "analysis,ops"
+    pool: str = "threads"
+    concurrency: int = 8
+    app: str = "bench.worker_app"
+    extra: list[str] = field(default_factory=list)
+
+    def args(self, name: str) -> list[str]:
+        return [
+            "-Q", self.queues, "--pool", self.pool, "--concurrency", str(self.concurrency),
+            "--hostname", f"{name}@%h", *self.extra,
+        ]  # fmt: skip
+
+
+class Stack:
+    """gunicorn + Celery workers (+ beat) against the given backends."""
+
+    def __init__(
+        self,
+        database_url: str,
+        broker_url: str,
+        *,
+        workers: list[WorkerSpec] | None = None,
+        web_workers: int = 4,
+        web_threads: int = 1,
+        web_extra: list[str] | None = None,
+        beat: bool = False,
+        env: dict[str, str] | None = None,
+        tmp: Path | None = None,
+    ) -> None:
+        self.tmp = tmp or Path(tempfile.mkdtemp(prefix="iras-bench-"))
+        evidence = write_evidence(self.tmp / "evidence.json")
+        self.env = {
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": broker_url,
+            "MOCK_EVIDENCE_FILE": str(evidence),
+            "ANALYST": "offline",
+            "LOG_LEVEL": "WARNING",
+            "BEAT_INTERVAL_SECONDS": "5",
+            "RCA_CONFIDENCE_THRESHOLD": "0.3",
+            "PYTHONPATH": str(ROOT),
+            "WEBHOOK_TOKENS": WEBHOOK_TOKEN,
+            "WEBHOOK_RATE_LIMIT_PER_SECOND": "1000000",
+            "WEBHOOK_RATE_LIMIT_BURST": "1000000",
+            **(env or {}),
+        }
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.web = BenchProcess(
+            "web",
+            self.env,
+            port=self.port,
+            log_dir=self.tmp,
+            extra=["--workers", str(web_workers), "--threads", str(web_threads), *(web_extra or [])],
+        )
+        self.workers = [
+            BenchProcess(
+                "worker", self.env, app=spec.app, log_dir=self._dir(f"worker{i}"), extra=spec.args(f"w{i}")
+            )
+            for i, spec in enumerate(workers or [])
+        ]
+        self.beat = (
+            BenchProcess("beat", self.env, app="celeryconfig", log_dir=self._dir("beat")) if beat else None
+        )
+
+    def _dir(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def processes(self) -> list[BenchProcess]:
+        return [self.web, *self.workers, *([self.beat] if self.beat else [])]
+
+    def start(self, *, web: bool = True, workers: bool = True) -> Stack:
+        if workers:
+            for w in self.workers:
+                w.start()
+            if self.beat is not None:
+                self.beat.start()
+        if web:
+            self.web.start()
+        return self
+
+    def start_workers(self) -> None:
+        for w in self.workers:
+            w.start()
+        if self.beat is not None:
+            self.beat.start()
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            with contextlib.suppress(Exception):
+                proc.stop()
+
+    def logs(self, n: int = 3000) -> str:
+        return "\n".join(f"--- {p.kind} {p.log_dir}\n{p.log_tail(n)}" for p in self.processes)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def engine_for(url: str) -> Engine:
+    return create_engine(url, pool_size=2, max_overflow=2, connect_args={"connect_timeout": 10})
+
+
+def status_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            s: int(n) for s, n in conn.execute(text("SELECT status, count(*) FROM incidents GROUP BY status"))
+        }
+
+
+def xact_commits(engine: Engine) -> int:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            conn.scalar(text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        )
+
+
+def wal_lsn(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.scalar(text("SELECT pg_current_wal_lsn()")))
+
+
+def wal_bytes_since(engine: Engine, lsn: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :lsn)"), {"lsn": lsn}))
+
+
+def table_bytes(engine: Engine) -> dict[str, int]:
+    """pg_total_relation_size (heap + TOAST + indexes) of every IRAS table."""
+    with engine.connect() as conn:
+        return {t: int(conn.scalar(text("SELECT pg_total_relation_size(:t)"), {"t": t})) for t in IRAS_TABLES}
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> float:
+    """Poll until `predicate()`; returns the time waited, raises TimeoutError after `timeout`."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what} not reached after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of one process (kB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU time of the given processes (their reaped children included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """CPU of process trees: each root and every live descendant, plus the exited
+    children the parents reaped (a PostgreSQL backend that ended, a recycled
+    gunicorn worker), so nothing that ran between two readings is lost."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack += _children(pid)
+    return cpu_seconds(sorted(seen))
+
+
+def server_roots(backends: Backends, stack: Stack) -> list[int]:
+    """Root pids of everything on the server side: IRAS processes, PostgreSQL, Redis."""
+    roots = [p.proc.pid for p in stack.processes if p.proc is not None]
+    if backends.pg is not None:
+        with contextlib.suppress(OSError, ValueError):
+            roots.append(int((backends.pg.data / "postmaster.pid").read_text().split()[0]))
+    if backends.redis is not None and backends.redis.proc is not None:
+        roots.append(backends.redis.proc.pid)
+    return roots
+
+
+def common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--database-url", help="use this PostgreSQL instead of a private one (it must be empty)"
+    )
+    parser.add_argument("--broker-url", help="use this Redis instead of a private one")
+    parser.add_argument("--keep", action="store_true", help="keep the process logs directory")
+    return parser
+
+
+@contextlib.contextmanager
+def backends_from(args: argparse.Namespace) -> Iterator[Backends]:
+    backends = Backends(args.database_url, args.broker_url).start()
+    try:
+        yield backends
+    finally:
+        backends.stop()
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The JSON summary: always the last line of stdout."""
+    sys.stdout.flush()
+    print(json.dumps(summary, sort_keys=False), flush=True)

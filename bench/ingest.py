@@ -1,0 +1,195 @@
+"""Ingest benchmark: `POST /webhook/alert` on gunicorn + PostgreSQL + Redis.
+
+Phases (each bounded in count and time), load from this process on loopback:
+1. warm-up;
+2. new alerts, closed loop: every request opens a new incident (insert incident,
+   alert event, transition; commit; enqueue triage on Redis) -> `new_alerts_per_s`;
+3. duplicates, closed loop: alerts for incidents already open -> `dedup_alerts_per_s`;
+4. new alerts, open loop at `--rate` offered (1,000/s): `p50_ms`, `p99_ms`
+   measured from each request's scheduled start.
+Then the database is checked: one incident per distinct key, every alert stored.
+
+No Celery worker consumes during the run (the triage messages wait in Redis), so
+the numbers are the ingest path's own; `--with-workers` runs one anyway.
+
+    python bench/ingest.py [--count 20000] [--rate 1000] [--web-workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import text  # noqa: E402
+
+from bench import _load  # noqa: E402
+from bench._load import LoadResult, closed_loop, open_loop  # noqa: E402
+from bench._stack import (  # noqa: E402
+    WEBHOOK_HEADERS,
+    Stack,
+    WorkerSpec,
+    alert_body,
+    backends_from,
+    common_args,
+    cpu_seconds,
+    engine_for,
+    log,
+    machine_notes,
+    print_summary,
+    xact_commits,
+)
+
+
+def summarize(name: str, r: LoadResult) -> dict[str, float | int]:
+    doc = {
+        "sent": r.sent,
+        "ok": r.ok,
+        "errors": r.errors,
+        "non_2xx": sum(n for s, n in r.statuses.items() if not 200 <= s < 300),
+        "per_s": round(r.rate(), 1),
+        "p50_ms": round(r.percentile(50), 2),
+        "p99_ms": round(r.percentile(99), 2),
+        "elapsed_s": round(r.elapsed_s, 2),
+    }
+    log(f"{name}: {doc}")
+    return doc
+
+
+def main() -> None:
+    parser = common_args(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
+    parser.add_argument("--count", type=int, default=20000, help="new alerts in the throughput phase")
+    parser.add_argument("--dedup-count", type=int, default=20000, help="duplicate alerts in the dedup phase")
+    parser.add_argument(
+        "--rate", type=float, default=1000, help="offered rate of the latency phase (alerts/s)"
+    )
+    parser.add_argument("--rate-seconds", type=float, default=10, help="duration of the latency phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections in the closed-loop phases")
+    parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--web-threads", type=int, default=1)
+    parser.add_argument("--web-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--max-seconds", type=float, default=60, help="bound on each phase")
+    parser.add_argument(
+        "--with-workers", action="store_true", help="run a Celery worker consuming triage meanwhile"
+    )
+    args = parser.parse_args()
+
+    with backends_from(args) as backends:
+        assert backends.database_url and backends.broker_url
+        stack = Stack(
+            backends.database_url,
+            backends.broker_url,
+            web_workers=args.web_workers,
+            web_threads=args.web_threads,
+            web_extra=["--worker-class", args.web_class, "--keep-alive", "5", "--backlog", "4096"],
+            workers=[WorkerSpec(concurrency=8)] if args.with_workers else [],
+        )
+        engine = engine_for(backends.database_url)
+        try:
+            stack.start()
+            url = f"{stack.base}/webhook/alert"
+            _load.HEADERS.update(WEBHOOK_HEADERS)
+            run = f"{time.time_ns():x}"
+            log(f"web on {stack.base} ({args.web_workers} x {args.web_class}, {args.web_threads} threads)")
+
+            closed_loop(
+                url, lambda i: alert_body(f"{run}-warm-{i}"), count=1000, concurrency=args.concurrency
+            )
+            dup_keys = 200
+            closed_loop(url, lambda i: alert_body(f"{run}-dup-{i}"), count=dup_keys, concurrency=8)
+
+            commits0 = xact_commits(engine)
+            cpu0 = cpu_seconds(stack.web.pids())
+            new = closed_loop(
+                url,
+                lambda i: alert_body(f"{run}-new-{i}"),
+                count=args.count,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+            )
+            cpu_new = cpu_seconds(stack.web.pids()) - cpu0
+            commits_new = xact_commits(engine) - commits0
+            s_new = summarize("new alerts (closed loop)", new)
+
+            dedup = closed_loop(
+                url,
+                lambda i: alert_body(f"{run}-dup-{i % dup_keys}"),
+                count=args.dedup_count,
+                concurrency=args.concurrency,
+                max_seconds=args.max_seconds,
+            )
+            s_dedup = summarize("duplicates (closed loop)", dedup)
+
+            offered = int(args.rate * args.rate_seconds)
+            paced = open_loop(
+                url,
+                lambda i: alert_body(f"{run}-paced-{i}"),
+                rate=args.rate,
+                count=offered,
+                max_seconds=args.rate_seconds + 1,
+            )
+            s_paced = summarize(f"new alerts (open loop, {args.rate:g}/s offered)", paced)
+
+            with engine.connect() as conn:
+                incidents = conn.scalar(
+                    text("SELECT count(*) FROM incidents WHERE fingerprint LIKE :p"), {"p": f"%{run}-new-%"}
+                )
+                dup_incidents = conn.scalar(
+                    text("SELECT count(*) FROM incidents WHERE fingerprint LIKE :p"), {"p": f"%{run}-dup-%"}
+                )
+                dup_alerts = conn.scalar(
+                    text("SELECT coalesce(sum(alert_count), 0) FROM incidents WHERE fingerprint LIKE :p"),
+                    {"p": f"%{run}-dup-%"},
+                )
+            checks = {
+                "new_incidents_stored": int(incidents or 0),
+                "new_alerts_accepted": new.ok,
+                "dedup_incidents": int(dup_incidents or 0),
+                "dedup_alerts_stored": int(dup_alerts or 0) - dup_keys,
+                "dedup_alerts_accepted": dedup.ok,
+            }
+            log(f"checks: {checks}")
+            if (
+                checks["new_incidents_stored"] != new.ok
+                or checks["dedup_incidents"] != dup_keys
+                or checks["dedup_alerts_stored"] != dedup.ok
+            ):
+                raise SystemExit(f"ingest lost or duplicated data: {checks}")
+        except BaseException:
+            log(stack.logs())
+            raise
+        finally:
+            stack.stop()
+            engine.dispose()
+            if not args.keep:
+                stack.cleanup()
+
+    print_summary(
+        {
+            "bench": "ingest",
+            "new_alerts_per_s": s_new["per_s"],
+            "dedup_alerts_per_s": s_dedup["per_s"],
+            "p50_ms": s_paced["p50_ms"],
+            "p99_ms": s_paced["p99_ms"],
+            "offered_per_s": args.rate,
+            "open_loop": s_paced,
+            "closed_loop_new": s_new,
+            "closed_loop_dedup": s_dedup,
+            "web_cpu_ms_per_new_alert": round(cpu_new * 1000 / max(1, new.ok), 3),
+            "commits_per_new_alert": round(commits_new / max(1, new.ok), 2),
+            "checks": checks,
+            "web": f"gunicorn {args.web_workers} x {args.web_class} worker(s), {args.web_threads} thread(s)",
+            "concurrency": args.concurrency,
+            "backends": backends.settings(),
+            "machine": machine_notes(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Pipeline throughput benchmark: N incidents through the whole pipeline on
+gunicorn + Celery workers + PostgreSQL + Redis, with an analyst that answers
+instantly (bench/_analyst.py: valid typed results, a 3-step plan) and the
+benchmark evidence bundle (50 log lines of ~150 characters, 10 metrics,
+3 deployments) served by the context tools.
+
+1. N alerts are posted (closed loop, from this process on loopback); the clock
+   runs from the first POST until all N incidents await approval
+   -> `to_approval_per_s`.
+2. All N are approved through `POST /incidents/<id>/approve`; the clock runs
+   from the first approval until all N post-mortems are stored (remediation:
+   3 steps through the dry-run executor, each step's execution record written
+   before and after it runs) -> `to_completion_per_s`.
+3. Cost per incident: `commits_per_incident` (pg_stat_database.xact_commit delta
+   over the whole run / N, everything included: web, workers, notifications),
+   `bytes_per_incident` (pg_total_relation_size of every IRAS table: heap, TOAST
+   and indexes, / N, on a fresh database), WAL bytes, server CPU.
+
+    python bench/pipeline.py [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import text  # noqa: E402
+
+from bench import _load  # noqa: E402
+from bench._load import closed_loop  # noqa: E402
+from bench._stack import (  # noqa: E402
+    WEBHOOK_HEADERS,
+    Stack,
+    WorkerSpec,
+    alert_body,
+    backends_from,
+    common_args,
+    engine_for,
+    log,
+    machine_notes,
+    print_summary,
+    server_roots,
+    status_counts,
+    table_bytes,
+    tree_cpu_seconds,
+    wait_until,
+    wal_bytes_since,
+    wal_lsn,
+    xact_commits,
+)
+
+
+def main() -> None:
+    parser = common_args(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
+    parser.add_argument("--n", type=int, default=1000, help="incidents")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="HTTP connections posting alerts and approvals"
+    )
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--analysis-pool", default="prefork", help="pool of the analysis queue's worker")
+    parser.add_argument("--analysis-concurrency", type=int, default=2)
+    parser.add_argument("--ops-pool", default="prefork")
+    parser.add_argument("--ops-concurrency", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
+    args = parser.parse_args()
+    n = args.n
+
+    with backends_from(args) as backends:
+        assert backends.database_url and backends.broker_url
+        stack = Stack(
+            backends.database_url,
+            backends.broker_url,
+            web_workers=args.web_workers,
+            web_threads=args.web_threads,
+            workers=[
+                WorkerSpec("analysis", args.analysis_pool, args.analysis_concurrency),
+                WorkerSpec("ops", args.ops_pool, args.ops_concurrency),
+            ],
+            # The approval deadline is far away: nothing times out during the run.
+            env={"APPROVAL_TIMEOUT_DEFAULT_MINUTES": "600", "APPROVAL_TIMEOUT_P0_MINUTES": "600"},
+        )
+        engine = engine_for(backends.database_url)
+        _load.HEADERS.update(WEBHOOK_HEADERS)
+        try:
+            stack.start()
+            log(f"stack up: web {stack.base}, workers {[w.extra for w in stack.workers]}")
+            # Warm-up: a few incidents end to end, then a fresh count (storage is measured on the N only).
+            warm = closed_loop(
+                f"{stack.base}/webhook/alert", lambda i: alert_body(f"warm-{i}"), count=20, concurrency=4
+            )
+            assert warm.ok == 20, warm.statuses
+            wait_until(lambda: status_counts(engine).get("awaiting_approval", 0) == 20, 60, what="warm-up")
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "TRUNCATE incidents, alert_events, stage_results, transitions, step_runs, postmortems"
+                    )
+                )
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(
+                    text(
+                        "VACUUM FULL incidents, alert_events, stage_results, transitions, step_runs, postmortems"
+                    )
+                )
+                conn.execute(text("CHECKPOINT"))
+
+            # Background commits while idle (beat is off; this is what is left).
+            c_idle0 = xact_commits(engine)
+            time.sleep(2.0)
+            idle_commits_per_s = (xact_commits(engine) - c_idle0 - 1) / 2.0
+
+            roots = server_roots(backends, stack)
+            lsn0 = wal_lsn(engine)
+            commits0 = xact_commits(engine)
+            cpu0 = tree_cpu_seconds(roots)
+
+            # ---- phase 1: alerts -> awaiting approval
+            run = f"{time.time_ns():x}"
+            t0 = time.perf_counter()
+            posted = closed_loop(
+                f"{stack.base}/webhook/alert",
+                lambda i: alert_body(f"{run}-{i}"),
+                count=n,
+                concurrency=args.concurrency,
+                max_seconds=args.timeout,
+                keep=True,
+            )
+            ingest_s = time.perf_counter() - t0
+            if posted.ok != n:
+                raise SystemExit(f"only {posted.ok}/{n} alerts accepted: {posted.statuses}")
+            ids = [json.loads(b)["incident_id"] for b in posted.bodies]
+            assert len(set(ids)) == n
+            wait_until(
+                lambda: status_counts(engine).get("awaiting_approval", 0) >= n,
+                args.timeout,
+                0.02,
+                "all awaiting approval",
+            )
+            to_approval_s = time.perf_counter() - t0
+            log(f"{n} incidents awaiting approval after {to_approval_s:.2f}s (ingest took {ingest_s:.2f}s)")
+
+            # ---- phase 2: approve -> post-mortem stored
+            t1 = time.perf_counter()
+            approved = closed_loop(
+                f"{stack.base}/incidents/x/approve",
+                lambda i: (f"{stack.base}/incidents/{ids[i]}/approve", b'{"by": "bench", "reason": "bench"}'),
+                count=n,
+                concurrency=args.concurrency,
+                max_seconds=args.timeout,
+            )
+            if approved.ok != n:
+                raise SystemExit(f"only {approved.ok}/{n} approvals accepted: {approved.statuses}")
+
+            def postmortems() -> int:
+                with engine.connect() as conn:
+                    return int(conn.scalar(text("SELECT count(*) FROM postmortems")))
+
+            wait_until(lambda: postmortems() >= n, args.timeout, 0.02, "all post-mortems stored")
+            to_completion_s = time.perf_counter() - t1
+            log(f"{n} post-mortems stored {to_completion_s:.2f}s after the first approval")
+            # Notifications (post-mortem to chat, resolve page) trail the post-mortem: let them finish.
+            time.sleep(2.0)
+
+            commits = xact_commits(engine) - commits0 - 1
+            wal = wal_bytes_since(engine, lsn0)
+            cpu = tree_cpu_seconds(roots) - cpu0
+            sizes = table_bytes(engine)
+            counts = status_counts(engine)
+            with engine.connect() as conn:
+                per_table = {
+                    t: int(conn.scalar(text(f"SELECT count(*) FROM {t}")))  # noqa: S608 - fixed table names
+                    for t in ("stage_results", "transitions", "step_runs", "alert_events")
+                }
+                dup_stage = conn.scalar(
+                    text(
+                        "SELECT count(*) FROM (SELECT 1 FROM stage_results GROUP BY incident_id, stage, attempt HAVING count(*) > 1) d"
+                    )
+                )
+                dup_steps = conn.scalar(
+                    text(
+                        "SELECT count(*) FROM (SELECT 1 FROM step_runs GROUP BY incident_id, plan_id, step_order, kind HAVING count(*) > 1) d"
+                    )
+                )
+            if counts.get("resolved", 0) != n or dup_stage or dup_steps:
+                raise SystemExit(
+                    f"pipeline ended wrong: {counts}, duplicate stage results {dup_stage}, steps {dup_steps}"
+                )
+        except BaseException:
+            log(stack.logs())
+            raise
+        finally:
+            stack.stop()
+            engine.dispose()
+            if not args.keep:
+                stack.cleanup()
+
+    elapsed = to_approval_s + to_completion_s + 2.0
+    print_summary(
+        {
+            "bench": "pipeline",
+            "n": n,
+            "to_approval_per_s": round(n / to_approval_s, 1),
+            "to_completion_per_s": round(n / to_completion_s, 1),
+            "bytes_per_incident": round(sum(sizes.values()) / n),
+            "commits_per_incident": round(commits / n, 2),
+            "wal_bytes_per_incident": round(wal / n),
+            "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
+            "background_commits_per_s_idle": round(idle_commits_per_s, 2),
+            "background_commits_in_run_est": round(idle_commits_per_s * elapsed),
+            "to_approval_s": round(to_approval_s, 2),
+            "ingest_s": round(ingest_s, 2),
+            "to_completion_s": round(to_completion_s, 2),
+            "table_bytes": sizes,
+            "rows": per_table,
+            "statuses": counts,
+            "web": f"gunicorn {args.web_workers} worker(s) x {args.web_threads} thread(s)",
+            "workers": {
+                "analysis": f"{args.analysis_pool} x {args.analysis_concurrency}",
+                "ops": f"{args.ops_pool} x {args.ops_concurrency}",
+            },
+            "backends": backends.settings(),
+            "machine": machine_notes(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
