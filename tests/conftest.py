@@ -21,6 +21,34 @@ from iras.integrations import mock
 pytest_plugins = ["tests.fakes.anthropic_server"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def in_process_broker() -> None:
+    """Bind this process's Celery producer pool to the in-process broker once.
+
+    Celery reads CELERY_BROKER_URL from the environment whenever it builds a
+    connection, and caches the pool it builds first: a test that points the
+    environment at a (later stopped) Redis must not capture the pool for the
+    rest of the session.
+    """
+    import os
+
+    from iras.celery_app import celery_app
+
+    saved = os.environ.get("CELERY_BROKER_URL")
+    os.environ["CELERY_BROKER_URL"] = "memory://"
+    try:
+        celery_app.conf.broker_url = "memory://"
+        assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
+            celery_app.pool.connection.as_uri()
+        )
+        celery_app.producer_pool  # noqa: B018 - build it now, bound to memory://
+    finally:
+        if saved is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from iras.migrate import upgrade
