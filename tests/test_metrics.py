@@ -1,0 +1,212 @@
+"""`/metrics`: scraped and parsed with the Prometheus text parser while an
+incident moves through the real pipeline (embedded Celery worker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from iras import metrics
+from iras.analysts import set_analyst
+from iras.analysts.base import IncidentFacts, StageOutput
+from iras.db import new_session
+from iras.models import Incident
+from iras.schemas import TriageResult, utcnow
+from tests.conftest import WaitFor
+from tests.support.analysts import ScriptedAnalyst
+from tests.test_console import (
+    SCENARIO,
+    fire_scenario,
+    quiet_worker_after_test,  # noqa: F401 - autouse fixture
+)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(client: FlaskClient) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_gauges(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No scrape cache: each scrape in a test reads the database."""
+    monkeypatch.setattr(metrics._db_collector, "ttl", 0.0)
+    yield
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class TokenSpendingAnalyst(ScriptedAnalyst):
+    """The offline analyst, reporting model usage on triage as the Claude analyst would."""
+
+    def triage(self, facts: IncidentFacts) -> StageOutput[TriageResult]:
+        out = super().triage(facts)
+        out.model, out.input_tokens, out.output_tokens = "claude-haiku-5-5", 1000, 200
+        return out
+
+
+def test_values_change_as_an_incident_moves(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+    before = scrape(pipeline)
+    assert value(before, "iras_metrics_database_up") == 1
+    assert value(before, "iras_incidents", status="awaiting_approval", severity="P1") == 0
+
+    set_analyst(TokenSpendingAnalyst(confidence=0.9))
+    from iras.integrations import mock
+
+    mock.set_fixture(SCENARIO["evidence"])
+    response = pipeline.post("/webhook/alert", json=SCENARIO["alert"])
+    incident_id = response.get_json()["incident_id"]
+    doc = wait_for(incident_id, "awaiting_approval")
+    severity = doc["severity"]
+    waiting = scrape(pipeline)
+    assert value(waiting, "iras_incidents", status="awaiting_approval", severity=severity) == 1
+    assert value(waiting, "iras_approval_oldest_pending_seconds") >= 0
+    assert value(waiting, "iras_webhook_requests_total", source="auto", status="202") == (
+        value(before, "iras_webhook_requests_total", source="auto", status="202") + 1
+    )
+    for stage in ("triage", "context", "rca", "plan"):
+        assert value(waiting, "iras_stage_duration_seconds_count", stage=stage, state="SUCCESS") >= (
+            value(before, "iras_stage_duration_seconds_count", stage=stage, state="SUCCESS") + 1
+        ), stage
+    assert value(waiting, "iras_task_queue_lag_seconds_count", task="incidents.run_triage") > value(
+        before, "iras_task_queue_lag_seconds_count", task="incidents.run_triage"
+    )
+    tokens = ("iras_llm_tokens_total", {"stage": "triage", "model": "claude-haiku-5-5"})
+    assert (
+        value(waiting, tokens[0], **tokens[1], kind="input")
+        - value(before, tokens[0], **tokens[1], kind="input")
+        == 1000
+    )
+    assert (
+        value(waiting, tokens[0], **tokens[1], kind="output")
+        - value(before, tokens[0], **tokens[1], kind="output")
+        == 200
+    )
+    cost = value(waiting, "iras_llm_cost_usd_total", stage="triage", model="claude-haiku-5-5") - value(
+        before, "iras_llm_cost_usd_total", stage="triage", model="claude-haiku-5-5"
+    )
+    assert cost == pytest.approx((1000 * 1.0 + 200 * 5.0) / 1_000_000)
+
+    approve = pipeline.post(
+        f"/incidents/{incident_id}/approve", json={"by": "alice", "plan_id": doc["plan"]["id"]}
+    )
+    assert approve.status_code == 200
+    wait_for(incident_id, "resolved")
+
+    def settled() -> bool:
+        now = scrape(pipeline)
+        return value(now, "iras_approval_wait_seconds_count", via="api", decision="approved") > value(
+            before, "iras_approval_wait_seconds_count", via="api", decision="approved"
+        )
+
+    eventually(settled)
+    after = scrape(pipeline)
+    assert value(after, "iras_incidents", status="awaiting_approval", severity=severity) == 0
+    assert value(after, "iras_incidents", status="resolved", severity=severity) == 1
+    assert value(after, "iras_remediation_outcomes_total", outcome="succeeded") == (
+        value(before, "iras_remediation_outcomes_total", outcome="succeeded") + 1
+    )
+    steps = len(doc["plan"]["steps"])
+    assert value(after, "iras_remediation_steps_total", kind="apply", status="succeeded") == (
+        value(before, "iras_remediation_steps_total", kind="apply", status="succeeded") + steps
+    )
+    assert value(after, "iras_incidents_closed_total", outcome="resolved") == (
+        value(before, "iras_incidents_closed_total", outcome="resolved") + 1
+    )
+    assert value(after, "iras_stage_duration_seconds_count", stage="postmortem", state="SUCCESS") > value(
+        before, "iras_stage_duration_seconds_count", stage="postmortem", state="SUCCESS"
+    )
+
+
+def test_a_timeout_is_observed_as_an_approval_wait(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+    from iras.tasks import expire_approvals
+
+    incident_id = fire_scenario(pipeline)
+    wait_for(incident_id, "awaiting_approval")
+    before = scrape(pipeline)
+    with new_session() as session:
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(approval_deadline=Incident.created_at)
+        )
+        session.commit()
+    assert expire_approvals() == 1
+    after = scrape(pipeline)
+    assert value(after, "iras_approval_wait_seconds_count", via="timeout", decision="timed_out") == (
+        value(before, "iras_approval_wait_seconds_count", via="timeout", decision="timed_out") + 1
+    )
+
+
+def test_a_stuck_incident_shows_as_pipeline_lag(client: FlaskClient) -> None:
+    assert value(scrape(client), "iras_pipeline_oldest_working_seconds") == 0
+    # Written directly, with no task sent: as if its message were lost ten minutes ago.
+    with new_session() as session:
+        session.add(
+            Incident(
+                status="triaging",
+                title="lost message",
+                source="generic",
+                fingerprint="stuck-1",
+                payload={},
+                updated_at=utcnow() - timedelta(minutes=10),
+            )
+        )
+        session.commit()
+    samples = scrape(client)
+    assert 600 <= value(samples, "iras_pipeline_oldest_working_seconds") < 700
+    assert value(samples, "iras_incidents", status="triaging", severity="none") == 1
+
+
+def test_webhook_sources_are_bounded_labels(client: FlaskClient) -> None:
+    before = scrape(client)
+    client.post("/webhook/alert", data="not json", content_type="application/json")
+    client.post("/webhook/made-up-source-123", json={"title": "x", "timestamp": "2026-01-01T00:00:00Z"})
+    after = scrape(client)
+    assert value(after, "iras_webhook_requests_total", source="auto", status="400") == (
+        value(before, "iras_webhook_requests_total", source="auto", status="400") + 1
+    )
+    assert not any(dict(labels).get("source") == "made-up-source-123" for _, labels in after)
+    other = [
+        v
+        for (name, labels), v in after.items()
+        if name == "iras_webhook_requests_total" and ("source", "other") in labels
+    ]
+    assert other, "an unknown source is counted as 'other'"
+    assert value(after, "iras_http_requests_total", endpoint="/metrics", method="GET", status="200") >= 1
+
+
+def test_a_scrape_still_answers_when_the_database_is_down(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iras.config import reset_settings
+    from iras.db import reset_engine
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    reset_settings()
+    reset_engine()
+    samples = scrape(client)
+    assert value(samples, "iras_metrics_database_up") == 0
+    assert not any(name == "iras_incidents" for name, _ in samples)
