@@ -31,14 +31,22 @@ GENERIC = {"title": "Disk full", "timestamp": "2026-11-25T10:00:00Z", "service":
 def _counts() -> tuple[int, int, int]:
     with new_session() as session:
         return tuple(  # type: ignore[return-value]
-            session.scalar(select(func.count()).select_from(m)) or 0 for m in (Incident, AlertEvent, DeadLetter)
+            session.scalar(select(func.count()).select_from(m)) or 0
+            for m in (Incident, AlertEvent, DeadLetter)
         )
 
 
 @pytest.fixture
 def configure(iras_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set environment variables, then build a fresh app (and so fresh rate-limit buckets)."""
+    """Set environment variables, then build a fresh app (and so fresh rate-limit buckets).
+
+    Stage messages are dropped: these tests are about the door, and a session-wide
+    embedded worker (started by another module) must not work on their incidents
+    while the next test swaps the database and settings under it."""
+    import iras.tasks
     from iras.web import create_app
+
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
 
     def _configure(**env: str) -> FlaskClient:
         for name, value in env.items():
@@ -96,9 +104,12 @@ def per_source(configure: Any) -> FlaskClient:
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, _bearer("wrong"), _bearer(""), {"Authorization": "Basic YW06YW0tc2VjcmV0"}, _bearer("am-secre")]
+    "headers",
+    [{}, _bearer("wrong"), _bearer(""), {"Authorization": "Basic YW06YW0tc2VjcmV0"}, _bearer("am-secre")],
 )
-def test_missing_or_wrong_token_is_401_and_writes_nothing(per_source: FlaskClient, headers: dict[str, str]) -> None:
+def test_missing_or_wrong_token_is_401_and_writes_nothing(
+    per_source: FlaskClient, headers: dict[str, str]
+) -> None:
     for body in (AM, {"not": "an alert"}):  # a malformed body is not dead-lettered either
         response = per_source.post("/webhook/alertmanager", json=body, headers=headers)
         assert response.status_code == 401
@@ -146,12 +157,18 @@ def test_a_token_shared_by_two_sources_is_checked_against_the_detected_one(confi
 
 def test_one_token_for_every_source(configure: Any) -> None:
     client = configure(WEBHOOK_TOKENS="one-for-all")
-    for path, body in (("/webhook/alert", DATADOG), ("/webhook/grafana", GRAFANA), ("/webhook/generic", GENERIC)):
+    for path, body in (
+        ("/webhook/alert", DATADOG),
+        ("/webhook/grafana", GRAFANA),
+        ("/webhook/generic", GENERIC),
+    ):
         assert client.post(path, json=body, headers=_bearer("one-for-all")).status_code == 202
     assert client.post("/webhook/generic", json=GENERIC).status_code == 401
 
 
-def test_every_secret_is_compared_in_constant_time(per_source: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_secret_is_compared_in_constant_time(
+    per_source: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hmac
 
     calls: list[bytes] = []
@@ -218,7 +235,9 @@ def test_a_chunked_body_over_the_limit_is_the_same_413(configure: Any) -> None:
     assert _counts() == (0, 0, 0)
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/xml"])
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
 def test_only_json_is_accepted(configure: Any, content_type: str | None) -> None:
     client = configure()
     response = client.post("/webhook/alert", data=json.dumps(GENERIC), content_type=content_type)
@@ -264,16 +283,24 @@ def test_rate_limited_garbage_is_not_dead_lettered(configure: Any) -> None:
     """The dead-letter table grows at most as fast as the rate limit allows."""
     client = configure(WEBHOOK_RATE_LIMIT_PER_SECOND="0.1", WEBHOOK_RATE_LIMIT_BURST="2")
     statuses = [client.post("/webhook/alert", json={"junk": i}).status_code for i in range(20)]
-    statuses += [client.post(f"/webhook/random-{i}", data=b"{", content_type="application/json").status_code for i in range(5)]
+    statuses += [
+        client.post(f"/webhook/random-{i}", data=b"{", content_type="application/json").status_code
+        for i in range(5)
+    ]
     assert statuses.count(400) == 2 and statuses.count(429) == 23
     assert _counts() == (0, 0, 2)
 
 
 def test_unauthenticated_requests_do_not_drain_the_senders_bucket(configure: Any) -> None:
-    client = configure(WEBHOOK_TOKENS="generic=gen-secret", WEBHOOK_RATE_LIMIT_PER_SECOND="0.1", WEBHOOK_RATE_LIMIT_BURST="2")
+    client = configure(
+        WEBHOOK_TOKENS="generic=gen-secret", WEBHOOK_RATE_LIMIT_PER_SECOND="0.1", WEBHOOK_RATE_LIMIT_BURST="2"
+    )
     for _ in range(10):
         assert client.post("/webhook/generic", json=GENERIC).status_code == 401
-    assert [client.post("/webhook/generic", json=GENERIC, headers=_bearer("gen-secret")).status_code for _ in range(3)] == [
+    assert [
+        client.post("/webhook/generic", json=GENERIC, headers=_bearer("gen-secret")).status_code
+        for _ in range(3)
+    ] == [
         202,
         202,
         429,
@@ -332,7 +359,9 @@ def test_redis_down_falls_back_to_the_process_bucket_quickly() -> None:
 
 
 def test_a_redis_broker_selects_the_shared_limiter(configure: Any, redis_url: str) -> None:
-    client = configure(CELERY_BROKER_URL=redis_url, WEBHOOK_RATE_LIMIT_PER_SECOND="0.1", WEBHOOK_RATE_LIMIT_BURST="1")
+    client = configure(
+        CELERY_BROKER_URL=redis_url, WEBHOOK_RATE_LIMIT_PER_SECOND="0.1", WEBHOOK_RATE_LIMIT_BURST="1"
+    )
     assert client.get("/health").get_json()["ingest"]["rate_limit"]["backend"] == "redis"
     # The bucket lives in Redis: a second app (another process) sees it drained.
     other = configure()
