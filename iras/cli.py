@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from iras.deadletter import add_alerts_arguments
 
-    add_alerts_arguments(sub.add_parser("alerts", help="dead letters: list and replay rejected webhook bodies"))
+    add_alerts_arguments(
+        sub.add_parser("alerts", help="dead letters: list and replay rejected webhook bodies")
+    )
 
     from iras.auth import add_tokens_arguments
 

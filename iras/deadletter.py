@@ -99,7 +99,9 @@ def replay_one(session: Session, row: DeadLetter, source: str | None = None) -> 
         return ReplayResult(row_id, False, error="being replayed by someone else")
     result: ReplayResult
     if row.truncated:
-        result = ReplayResult(row_id, False, error=f"body was cut at {len(row.raw_body)} characters; cannot replay")
+        result = ReplayResult(
+            row_id, False, error=f"body was cut at {len(row.raw_body)} characters; cannot replay"
+        )
     else:
         try:
             body = json.loads(row.raw_body)
@@ -159,7 +161,9 @@ def add_alerts_arguments(parser: Any) -> None:
     dl.add_argument("--show", type=int, metavar="ID", help="print one row in full, body included")
     rp = sub.add_parser("replay", help="run ingestion again on dead letters")
     target = rp.add_mutually_exclusive_group(required=True)
-    target.add_argument("--id", type=int, action="append", dest="ids", metavar="N", help="this row (repeatable)")
+    target.add_argument(
+        "--id", type=int, action="append", dest="ids", metavar="N", help="this row (repeatable)"
+    )
     target.add_argument("--all", action="store_true", help="every row not replayed yet")
     rp.add_argument("--source", help="adapter to use instead of the stored one (e.g. alertmanager)")
 

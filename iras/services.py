@@ -149,7 +149,9 @@ def _latest_alert_statuses(session: Session, incident_id: str) -> dict[str, str]
         .group_by(AlertEvent.fingerprint)
         .scalar_subquery()
     )
-    rows = session.execute(select(AlertEvent.fingerprint, AlertEvent.status).where(AlertEvent.id.in_(last_ids)))
+    rows = session.execute(
+        select(AlertEvent.fingerprint, AlertEvent.status).where(AlertEvent.id.in_(last_ids))
+    )
     return {fp or "": status for fp, status in rows}
 
 
@@ -178,7 +180,11 @@ def _join(
             after[a.fingerprint or ""] = a.status
         # Only a change is news: Alertmanager repeats a resolved alert in later notifications.
         newly_resolved = sorted(
-            {a.fingerprint or "" for a in alerts if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"}
+            {
+                a.fingerprint or ""
+                for a in alerts
+                if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"
+            }
         )
         still_firing = sorted(fp for fp, status in after.items() if status != "resolved")
         if newly_resolved:
@@ -232,7 +238,10 @@ def _note_resolution(
         status,
         Event.ALERTS_RESOLVED,
         actor=actor,
-        detail={**detail, "summary": f"every alert resolved before approval ({shown}); closing without remediation"},
+        detail={
+            **detail,
+            "summary": f"every alert resolved before approval ({shown}); closing without remediation",
+        },
         values={"outcome": "auto_resolved"},
         now=now,
     ):
@@ -246,7 +255,10 @@ def _note_resolution(
             event="alerts_resolved_noted",
             actor=actor,
             at=now,
-            detail={**detail, "summary": f"every alert resolved ({shown}) while {status.value}; the operator decides"},
+            detail={
+                **detail,
+                "summary": f"every alert resolved ({shown}) while {status.value}; the operator decides",
+            },
         )
     )
 

@@ -165,10 +165,14 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("status", ["executing", "escalating", "closing"])
-def test_after_approval_a_resolution_is_only_noted(client: FlaskClient, enqueued: list[tuple[str, str]], status: str) -> None:
+def test_after_approval_a_resolution_is_only_noted(
+    client: FlaskClient, enqueued: list[tuple[str, str]], status: str
+) -> None:
     incident_id = _post(client, "/webhook/pagerduty", payload("pagerduty_firing"))["incident_id"]
     with new_session() as session:
-        session.execute(update(Incident).where(Incident.id == incident_id).values(status=status, decided_by="alice"))
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(status=status, decided_by="alice")
+        )
         session.commit()
     done = _post(client, "/webhook/pagerduty", payload("pagerduty_resolved"))
     assert done["status"] == "resolved_noted"
@@ -179,10 +183,14 @@ def test_after_approval_a_resolution_is_only_noted(client: FlaskClient, enqueued
     # A second "resolved" from the sender is not noted twice.
     _post(client, "/webhook/pagerduty", payload("pagerduty_resolved"))
     assert _events(client.get(f"/incidents/{incident_id}").get_json()).count("alerts_resolved_noted") == 1
-    assert [s for _, s in enqueued] == ["triaging"], "nothing is executed or closed on a resolution after approval"
+    assert [s for _, s in enqueued] == ["triaging"], (
+        "nothing is executed or closed on a resolution after approval"
+    )
 
 
-def test_a_resolution_during_triage_closes_without_analysis(client: FlaskClient, enqueued: list[tuple[str, str]]) -> None:
+def test_a_resolution_during_triage_closes_without_analysis(
+    client: FlaskClient, enqueued: list[tuple[str, str]]
+) -> None:
     incident_id = _post(client, "/webhook/datadog", payload("datadog_firing"))["incident_id"]
     _post(client, "/webhook/datadog", payload("datadog_resolved"))
     doc = client.get(f"/incidents/{incident_id}").get_json()
@@ -226,7 +234,9 @@ MALFORMED: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("route", "body", "field"), MALFORMED, ids=[m[0] + str(i) for i, m in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    ("route", "body", "field"), MALFORMED, ids=[m[0] + str(i) for i, m in enumerate(MALFORMED)]
+)
 def test_malformed_payloads_of_every_source_land_in_dead_letters(
     client: FlaskClient, route: str, body: Any, field: str
 ) -> None:
@@ -255,7 +265,9 @@ def test_invalid_json_and_non_objects_are_kept_too(client: FlaskClient) -> None:
     assert "not valid JSON" in rows[0].error and rows[1].source == "datadog"
 
 
-def test_a_large_rejected_body_is_cut_and_marked(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_rejected_body_is_cut_and_marked(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from iras.config import reset_settings
 
     monkeypatch.setenv("DEAD_LETTER_MAX_BYTES", "2048")
@@ -270,7 +282,9 @@ def test_a_large_rejected_body_is_cut_and_marked(client: FlaskClient, monkeypatc
         assert row.body_bytes > 10_000
 
 
-def test_replay_ingests_a_fixed_dead_letter_and_marks_it(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_ingests_a_fixed_dead_letter_and_marks_it(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     from iras.cli import main
 
     # Sent to the wrong route: the Datadog adapter cannot read an Alertmanager body.
@@ -280,7 +294,10 @@ def test_replay_ingests_a_fixed_dead_letter_and_marks_it(client: FlaskClient, ca
     listing = capsys.readouterr().out
     lines = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert set(lines) == {str(wrong["dead_letter_id"]), str(broken["dead_letter_id"])}
-    assert "datadog" in lines[str(wrong["dead_letter_id"])] and "alert_title" in lines[str(wrong["dead_letter_id"])]
+    assert (
+        "datadog" in lines[str(wrong["dead_letter_id"])]
+        and "alert_title" in lines[str(wrong["dead_letter_id"])]
+    )
     assert "timestamp" in lines[str(broken["dead_letter_id"])]
     assert "CheckoutPodHighErrorRate" not in listing  # errors, not bodies
     assert main(["alerts", "dead-letters", "--show", str(wrong["dead_letter_id"])]) == 0
@@ -303,7 +320,12 @@ def test_replay_ingests_a_fixed_dead_letter_and_marks_it(client: FlaskClient, ca
     with new_session() as session:
         row = session.get(DeadLetter, broken["dead_letter_id"])
         assert row is not None and row.replayed_at is None and row.replay_count == 1
-        assert row.replay_result == {"id": row.id, "ok": False, "error": row.replay_result["error"], "field": "timestamp"}
+        assert row.replay_result == {
+            "id": row.id,
+            "ok": False,
+            "error": row.replay_result["error"],
+            "field": "timestamp",
+        }
     # --all only picks rows not replayed yet: the fixed one is not ingested twice.
     assert _count(Incident) == 1
     assert main(["alerts", "dead-letters"]) == 0
@@ -315,7 +337,9 @@ def test_replaying_into_an_open_incident_deduplicates(client: FlaskClient) -> No
     from iras import deadletter
 
     incident_id = fire(client, title="Disk full", service="db")
-    dead = client.post("/webhook/datadog", json={"title": "Disk full", "timestamp": "2026-11-25T10:00:00Z", "service": "db"})
+    dead = client.post(
+        "/webhook/datadog", json={"title": "Disk full", "timestamp": "2026-11-25T10:00:00Z", "service": "db"}
+    )
     assert dead.status_code == 400
     with new_session() as session:
         [result] = deadletter.replay(session, ids=[dead.get_json()["dead_letter_id"]], source="generic")

@@ -56,7 +56,7 @@ def known_sources() -> tuple[str, ...]:
 
 
 def parse_webhook_tokens(value: object) -> object:
-    """"source=token,source2=token2" or a single token -> {source or "*": token}.
+    """Parse WEBHOOK_TOKENS: "source=token,source2=token2" or one token -> {source or "*": token}.
 
     An unknown source name is an error at start-up (a typo like "alertmanger="
     would otherwise silently leave that sender locked out). A part whose text
@@ -120,7 +120,9 @@ def unauthorized(reason: str) -> ErrorResponse:
     return response, status
 
 
-def authenticate(route_source: str | None, settings: Settings | None = None) -> tuple[Caller | None, ErrorResponse | None]:
+def authenticate(
+    route_source: str | None, settings: Settings | None = None
+) -> tuple[Caller | None, ErrorResponse | None]:
     """Check the presented token against every configured secret.
 
     Every comparison runs (no early exit) with hmac.compare_digest, so the time
@@ -287,7 +289,9 @@ class RedisLimiter:
             return float(self.script(keys=[self.prefix + key], args=[rate, burst]))
         except Exception as exc:  # noqa: BLE001 - any Redis failure: degrade, never refuse alerts
             self._down_until = time.monotonic() + self.cooldown
-            log.warning("rate limiter: Redis unavailable (%s); per-process limit for %.0fs", exc, self.cooldown)
+            log.warning(
+                "rate limiter: Redis unavailable (%s); per-process limit for %.0fs", exc, self.cooldown
+            )
             return self.fallback.acquire(key, rate, burst)
 
 

@@ -39,7 +39,9 @@ def _warn_if_open(state: Any) -> None:
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(_exc: RequestEntityTooLarge) -> Any:
     """A chunked body (no Content-Length) that grew past the limit while being read."""
-    return ingest_guard.too_large(int(current_app.config.get("MAX_CONTENT_LENGTH") or get_settings().max_payload_bytes))
+    return ingest_guard.too_large(
+        int(current_app.config.get("MAX_CONTENT_LENGTH") or get_settings().max_payload_bytes)
+    )
 
 
 def _dead_letter(source: str | None, reason: str, field: str | None) -> int | None:

@@ -86,7 +86,9 @@ class Web:
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = env
         # 4 workers x 8 threads: more than one process, so the dedup race is a real one.
-        self.proc = IrasProcess("web", env, port=self.port, extra=["--workers", "4", "--threads", "8"], log_dir=tmp)
+        self.proc = IrasProcess(
+            "web", env, port=self.port, extra=["--workers", "4", "--threads", "8"], log_dir=tmp
+        )
 
     def __enter__(self) -> Web:
         self.proc.start()
@@ -106,7 +108,9 @@ def _count(url: str, sql: str) -> Any:
 
 
 @pytest.fixture
-def storm_env(postgres: PostgresServer, redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+def storm_env(
+    postgres: PostgresServer, redis_server: RedisServer, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
     import redis
 
     db_index = 6 if request.node.name.startswith("test_5000") else 7
@@ -155,7 +159,11 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
             results = list(pool.map(send, work))
         elapsed = time.perf_counter() - started
         statuses = Counter(status for status, _ in results)
-        assert statuses == {202: len(work)}, (statuses, [d for s, d in results if s != 202][:5], web.proc.log_tail())
+        assert statuses == {202: len(work)}, (
+            statuses,
+            [d for s, d in results if s != 202][:5],
+            web.proc.log_tail(),
+        )
 
     outcomes = Counter(doc["status"] for _, doc in results)
     assert outcomes == {"processing": FINGERPRINTS, "deduplicated": len(work) - FINGERPRINTS}
@@ -164,7 +172,9 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
         key = body.get("fingerprint") or body.get("groupKey")
         ids_by_fingerprint.setdefault(key, set()).add(doc["incident_id"])
     assert len(ids_by_fingerprint) == FINGERPRINTS
-    assert all(len(ids) == 1 for ids in ids_by_fingerprint.values()), "every duplicate joined its fingerprint's incident"
+    assert all(len(ids) == 1 for ids in ids_by_fingerprint.values()), (
+        "every duplicate joined its fingerprint's incident"
+    )
 
     url = env["DATABASE_URL"]
     [(incidents, distinct_keys)] = _count(url, "SELECT count(*), count(DISTINCT fingerprint) FROM incidents")

@@ -122,8 +122,16 @@ class Alertmanager:
 def alert(name: str, instance: str, *, resolved: bool = False) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
-        "labels": {"alertname": name, "service": "checkout-service", "instance": instance, "severity": "critical"},
-        "annotations": {"summary": f"{name} on {instance}", "runbook_url": "https://runbooks.example/checkout"},
+        "labels": {
+            "alertname": name,
+            "service": "checkout-service",
+            "instance": instance,
+            "severity": "critical",
+        },
+        "annotations": {
+            "summary": f"{name} on {instance}",
+            "runbook_url": "https://runbooks.example/checkout",
+        },
         "startsAt": (now - timedelta(minutes=5)).isoformat(),
         # In the past = resolved now; otherwise firing for the next 10 minutes.
         "endsAt": ((now - timedelta(seconds=1)) if resolved else (now + timedelta(minutes=10))).isoformat(),
@@ -147,7 +155,14 @@ class Iras:
     def incident(self, incident_id: str) -> dict[str, Any]:
         return dict(requests.get(f"{self.base}/incidents/{incident_id}", timeout=5).json())
 
-    def wait(self, incident_id: str, until: Callable[[dict[str, Any]], bool], what: str, timeout: float, on_fail: Callable[[], str]) -> dict[str, Any]:
+    def wait(
+        self,
+        incident_id: str,
+        until: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float,
+        on_fail: Callable[[], str],
+    ) -> dict[str, Any]:
         """The incident's document once `until(doc)` holds."""
 
         def check() -> dict[str, Any] | None:
@@ -169,7 +184,9 @@ def eventually(check: Callable[[], Any], what: str, timeout: float, on_fail: Cal
 
 
 @pytest.fixture(scope="module")
-def iras(postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Iras]:
+def iras(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Iras]:
     env = {
         "DATABASE_URL": fresh_database(postgres, "iras_alertmanager"),
         "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/4",  # its own Redis database
@@ -182,7 +199,12 @@ def iras(postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: 
     port = free_port()
     log_dir = tmp_path_factory.mktemp("iras-am")
     procs = [
-        IrasProcess("worker", env, extra=["-Q", "analysis,ops", "--pool", "threads", "--concurrency", "8"], log_dir=log_dir),
+        IrasProcess(
+            "worker",
+            env,
+            extra=["-Q", "analysis,ops", "--pool", "threads", "--concurrency", "8"],
+            log_dir=log_dir,
+        ),
         IrasProcess("web", env, port=port, log_dir=log_dir),
     ]
     for proc in procs:
@@ -208,8 +230,12 @@ def test_alertmanager_groups_dedups_and_resolves_into_iras(iras: Iras, alertmana
         return [i for i in iras.incidents() if i["title"].startswith(prefix)]
 
     # Three instances of one alert and one other alert: two groups, so two incidents.
-    alertmanager.post([alert("CheckoutHighErrorRate", f"pod-{i}") for i in (1, 2, 3)] + [alert("CheckoutDiskFull", "db-1")])
-    errors = eventually(lambda: by_title("CheckoutHighErrorRate"), "the error-rate group arrives", 30, diagnostics)
+    alertmanager.post(
+        [alert("CheckoutHighErrorRate", f"pod-{i}") for i in (1, 2, 3)] + [alert("CheckoutDiskFull", "db-1")]
+    )
+    errors = eventually(
+        lambda: by_title("CheckoutHighErrorRate"), "the error-rate group arrives", 30, diagnostics
+    )
     eventually(lambda: by_title("CheckoutDiskFull"), "the disk group arrives", 30, diagnostics)
     assert len(errors) == 1, errors
     incident_id = errors[0]["id"]
@@ -230,11 +256,15 @@ def test_alertmanager_groups_dedups_and_resolves_into_iras(iras: Iras, alertmana
 
     # A fourth instance: Alertmanager re-sends the whole group, IRAS folds it into the incident.
     alertmanager.post([alert("CheckoutHighErrorRate", "pod-4")])
-    doc = iras.wait(incident_id, lambda d: d["alert_count"] == 3 + 4, "the grown group is folded in", 20, diagnostics)
+    doc = iras.wait(
+        incident_id, lambda d: d["alert_count"] == 3 + 4, "the grown group is folded in", 20, diagnostics
+    )
     assert len(by_title("CheckoutHighErrorRate")) == 1 and len(iras.incidents()) == 2
 
     # The pipeline runs meanwhile; the incident waits for a human to approve its plan.
-    doc = iras.wait(incident_id, lambda d: d["status"] == "awaiting_approval", "a plan awaits approval", 45, diagnostics)
+    doc = iras.wait(
+        incident_id, lambda d: d["status"] == "awaiting_approval", "a plan awaits approval", 45, diagnostics
+    )
 
     # One instance recovers: noted on the timeline, the incident stays open.
     alertmanager.post([alert("CheckoutHighErrorRate", "pod-1", resolved=True)])
