@@ -1,13 +1,13 @@
 """The `iras` command.
 
-    iras run [--host H] [--port P]   web + worker + beat in one process (embedded default)
-    iras worker [celery args...]     a Celery worker (production: one per queue kind)
-    iras beat [celery args...]       Celery beat (approval timeouts, stuck sweeper)
-    iras flower [flower args...]     Flower, the Celery monitoring UI
-    iras db upgrade                  apply migrations
-    iras alerts dead-letters         rejected webhook bodies; `iras alerts replay --id N | --all`
-    iras tokens create --role R --name N | list | revoke ID|NAME   API/console tokens
-    iras eval DIR [--analyst ...]    score the analyst on incident scenarios
+iras run [--host H] [--port P]   web + worker + beat in one process (embedded default)
+iras worker [celery args...]     a Celery worker (production: one per queue kind)
+iras beat [celery args...]       Celery beat (approval timeouts, stuck sweeper)
+iras flower [flower args...]     Flower, the Celery monitoring UI
+iras db upgrade                  apply migrations
+iras alerts dead-letters         rejected webhook bodies; `iras alerts replay --id N | --all`
+iras tokens create --role R --name N | list | revoke ID|NAME   API/console tokens
+iras eval DIR [--analyst ...]    score the analyst on incident scenarios
 """
 
 from __future__ import annotations

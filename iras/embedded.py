@@ -89,8 +89,8 @@ def run(host: str, port: int) -> None:
         f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
         f"  {startup_line(settings)}\n"
         f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
-        "-d '{\"title\": \"High error rate on checkout\", \"timestamp\": \"2026-01-01T00:00:00Z\", "
-        "\"service\": \"checkout\"}'",
+        '-d \'{"title": "High error rate on checkout", "timestamp": "2026-01-01T00:00:00Z", '
+        '"service": "checkout"}\'',
         flush=True,
     )
     try:

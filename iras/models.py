@@ -48,7 +48,6 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on every backend. SQLite stores no offset and
     hands back naive values, which would break comparisons with aware ones."""
@@ -199,9 +198,7 @@ class StepRun(Base):
 class PostMortemRecord(Base):
     __tablename__ = "postmortems"
 
-    incident_id: Mapped[str] = mapped_column(
-        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
-    )
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str | None] = mapped_column(String(2))
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)

@@ -24,6 +24,8 @@ EVENT_WORDS = {
     "rejected": "Plan rejected",
     "approval_timed_out": "Approval timed out",
     "alerts_resolved": "All alerts resolved",
+    "alert_resolved": "Alert resolved (others still firing)",
+    "alerts_resolved_noted": "All alerts resolved after approval (noted)",
     "remediation_succeeded": "Remediation succeeded",
     "remediation_failed": "Remediation failed, completed steps rolled back",
     "stage_failed": "A stage failed permanently",

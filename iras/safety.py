@@ -83,7 +83,6 @@ def _replicas(argv: list[str]) -> str | None:
     return None
 
 
-
 def enforce_step(step: RemediationStep, allowed: list[str]) -> RemediationStep:
     notes = list(step.safety_notes)
     risk = step.risk_level

@@ -5,6 +5,7 @@ Celery worker on the in-process broker for end-to-end tests."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,10 @@ def in_process_broker() -> None:
 
     saved = os.environ.get("CELERY_BROKER_URL")
     os.environ["CELERY_BROKER_URL"] = "memory://"
+    # A task that outlives its test must not create ./iras.db in the checkout.
+    os.environ.setdefault(
+        "DATABASE_URL", "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="iras-sink-"), "sink.db")
+    )
     try:
         celery_app.conf.broker_url = "memory://"
         assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
@@ -73,10 +78,21 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
     mock.set_fixture(None)
     mock.SENT.clear()
     yield url
+    _wait_for_idle_worker()
     set_analyst(None)
     mock.set_fixture(None)
     reset_engine()
     reset_settings()
+
+
+def _wait_for_idle_worker(timeout: float = 5.0) -> None:
+    """Let the session's embedded worker finish what this test started, so a task
+    never runs against the next test's settings."""
+    from celery.worker import state
+
+    deadline = time.monotonic() + timeout
+    while (state.active_requests or state.reserved_requests) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -121,7 +137,11 @@ def wait_for(client: FlaskClient) -> WaitFor:
 
 
 def fire(client: FlaskClient, **fields: Any) -> str:
-    body = {"title": "High error rate on checkout", "timestamp": "2026-11-25T10:00:00Z", "service": "checkout"}
+    body = {
+        "title": "High error rate on checkout",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "service": "checkout",
+    }
     body.update(fields)
     response = client.post("/webhook/alert", json=body)
     assert response.status_code == 202, response.get_json()

@@ -24,7 +24,9 @@ def scenario_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_eval_replays_through_the_pipeline_and_writes_json(scenario_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_replays_through_the_pipeline_and_writes_json(
+    scenario_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results.json"
     status = main(["eval", str(scenario_dir), "--json", str(out)])
     printed = capsys.readouterr().out
@@ -33,7 +35,14 @@ def test_eval_replays_through_the_pipeline_and_writes_json(scenario_dir: Path, t
     doc = json.loads(out.read_text())
     assert len(doc["scenarios"]) == 3 and "broken.json" in doc["invalid_files"]
     for row in doc["scenarios"]:
-        assert set(row["predicted"]) >= {"severity", "category", "culprit_service", "culprit_deployment_sha", "remediation_action", "evidence"}
+        assert set(row["predicted"]) >= {
+            "severity",
+            "category",
+            "culprit_service",
+            "culprit_deployment_sha",
+            "remediation_action",
+            "evidence",
+        }
     assert doc["totals"]["category"] == 1.0, printed
 
 
@@ -43,7 +52,9 @@ def test_eval_fail_under_exits_non_zero(scenario_dir: Path) -> None:
     assert main(["eval", str(scenario_dir), "--fail-under", "101", "--direct"]) == 1
 
 
-def test_eval_runs_on_claude_against_the_fake_api(scenario_dir: Path, tmp_path: Path, fake_anthropic: FakeAnthropicServer) -> None:
+def test_eval_runs_on_claude_against_the_fake_api(
+    scenario_dir: Path, tmp_path: Path, fake_anthropic: FakeAnthropicServer
+) -> None:
     (scenario_dir / "broken.json").unlink()
     out = tmp_path / "claude.json"
     status = main(["eval", str(scenario_dir), "--analyst", "claude", "--json", str(out)])

@@ -354,7 +354,9 @@ class Decisions:
         self.status = {INCIDENT_ID: "awaiting_approval"}
         self.calls: list[tuple[str, str, str, str]] = []
 
-    def __call__(self, incident_id: str, action: str, actor: str, reason: str, plan_id: int | None = None) -> None:
+    def __call__(
+        self, incident_id: str, action: str, actor: str, reason: str, plan_id: int | None = None
+    ) -> None:
         self.calls.append((incident_id, action, actor, reason))
         if incident_id not in self.status:
             raise Refused(404, f"incident {incident_id} not found")

@@ -23,7 +23,9 @@ def _fire(client: FlaskClient) -> str:
     return str(response.get_json()["incident_id"])
 
 
-def test_a_full_incident_on_claude(pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer) -> None:
+def test_a_full_incident_on_claude(
+    pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer
+) -> None:
     incident_id = _fire(pipeline)
     doc = wait_for(incident_id, "awaiting_approval", "escalated", timeout=60)
     assert doc["status"] == "awaiting_approval", doc["timeline"]
@@ -40,7 +42,9 @@ def test_a_full_incident_on_claude(pipeline: FlaskClient, wait_for: WaitFor, fak
     assert fake_anthropic.requests and all(r.system_cache_marked for r in fake_anthropic.requests)
 
 
-def test_an_overloaded_api_is_retried_by_celery(pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer) -> None:
+def test_an_overloaded_api_is_retried_by_celery(
+    pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer
+) -> None:
     fake_anthropic.enqueue(error(529, retry_after=0.1))
     incident_id = _fire(pipeline)
     doc = wait_for(incident_id, "awaiting_approval", "escalated", timeout=60)

@@ -64,7 +64,8 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     assert rca["culprit_deployment_sha"] == SCENARIO["expected"]["culprit_deployment_sha"]
 
     response = pipeline.post(
-        f"/incidents/{incident_id}/approve", json={"by": "alice", "reason": "matches the release", "plan_id": doc["plan"]["id"]}
+        f"/incidents/{incident_id}/approve",
+        json={"by": "alice", "reason": "matches the release", "plan_id": doc["plan"]["id"]},
     )
     assert response.status_code == 200, response.get_json()
     doc = wait_for(incident_id, "resolved")
@@ -72,8 +73,14 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     assert doc["decision"]["by"] == "alice" and doc["decision"]["via"] == "api"
     assert [r["status"] for r in doc["step_runs"]] == ["succeeded"] * len(doc["plan"]["steps"])
     assert _events(doc) == [
-        "ingested", "triaged", "context_gathered", "rca_confident", "plan_ready",
-        "approved", "remediation_succeeded", "closed_resolved",
+        "ingested",
+        "triaged",
+        "context_gathered",
+        "rca_confident",
+        "plan_ready",
+        "approved",
+        "remediation_succeeded",
+        "closed_resolved",
     ]
     pm = doc["postmortem"]
     assert pm["outcome"] == "resolved"
@@ -85,7 +92,9 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
 def test_reject_escalates_with_postmortem_and_a_page(pipeline: FlaskClient, wait_for: WaitFor) -> None:
     incident_id = _fire_scenario(pipeline)
     wait_for(incident_id, "awaiting_approval")
-    response = pipeline.post(f"/incidents/{incident_id}/reject", json={"by": "bob", "reason": "not the release"})
+    response = pipeline.post(
+        f"/incidents/{incident_id}/reject", json={"by": "bob", "reason": "not the release"}
+    )
     assert response.status_code == 200
     doc = wait_for(incident_id, "escalated")
     assert doc["outcome"] == "escalated" and not doc["step_runs"]
@@ -113,7 +122,9 @@ def test_approval_timeout_escalates(pipeline: FlaskClient, wait_for: WaitFor) ->
     wait_for(incident_id, "awaiting_approval")
     assert expire_approvals() == 0, "deadline not reached yet"
     with new_session() as session:
-        session.execute(update(Incident).where(Incident.id == incident_id).values(approval_deadline=Incident.created_at))
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(approval_deadline=Incident.created_at)
+        )
         session.commit()
     assert expire_approvals() == 1
     doc = wait_for(incident_id, "escalated")
@@ -126,8 +137,14 @@ def _plan(*commands: tuple[str, str]) -> RemediationPlan:
     return RemediationPlan(
         summary="three steps",
         steps=[
-            RemediationStep(order=i, action=RunbookAction.RESTART_SERVICE, description=f"step {i}", command=cmd,
-                            rollback_command=rb, risk_level=RiskLevel.LOW)
+            RemediationStep(
+                order=i,
+                action=RunbookAction.RESTART_SERVICE,
+                description=f"step {i}",
+                command=cmd,
+                rollback_command=rb,
+                risk_level=RiskLevel.LOW,
+            )
             for i, (cmd, rb) in enumerate(commands, start=1)
         ],
     )
@@ -139,17 +156,28 @@ def test_a_failing_step_rolls_back_completed_steps_in_reverse(
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "shell")
     monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
     reset_settings()
-    set_analyst(ScriptedAnalyst(confidence=0.9, plan=_plan(("echo one", "echo undo-one"), ("echo two", "echo undo-two"), ("false", "true"))))
+    set_analyst(
+        ScriptedAnalyst(
+            confidence=0.9,
+            plan=_plan(("echo one", "echo undo-one"), ("echo two", "echo undo-two"), ("false", "true")),
+        )
+    )
     incident_id = _fire_scenario(pipeline)
     wait_for(incident_id, "awaiting_approval")
     assert pipeline.post(f"/incidents/{incident_id}/approve", json={"by": "alice"}).status_code == 200
     doc = wait_for(incident_id, "escalated")
     runs = [(r["kind"], r["step"], r["status"]) for r in doc["step_runs"]]
     assert runs == [
-        ("apply", 1, "succeeded"), ("apply", 2, "succeeded"), ("apply", 3, "failed"),
-        ("rollback", 2, "succeeded"), ("rollback", 1, "succeeded"),
+        ("apply", 1, "succeeded"),
+        ("apply", 2, "succeeded"),
+        ("apply", 3, "failed"),
+        ("rollback", 2, "succeeded"),
+        ("rollback", 1, "succeeded"),
     ]
-    assert [r["output_tail"].strip() for r in doc["step_runs"] if r["kind"] == "rollback"] == ["undo-two", "undo-one"]
+    assert [r["output_tail"].strip() for r in doc["step_runs"] if r["kind"] == "rollback"] == [
+        "undo-two",
+        "undo-one",
+    ]
     assert "remediation_failed" in _events(doc) and doc["postmortem"]["outcome"] == "escalated"
 
 
@@ -165,15 +193,24 @@ def test_every_task_is_a_no_op_on_duplicate_delivery(pipeline: FlaskClient, wait
             len(list(session.scalars(select(StageResult).where(StageResult.incident_id == incident_id)))),
             len(list(session.scalars(select(StepRun).where(StepRun.incident_id == incident_id)))),
         )
-    for task in (tasks.run_triage, tasks.gather_context_task, tasks.run_rca, tasks.run_plan,
-                 tasks.execute_plan, tasks.escalate, tasks.write_postmortem):
+    for task in (
+        tasks.run_triage,
+        tasks.gather_context_task,
+        tasks.run_rca,
+        tasks.run_plan,
+        tasks.execute_plan,
+        tasks.escalate,
+        tasks.write_postmortem,
+    ):
         task(incident_id)  # a late redelivery of every stage
     doc = pipeline.get(f"/incidents/{incident_id}").get_json()
     assert doc["status"] == "resolved"
     assert (len(doc["stages"]), len(doc["step_runs"])) == before
 
 
-def test_an_analyst_crash_escalates_instead_of_losing_the_incident(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+def test_an_analyst_crash_escalates_instead_of_losing_the_incident(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
     set_analyst(ScriptedAnalyst(confidence=0.9, fail={"plan": ValueError("model returned nonsense")}))
     incident_id = _fire_scenario(pipeline)
     doc = wait_for(incident_id, "escalated")
@@ -183,25 +220,38 @@ def test_an_analyst_crash_escalates_instead_of_losing_the_incident(pipeline: Fla
 
 def test_a_duplicate_alert_joins_the_open_incident(pipeline: FlaskClient, wait_for: WaitFor) -> None:
     first = fire(pipeline, title="Disk full on db-1", service="db")
-    second = pipeline.post("/webhook/alert", json={"title": "Disk full on db-1", "timestamp": "2026-11-25T10:01:00Z", "service": "db"})
+    second = pipeline.post(
+        "/webhook/alert",
+        json={"title": "Disk full on db-1", "timestamp": "2026-11-25T10:01:00Z", "service": "db"},
+    )
     assert second.status_code == 202
     assert second.get_json() == {"incident_id": first, "status": "deduplicated", "alerts": 1}
     doc = pipeline.get(f"/incidents/{first}").get_json()
     assert doc["alert_count"] == 2 and len(doc["alerts"]) == 2
 
 
-def test_the_stuck_sweeper_re_enqueues_a_lost_incident(pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stuck_sweeper_re_enqueues_a_lost_incident(
+    pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from iras.tasks import sweep_stuck
     from iras.workflow import IncidentStatus
 
     # An incident committed while the broker was down: no message was ever sent.
     with new_session() as session:
-        incident = Incident(status=IncidentStatus.TRIAGING.value, title="lost", service="checkout", source="generic",
-                            fingerprint="lost-1", payload={"title": "lost"})
+        incident = Incident(
+            status=IncidentStatus.TRIAGING.value,
+            title="lost",
+            service="checkout",
+            source="generic",
+            fingerprint="lost-1",
+            payload={"title": "lost"},
+        )
         session.add(incident)
         session.commit()
         incident_id = incident.id
-        session.execute(update(Incident).where(Incident.id == incident_id).values(updated_at=Incident.created_at))
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(updated_at=Incident.created_at)
+        )
         session.commit()
     monkeypatch.setenv("STUCK_AFTER_SECONDS", "5")
     reset_settings()
@@ -211,7 +261,11 @@ def test_the_stuck_sweeper_re_enqueues_a_lost_incident(pipeline: FlaskClient, wa
 
         from iras.schemas import utcnow
 
-        session.execute(update(Incident).where(Incident.id == incident_id).values(updated_at=utcnow() - timedelta(minutes=10)))
+        session.execute(
+            update(Incident)
+            .where(Incident.id == incident_id)
+            .values(updated_at=utcnow() - timedelta(minutes=10))
+        )
         session.commit()
     assert sweep_stuck() == 1
     wait_for(incident_id, "awaiting_approval", "escalated", "resolved")
@@ -238,7 +292,9 @@ def test_every_context_source_down_still_completes_with_source_unavailable_evide
     assert contexts, "the context stage ran"
     for bundle in contexts:
         assert {s["kind"]: s["status"] for s in bundle["sources"]} == {
-            "logs": "unavailable", "metrics": "unavailable", "deployments": "unavailable"
+            "logs": "unavailable",
+            "metrics": "unavailable",
+            "deployments": "unavailable",
         }
         assert all("source unavailable" in s["error"] for s in bundle["sources"])
 
@@ -250,7 +306,12 @@ def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
     monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
     reset_settings()
     # Step 2 claims low risk, but --force is destructive: safety makes it manual.
-    set_analyst(ScriptedAnalyst(confidence=0.9, plan=_plan(("echo one", "echo undo-one"), ("echo --force wipe", "true"), ("echo three", "true"))))
+    set_analyst(
+        ScriptedAnalyst(
+            confidence=0.9,
+            plan=_plan(("echo one", "echo undo-one"), ("echo --force wipe", "true"), ("echo three", "true")),
+        )
+    )
     incident_id = _fire_scenario(pipeline)
     doc = wait_for(incident_id, "awaiting_approval")
     assert doc["plan"]["steps"][1]["executable"] is False and doc["plan"]["steps"][1]["risk_level"] == "high"

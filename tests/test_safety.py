@@ -14,7 +14,9 @@ from iras.schemas import RemediationPlan, RemediationStep, RiskLevel, RunbookAct
 ALLOWED = ["kubectl", "helm", "true", "false", "sleep", "sh"]
 
 
-def _step(command: str, rollback: str | None, risk: RiskLevel = RiskLevel.LOW, order: int = 1) -> RemediationStep:
+def _step(
+    command: str, rollback: str | None, risk: RiskLevel = RiskLevel.LOW, order: int = 1
+) -> RemediationStep:
     return RemediationStep(
         order=order,
         action=RunbookAction.ROLLBACK_DEPLOYMENT,
@@ -37,7 +39,12 @@ def test_a_low_risk_claim_on_a_disallowed_destructive_command_is_gated() -> None
 
 
 def test_shell_metacharacters_are_refused_even_for_an_allowed_program() -> None:
-    for command in ("kubectl get pods; rm -rf /", "kubectl get pods | sh", "kubectl $(whoami)", "kubectl `id`"):
+    for command in (
+        "kubectl get pods; rm -rf /",
+        "kubectl get pods | sh",
+        "kubectl $(whoami)",
+        "kubectl `id`",
+    ):
         plan = enforce_invariants(_plan(_step(command, "true")), ALLOWED)
         assert not plan.steps[0].executable, command
         assert plan.steps[0].risk_level == RiskLevel.HIGH
@@ -53,7 +60,13 @@ def test_an_empty_rollback_forces_approval_and_marks_the_plan_irreversible() -> 
 
 def test_a_high_risk_step_forces_approval_and_irreversibility() -> None:
     plan = enforce_invariants(
-        _plan(_step("kubectl scale deployment/api --replicas=6", "kubectl scale deployment/api --replicas=3", RiskLevel.HIGH)),
+        _plan(
+            _step(
+                "kubectl scale deployment/api --replicas=6",
+                "kubectl scale deployment/api --replicas=3",
+                RiskLevel.HIGH,
+            )
+        ),
         ALLOWED,
     )
     assert plan.requires_human_approval and not plan.reversible

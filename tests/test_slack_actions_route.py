@@ -32,8 +32,14 @@ def slack_env(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> FlaskClie
 
 def _awaiting(plan_id: int = 7) -> str:
     with new_session() as session:
-        incident = Incident(status=IncidentStatus.AWAITING_APPROVAL.value, title="t", source="generic",
-                            fingerprint=f"slack-{time.monotonic_ns()}", payload={}, plan_id=plan_id)
+        incident = Incident(
+            status=IncidentStatus.AWAITING_APPROVAL.value,
+            title="t",
+            source="generic",
+            fingerprint=f"slack-{time.monotonic_ns()}",
+            payload={},
+            plan_id=plan_id,
+        )
         session.add(incident)
         session.commit()
         return incident.id
@@ -43,8 +49,14 @@ def _click(incident_id: str, action: str = "approve", user: str = APPROVER, plan
     payload = {
         "type": "block_actions",
         "user": {"id": user, "username": user.lower()},
-        "actions": [{"action_id": action, "value": incident_id, "type": "button",
-                     "block_id": f"decision:{incident_id}:{plan_id}" if plan_id else f"decision:{incident_id}"}],
+        "actions": [
+            {
+                "action_id": action,
+                "value": incident_id,
+                "type": "button",
+                "block_id": f"decision:{incident_id}:{plan_id}" if plan_id else f"decision:{incident_id}",
+            }
+        ],
         "container": {"type": "message", "message_ts": "1.1", "channel_id": "C1"},
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
@@ -53,8 +65,12 @@ def _click(incident_id: str, action: str = "approve", user: str = APPROVER, plan
 def _post(client: FlaskClient, body: bytes, ts: int | None = None, secret: str = SECRET):  # type: ignore[no-untyped-def]
     ts = int(time.time()) if ts is None else ts
     sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    return client.post("/slack/actions", data=body, content_type="application/x-www-form-urlencoded",
-                       headers={"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig})
+    return client.post(
+        "/slack/actions",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig},
+    )
 
 
 def _state(incident_id: str) -> tuple[str, str | None, str | None, int]:

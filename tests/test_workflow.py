@@ -22,14 +22,18 @@ from iras.workflow import (
 
 def _incident(status: IncidentStatus) -> str:
     with new_session() as session:
-        incident = Incident(status=status.value, title="t", source="generic", fingerprint=f"fp-{status}", payload={})
+        incident = Incident(
+            status=status.value, title="t", source="generic", fingerprint=f"fp-{status}", payload={}
+        )
         session.add(incident)
         session.commit()
         return incident.id
 
 
 @pytest.mark.parametrize(("edge", "target"), list(TRANSITIONS.items()), ids=lambda v: str(v))
-def test_every_legal_edge_moves_the_incident_and_records_it(iras_env: str, edge: tuple, target: IncidentStatus) -> None:
+def test_every_legal_edge_moves_the_incident_and_records_it(
+    iras_env: str, edge: tuple, target: IncidentStatus
+) -> None:
     status, event = edge
     incident_id = _incident(status)
     with new_session() as session:
@@ -64,7 +68,9 @@ def test_a_stale_expected_status_is_a_quiet_no_op(iras_env: str) -> None:
         assert not transition(session, incident_id, IncidentStatus.AWAITING_APPROVAL, Event.REJECTED)
         session.commit()
         assert session.get(Incident, incident_id).status == IncidentStatus.EXECUTING.value
-        assert len(list(session.scalars(select(Transition).where(Transition.incident_id == incident_id)))) == 1
+        assert (
+            len(list(session.scalars(select(Transition).where(Transition.incident_id == incident_id)))) == 1
+        )
 
 
 def test_every_non_terminal_state_can_reach_a_terminal_state() -> None:
@@ -85,4 +91,6 @@ def test_the_readme_diagram_is_the_transition_table() -> None:
     from iras.workflow import mermaid
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert mermaid() in readme, "regenerate the README diagram: python -c 'from iras.workflow import mermaid; print(mermaid())'"
+    assert mermaid() in readme, (
+        "regenerate the README diagram: python -c 'from iras.workflow import mermaid; print(mermaid())'"
+    )

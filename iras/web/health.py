@@ -45,8 +45,16 @@ def health() -> Any:
     settings = get_settings()
     db_error, broker_error = _check_db(), _check_broker()
     checks = {
-        "database": {"ok": db_error is None, "error": db_error, "kind": "sqlite" if settings.is_sqlite else "postgresql"},
-        "broker": {"ok": broker_error is None, "error": broker_error, "kind": "embedded" if settings.embedded_broker else "redis"},
+        "database": {
+            "ok": db_error is None,
+            "error": db_error,
+            "kind": "sqlite" if settings.is_sqlite else "postgresql",
+        },
+        "broker": {
+            "ok": broker_error is None,
+            "error": broker_error,
+            "kind": "embedded" if settings.embedded_broker else "redis",
+        },
     }
     doc: dict[str, Any] = {
         "status": "ok" if not (db_error or broker_error) else "unavailable",

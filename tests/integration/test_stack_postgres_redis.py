@@ -30,7 +30,12 @@ class Stack:
 
     def start(self) -> Stack:
         self.procs = [
-            IrasProcess("worker", self.env, extra=["-Q", "analysis,ops", "--pool", "threads", "--concurrency", "8"], log_dir=self.tmp),
+            IrasProcess(
+                "worker",
+                self.env,
+                extra=["-Q", "analysis,ops", "--pool", "threads", "--concurrency", "8"],
+                log_dir=self.tmp,
+            ),
             IrasProcess("beat", self.env, log_dir=self.tmp),
             IrasProcess("web", self.env, port=self.port, log_dir=self.tmp),
         ]
@@ -59,14 +64,16 @@ class Stack:
         import json
 
         alert = json.loads(SCENARIO_FILE.read_text())["alert"]
-        alert["groupKey"] = f"{{}}:{{alertname=\"{title}\"}}"
+        alert["groupKey"] = f'{{}}:{{alertname="{title}"}}'
         response = requests.post(f"{self.base}/webhook/alert", json=alert, timeout=10)
         assert response.status_code == 202, response.text
         return str(response.json()["incident_id"])
 
 
 @pytest.fixture(scope="module")
-def stack(postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     upgrade(postgres.url)
     env = {
         "DATABASE_URL": postgres.url,
@@ -87,13 +94,17 @@ def test_alert_to_resolved_on_postgres_and_redis(stack: Stack) -> None:
     incident_id = stack.fire("pg-happy")
     doc = stack.wait(incident_id, "awaiting_approval")
     assert doc["plan"]["steps"]
-    response = requests.post(f"{stack.base}/incidents/{incident_id}/approve", json={"by": "alice", "reason": "ok"}, timeout=10)
+    response = requests.post(
+        f"{stack.base}/incidents/{incident_id}/approve", json={"by": "alice", "reason": "ok"}, timeout=10
+    )
     assert response.status_code == 200, response.text
     doc = stack.wait(incident_id, "resolved")
     assert doc["postmortem"]["outcome"] == "resolved"
     assert all(r["status"] == "succeeded" for r in doc["step_runs"])
     health = requests.get(f"{stack.base}/health", timeout=10).json()
-    assert health["checks"]["database"]["kind"] == "postgresql" and health["checks"]["broker"]["kind"] == "redis"
+    assert (
+        health["checks"]["database"]["kind"] == "postgresql" and health["checks"]["broker"]["kind"] == "redis"
+    )
 
 
 def test_a_restart_of_every_process_while_awaiting_approval_loses_nothing(stack: Stack) -> None:
@@ -124,7 +135,10 @@ def test_beat_escalates_an_expired_approval(stack: Stack, postgres: PostgresServ
     stack.wait(incident_id, "awaiting_approval")
     engine = create_engine(postgres.url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE incidents SET approval_deadline = now() - interval '1 second' WHERE id = :id"), {"id": incident_id})
+        conn.execute(
+            text("UPDATE incidents SET approval_deadline = now() - interval '1 second' WHERE id = :id"),
+            {"id": incident_id},
+        )
     engine.dispose()
     doc = stack.wait(incident_id, "escalated", timeout=30)
     assert doc["decision"]["via"] == "timeout"

@@ -35,7 +35,9 @@ class ScriptedAnalyst:
         self._maybe_fail("triage")
         return self.inner.triage(facts)
 
-    def analyze(self, facts: IncidentFacts, bundle: ContextBundle, attempt: int) -> StageOutput[RootCauseHypothesis]:
+    def analyze(
+        self, facts: IncidentFacts, bundle: ContextBundle, attempt: int
+    ) -> StageOutput[RootCauseHypothesis]:
         self.calls.append(("rca", bundle.window_minutes))
         self._maybe_fail("rca")
         out = self.inner.analyze(facts, bundle, attempt)
@@ -43,7 +45,9 @@ class ScriptedAnalyst:
             out.result = out.result.model_copy(update={"confidence": self.confidence})
         return out
 
-    def plan(self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle) -> StageOutput[RemediationPlan]:
+    def plan(
+        self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
+    ) -> StageOutput[RemediationPlan]:
         self.calls.append(("plan", facts.incident_id))
         self._maybe_fail("plan")
         if self.fixed_plan is not None:

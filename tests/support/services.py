@@ -68,7 +68,9 @@ class PostgresServer:
         initdb = pg_bin("initdb")
         assert initdb, "initdb not found"
         subprocess.run(
-            _as_postgres_user([initdb, "-D", str(self.data), "-A", "trust", "-U", "iras", "--no-sync", "-E", "UTF8"]),
+            _as_postgres_user(
+                [initdb, "-D", str(self.data), "-A", "trust", "-U", "iras", "--no-sync", "-E", "UTF8"]
+            ),
             check=True,
             capture_output=True,
             timeout=120,
@@ -76,7 +78,16 @@ class PostgresServer:
         self._pg_ctl_start()
         subprocess.run(
             _as_postgres_user(
-                [pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "iras", "iras"]
+                [
+                    pg_bin("createdb") or "createdb",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "iras",
+                    "iras",
+                ]
             ),
             check=True,
             capture_output=True,
@@ -93,7 +104,19 @@ class PostgresServer:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             _as_postgres_user(
-                [pg_bin("pg_ctl") or "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "-t", "60", "start"]
+                [
+                    pg_bin("pg_ctl") or "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(self.dir / "log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
             ),
             check=True,
             capture_output=True,
@@ -127,12 +150,18 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -181,7 +210,15 @@ def wait_for_http(url: str, timeout: float) -> None:
 class IrasProcess:
     """One IRAS process (gunicorn, a Celery worker or beat) with its own environment."""
 
-    def __init__(self, kind: str, env: Mapping[str, str], *, port: int | None = None, extra: list[str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        env: Mapping[str, str],
+        *,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.kind = kind
         self.port = port
         self.env = {**os.environ, **env}
@@ -192,14 +229,59 @@ class IrasProcess:
     def command(self) -> list[str]:
         py = sys.executable
         if self.kind == "web":
-            return [py, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4", "--timeout", "60", *self.extra, "wsgi:app"]
+            return [
+                py,
+                "-m",
+                "gunicorn",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "60",
+                *self.extra,
+                "wsgi:app",
+            ]
         if self.kind == "beat":
-            return [py, "-m", "celery", "-A", "celeryconfig", "beat", "--loglevel", "WARNING", "-s", str(self.log_dir / "beat-schedule"), *self.extra]
-        return [py, "-m", "celery", "-A", "celeryconfig", "worker", "--loglevel", "WARNING", "--without-mingle", "--without-gossip", *self.extra]
+            return [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "celeryconfig",
+                "beat",
+                "--loglevel",
+                "WARNING",
+                "-s",
+                str(self.log_dir / "beat-schedule"),
+                *self.extra,
+            ]
+        return [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "celeryconfig",
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            *self.extra,
+        ]
 
     def start(self) -> IrasProcess:
         log = open(self.log_dir / f"{self.kind}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if self.kind == "web" and self.port:
             wait_for_http(f"http://127.0.0.1:{self.port}/health", 30)
         return self
