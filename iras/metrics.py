@@ -7,7 +7,8 @@ Two kinds of series:
   requests. With PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery prefork
   children on one host) they are summed across processes; otherwise each
   process exposes its own (the web app on /metrics, Celery workers on
-  WORKER_METRICS_PORT).
+  WORKER_METRICS_PORT). That directory must be dedicated to it (every *.db
+  file in it is read as metrics) and emptied before the processes start.
 - Read from the database at scrape time (true whichever process did the work):
   incidents by status and severity, the oldest incident waiting on a worker,
   the oldest pending approval, and the Redis queue depth. The queries are small

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -210,3 +211,76 @@ def test_a_scrape_still_answers_when_the_database_is_down(
     samples = scrape(client)
     assert value(samples, "iras_metrics_database_up") == 0
     assert not any(name == "iras_incidents" for name, _ in samples)
+
+
+def test_a_worker_serves_its_own_metrics_when_a_port_is_set(
+    iras_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery workers in their own processes (docker-compose, Procfile) expose
+    what they count on WORKER_METRICS_PORT."""
+    import socket
+
+    import requests
+    from celery.signals import worker_init
+
+    from iras.config import reset_settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("WORKER_METRICS_PORT", str(port))
+    reset_settings()
+    worker_init.send(sender=None)
+    eventually(lambda: _reachable(f"http://127.0.0.1:{port}/metrics"))
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"iras_task_duration_seconds", "iras_incidents", "iras_llm_tokens"} <= names
+
+
+def _reachable(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+MULTIPROCESS_CHILD = """
+import sys
+from iras import metrics
+assert metrics.MULTIPROCESS
+metrics.WEBHOOK_REQUESTS.labels("grafana", "202").inc(int(sys.argv[1]))
+"""
+
+MULTIPROCESS_SCRAPE = """
+from prometheus_client import generate_latest
+from iras import metrics
+print(generate_latest(metrics.scrape_registry()).decode())
+"""
+
+
+def test_multiprocess_mode_sums_counters_across_processes(iras_env: str, tmp_path: Any) -> None:
+    """gunicorn workers and Celery prefork children each count in their own
+    process; with PROMETHEUS_MULTIPROC_DIR one scrape sums them."""
+    import os
+    import subprocess
+    import sys
+
+    prom_dir = tmp_path / "prometheus"  # a directory of its own: every *.db in it is read as metrics
+    prom_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "DATABASE_URL": iras_env}
+    for count in ("2", "3"):
+        subprocess.run([sys.executable, "-c", MULTIPROCESS_CHILD, count], env=env, check=True, timeout=60)
+    scrape_run = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_SCRAPE], env=env, timeout=60, capture_output=True, text=True
+    )
+    assert scrape_run.returncode == 0, scrape_run.stderr[-2000:]
+    out = scrape_run.stdout
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(out)
+        for s in family.samples
+    }
+    assert value(samples, "iras_webhook_requests_total", source="grafana", status="202") == 5
+    assert value(samples, "iras_metrics_database_up") == 1, "the database gauges are there too"

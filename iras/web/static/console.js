@@ -48,7 +48,18 @@
     }, seconds * 1000);
   }
 
+  // Filters apply as soon as a select changes (the Filter button stays for no-JS).
+  function autosubmit() {
+    var forms = document.querySelectorAll("form[data-autosubmit]");
+    for (var i = 0; i < forms.length; i++) {
+      (function (form) {
+        form.addEventListener("change", function () { form.submit(); });
+      })(forms[i]);
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    autosubmit();
     tick();
     window.setInterval(tick, 1000);
     scheduleRefresh();
