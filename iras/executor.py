@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -26,32 +27,35 @@ class ExecResult:
     output: str
 
 
-class DryRunExecutor:
+class _Executor:
+    """Every executor refuses what the command policy refuses, before anything else."""
+
+    name = "base"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def run(self, command: str) -> ExecResult:
+        problem = command_problem(command, self.settings.remediation_allowed_commands)
+        if problem:
+            return ExecResult("refused", None, problem)
+        return self._run(shlex.split(command))
+
+    def _run(self, argv: list[str]) -> ExecResult:
+        raise NotImplementedError
+
+
+class DryRunExecutor(_Executor):
     name = "dry-run"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def run(self, command: str) -> ExecResult:
-        problem = command_problem(command, self.settings.remediation_allowed_commands)
-        if problem:
-            return ExecResult("refused", None, problem)
-        return ExecResult("succeeded", 0, f"dry-run: would run {command}")
+    def _run(self, argv: list[str]) -> ExecResult:
+        return ExecResult("succeeded", 0, f"dry-run: would run {shlex.join(argv)}")
 
 
-class ShellExecutor:
+class ShellExecutor(_Executor):
     name = "shell"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def run(self, command: str) -> ExecResult:
-        import shlex
-
-        problem = command_problem(command, self.settings.remediation_allowed_commands)
-        if problem:
-            return ExecResult("refused", None, problem)
-        argv = shlex.split(command)
+    def _run(self, argv: list[str]) -> ExecResult:
         try:
             proc = subprocess.Popen(
                 argv,
@@ -62,19 +66,16 @@ class ShellExecutor:
             )
         except OSError as exc:
             return ExecResult("failed", None, f"could not start {argv[0]!r}: {exc}")
+        timeout = self.settings.remediation_step_timeout_seconds
         try:
-            out, _ = proc.communicate(timeout=self.settings.remediation_step_timeout_seconds)
+            out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             # Kill the whole process group: a step may have spawned children.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
             tail = out.decode("utf-8", "replace")[-OUTPUT_TAIL_BYTES:]
-            return ExecResult(
-                "failed",
-                None,
-                f"{tail}\n[killed after {self.settings.remediation_step_timeout_seconds:g}s timeout]",
-            )
+            return ExecResult("failed", None, f"{tail}\n[killed after {timeout:g}s timeout]")
         text = out.decode("utf-8", "replace")[-OUTPUT_TAIL_BYTES:]
         return ExecResult("succeeded" if proc.returncode == 0 else "failed", proc.returncode, text)
 
