@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--analysis-pool", default="prefork", help="pool of the analysis queue's worker")
     parser.add_argument("--analysis-concurrency", type=int, default=2)
+    parser.add_argument("--analysis-workers", type=int, default=1, help="processes serving the analysis queue")
     parser.add_argument("--ops-pool", default="prefork")
     parser.add_argument("--ops-concurrency", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
@@ -81,7 +82,10 @@ def main() -> None:
             web_workers=args.web_workers,
             web_threads=args.web_threads,
             workers=[
-                WorkerSpec("analysis", args.analysis_pool, args.analysis_concurrency),
+                *[
+                    WorkerSpec("analysis", args.analysis_pool, args.analysis_concurrency)
+                    for _ in range(args.analysis_workers)
+                ],
                 WorkerSpec("ops", args.ops_pool, args.ops_concurrency),
             ],
             # The approval deadline is far away: nothing times out during the run.
@@ -223,7 +227,7 @@ def main() -> None:
             "statuses": counts,
             "web": f"gunicorn {args.web_workers} worker(s) x {args.web_threads} thread(s)",
             "workers": {
-                "analysis": f"{args.analysis_pool} x {args.analysis_concurrency}",
+                "analysis": f"{args.analysis_workers} x {args.analysis_pool} x {args.analysis_concurrency}",
                 "ops": f"{args.ops_pool} x {args.ops_concurrency}",
             },
             "backends": backends.settings(),

@@ -43,8 +43,12 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": 3600},
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events (task-sent/received/started/succeeded) cost one Redis PUBLISH
+        # each, three to four per task: measured ~20% of a stage's publish CPU
+        # (bench/README.md). Flower switches worker events on remotely when it
+        # starts (`enable_events`), so monitoring still works when it is running.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "enable_utc": True,
         "beat_schedule": {
             "expire-approvals": {

@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from iras.config import get_settings
@@ -57,13 +59,48 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=int(os.environ.get("IRAS_DB_POOL_SIZE", "10")),
         max_overflow=20,
         connect_args={"connect_timeout": 10},
     )
+    _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+# A pooled connection idle longer than this is checked (SELECT 1) before use.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a connection before use only if it sat idle in the pool.
+
+    `pool_pre_ping` pings on *every* checkout: under load that was one extra
+    round trip and one extra (autocommit) transaction per session, ~20 per
+    incident. A connection that was in use a moment ago is as good as a ping;
+    one that sat idle may be dead (a database restart, an idle timeout on a
+    proxy), so it is pinged and, if dead, replaced before anyone uses it. A
+    restart in the last `idle_seconds` under load surfaces as one
+    OperationalError per pool (webhook 503, task retry), and SQLAlchemy then
+    recycles the whole pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _fresh(_dbapi_conn: Any, record: Any) -> None:
+        record.info["iras_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("iras_idle_since")
+        if since is not None and time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is unusable
+            # The pool discards this connection and checks out another (a fresh one).
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
 def get_engine() -> Engine:
