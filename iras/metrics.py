@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -252,6 +253,37 @@ _started: dict[str, float] = {}
 _started_lock = threading.Lock()
 
 
+# --------------------------------------------------------------------------- log context
+
+# What the current thread is working on (a Celery task, a web request), so every
+# log line can say which incident and stage it is about without each call
+# passing `extra=`. Celery's thread pool and werkzeug/gunicorn threads each
+# get their own value.
+_log_context: ContextVar[dict[str, str] | None] = ContextVar("iras_log_context", default=None)
+
+
+def log_context() -> dict[str, str]:
+    """incident_id / stage / task of the running task or request (empty outside one)."""
+    return dict(_log_context.get() or {})
+
+
+class LogContextFilter(logging.Filter):
+    """Adds the log context to each record that does not carry those fields
+    already; attach it to the JSON handler (`handler.addFilter(LogContextFilter())`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_log_context.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def _incident_arg(args: Any) -> str | None:
+    if isinstance(args, list | tuple) and args and isinstance(args[0], str) and len(args[0]) == 36:
+        return args[0]
+    return None
+
+
 def _eta_timestamp(eta: Any) -> float | None:
     if eta is None:
         return None
@@ -274,9 +306,14 @@ def _connect_celery_signals() -> None:
 
     @task_prerun.connect(weak=False)
     @_safe
-    def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    def _prerun(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
         if task_id is None or task is None:
             return
+        context = {"task": task.name, "stage": STAGE_OF_TASK.get(task.name, task.name), "task_id": task_id}
+        incident_id = _incident_arg(args)
+        if incident_id:
+            context["incident_id"] = incident_id
+        _log_context.set(context)
         with _started_lock:
             if len(_started) > 10_000:  # tasks whose postrun never came (worker lost)
                 _started.clear()
@@ -289,6 +326,7 @@ def _connect_celery_signals() -> None:
     @task_postrun.connect(weak=False)
     @_safe
     def _postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+        _log_context.set(None)  # the pool thread runs other tasks next
         if task_id is None or task is None:
             return
         with _started_lock:
@@ -481,6 +519,15 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start_timer() -> None:
         g._iras_started = time.perf_counter()
+        context = {"stage": "web", "endpoint": request.endpoint or "unmatched"}
+        incident_id = (request.view_args or {}).get("incident_id")
+        if isinstance(incident_id, str):
+            context["incident_id"] = incident_id[:64]
+        _log_context.set(context)
+
+    @app.teardown_request
+    def _clear_context(_exc: BaseException | None) -> None:
+        _log_context.set(None)
 
     @app.after_request
     def _count(response: Response) -> Response:

@@ -3,6 +3,8 @@ incident moves through the real pipeline (embedded Celery worker)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -16,10 +18,11 @@ from sqlalchemy import update
 from iras import metrics
 from iras.analysts import set_analyst
 from iras.analysts.base import IncidentFacts, StageOutput
+from iras.celery_app import celery_app as app
 from iras.db import new_session
 from iras.models import Incident
 from iras.schemas import TriageResult, utcnow
-from tests.conftest import WaitFor
+from tests.conftest import WaitFor, fire
 from tests.support.analysts import ScriptedAnalyst
 from tests.test_console import (
     SCENARIO,
@@ -284,3 +287,42 @@ def test_multiprocess_mode_sums_counters_across_processes(iras_env: str, tmp_pat
     }
     assert value(samples, "iras_webhook_requests_total", source="grafana", status="202") == 5
     assert value(samples, "iras_metrics_database_up") == 1, "the database gauges are there too"
+
+
+@app.task(name="tests.log_a_line")
+def log_a_line(incident_id: str) -> None:
+    logging.getLogger("iras.tests").warning("a line with no extra fields")
+
+
+def test_log_lines_carry_the_incident_and_stage_of_their_task_or_request(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    handler.addFilter(metrics.LogContextFilter())
+    logger = logging.getLogger("iras.tests")
+    logger.addHandler(handler)
+    try:
+        incident_id = fire(pipeline)
+        log_a_line.delay(incident_id)
+        eventually(lambda: bool(records))
+    finally:
+        logger.removeHandler(handler)
+    line = records[0]
+    assert getattr(line, "incident_id", None) == incident_id
+    assert getattr(line, "task", None) == "tests.log_a_line" and getattr(line, "stage", None)
+    from iras.logging_setup import JsonFormatter
+
+    doc = json.loads(JsonFormatter().format(line))
+    assert doc["incident_id"] == incident_id and doc["event"] == "a line with no extra fields" and doc["ts"]
+
+    app_ = pipeline.application
+    with app_.test_request_context(f"/incidents/{incident_id}"):
+        app_.preprocess_request()
+        assert metrics.log_context() == {
+            "stage": "web",
+            "endpoint": "api.get_incident",
+            "incident_id": incident_id,
+        }
+    assert metrics.log_context() == {}, "cleared when the request ends"
