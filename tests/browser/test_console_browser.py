@@ -97,11 +97,13 @@ def _api(base: str, token: str, path: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def _sign_in(context: Any, base: str, token: str) -> Any:
+def _sign_in(context: Any, base: str, token: str, shot: str | None = None) -> Any:
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(f"{base}/ui/")
     assert "/ui/login" in page.url, "signed out: the console sends you to sign in"
+    if shot:
+        _shot(page, shot, full_page=False)
     page.fill("#token", token)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/ui/")
@@ -127,7 +129,7 @@ def test_an_approver_fires_watches_approves_and_reads_the_postmortem(
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     try:
-        page = _sign_in(context, base, server["approver"])
+        page = _sign_in(context, base, server["approver"], shot="console-login")
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         expect(page.locator(".me")).to_contain_text("alice")
 
