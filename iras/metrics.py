@@ -117,6 +117,11 @@ STAGE_OF_TASK = {
     "incidents.escalate": "escalate",
     "incidents.write_postmortem": "postmortem",
 }
+# One analysis task runs the following analysis stages inline (iras/tasks.py), so
+# it times each stage itself; the task's run time would lump them together.
+TIMED_INLINE = frozenset(
+    {"incidents.run_triage", "incidents.gather_context", "incidents.run_rca", "incidents.run_plan"}
+)
 
 
 def _safe(fn: Any) -> Any:
@@ -336,7 +341,7 @@ def _connect_celery_signals() -> None:
         elapsed = time.perf_counter() - started
         TASK_DURATION.labels(task.name, state or "UNKNOWN").observe(elapsed)
         stage = STAGE_OF_TASK.get(task.name)
-        if stage:
+        if stage and task.name not in TIMED_INLINE:
             STAGE_DURATION.labels(stage, state or "UNKNOWN").observe(elapsed)
 
     @worker_init.connect(weak=False)

@@ -301,15 +301,12 @@ def _run_analysis(task: PipelineTask, incident_id: str) -> None:
     if started is None:
         return
     status, carry = started
-    first = True
     while status in _ANALYSIS_STAGES:
         begun = time.perf_counter()
         following = _ANALYSIS_STAGES[status](task, incident_id, carry)
-        if not first:
-            # The task's own stage is timed by the task_postrun signal (iras/metrics.py,
-            # by task name); a stage run inline after it is timed here.
-            _observe_stage(_STAGE_NAMES[status], time.perf_counter() - begun)
-        first = False
+        # Each analysis stage is timed here, the first one too: the task's own
+        # run time (task_postrun, iras/metrics.py) spans every stage it ran inline.
+        _observe_stage(_STAGE_NAMES[status], time.perf_counter() - begun)
         if following is None:  # someone else moved the incident: they carry on
             return
         status = following
