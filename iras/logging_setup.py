@@ -34,5 +34,9 @@ def configure_logging(level: str | None = None) -> None:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    # Every line carries the incident id and stage of the task or request it belongs to.
+    from iras.metrics import LogContextFilter
+
+    handler.addFilter(LogContextFilter())
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))

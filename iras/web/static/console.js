@@ -40,11 +40,20 @@
     return false;
   }
 
+  // Once the operator clicks through to an incident, a refresh firing before the
+  // next page arrives would cancel that navigation: stop refreshing from then on.
+  var leaving = false;
+
   function scheduleRefresh() {
     var seconds = parseInt(document.body.getAttribute("data-refresh") || "0", 10);
     if (!seconds) { return; }
+    window.addEventListener("beforeunload", function () { leaving = true; });
+    document.addEventListener("click", function (event) {
+      var target = event.target;
+      if (target && target.closest && target.closest("a[href], [data-href], button, form")) { leaving = true; }
+    }, true);
     window.setInterval(function () {
-      if (!document.hidden && !busy()) { window.location.reload(); }
+      if (!leaving && !document.hidden && !busy()) { leaving = true; window.location.reload(); }
     }, seconds * 1000);
   }
 
