@@ -27,7 +27,6 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from iras.migrate import upgrade
 from tests.support.services import IrasProcess, PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -35,18 +34,6 @@ pytestmark = pytest.mark.integration
 FINGERPRINTS = 50
 PER_FINGERPRINT = 100
 THREADS = 32
-
-
-def fresh_database(postgres: PostgresServer, name: str) -> str:
-    """A database of its own on the shared server: other modules' incidents must not count here."""
-    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    return url
 
 
 def storm_alert(k: int, n: int) -> tuple[str, dict[str, Any]]:
@@ -117,7 +104,7 @@ def storm_env(
     broker = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
     redis.Redis.from_url(broker).flushdb()
     yield {
-        "DATABASE_URL": fresh_database(postgres, f"iras_storm_{db_index}"),
+        "DATABASE_URL": postgres.fresh_database(f"iras_storm_{db_index}"),
         "CELERY_BROKER_URL": broker,
         "ANALYST": "offline",
         "IRAS_DB_POOL_SIZE": "10",

@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
-from iras.migrate import upgrade
 from tests.integration._require import require_binaries
 from tests.support.services import IrasProcess, PostgresServer, RedisServer, free_port, wait_for_http
 
@@ -50,18 +48,6 @@ receivers:
             type: Bearer
             credentials: {token}
 """
-
-
-def fresh_database(postgres: PostgresServer, name: str) -> str:
-    """A database of its own on the shared server: other modules' incidents must not count here."""
-    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    return url
 
 
 class Alertmanager:
@@ -188,7 +174,7 @@ def iras(
     postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Iras]:
     env = {
-        "DATABASE_URL": fresh_database(postgres, "iras_alertmanager"),
+        "DATABASE_URL": postgres.fresh_database("iras_alertmanager"),
         "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/4",  # its own Redis database
         "WEBHOOK_TOKENS": f"alertmanager={TOKEN}",
         "MOCK_EVIDENCE_FILE": str(SCENARIO_FILE),

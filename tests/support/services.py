@@ -123,6 +123,21 @@ class PostgresServer:
             timeout=90,
         )
 
+    def fresh_database(self, name: str) -> str:
+        """A migrated database of its own on this server (so other tests' rows don't count)."""
+        from sqlalchemy import create_engine, text
+
+        from iras.migrate import upgrade
+
+        admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = self.url.rsplit("/", 1)[0] + f"/{name}"
+        upgrade(url)
+        return url
+
     def stop_server(self, mode: str = "fast") -> None:
         subprocess.run(
             _as_postgres_user([pg_bin("pg_ctl") or "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"]),
