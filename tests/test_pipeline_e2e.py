@@ -133,6 +133,13 @@ def test_approval_timeout_escalates(pipeline: FlaskClient, wait_for: WaitFor) ->
     assert late.status_code == 409
 
 
+def _shell_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Really run the steps (argv, no shell), with harmless programs only."""
+    monkeypatch.setenv("REMEDIATION_EXECUTOR", "shell")
+    monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
+    reset_settings()
+
+
 def _plan(*commands: tuple[str, str]) -> RemediationPlan:
     return RemediationPlan(
         summary="three steps",
@@ -153,9 +160,7 @@ def _plan(*commands: tuple[str, str]) -> RemediationPlan:
 def test_a_failing_step_rolls_back_completed_steps_in_reverse(
     pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REMEDIATION_EXECUTOR", "shell")
-    monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
-    reset_settings()
+    _shell_executor(monkeypatch)
     set_analyst(
         ScriptedAnalyst(
             confidence=0.9,
@@ -302,9 +307,7 @@ def test_every_context_source_down_still_completes_with_source_unavailable_evide
 def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
     pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REMEDIATION_EXECUTOR", "shell")
-    monkeypatch.setenv("REMEDIATION_ALLOWED_COMMANDS", "true,false,echo")
-    reset_settings()
+    _shell_executor(monkeypatch)
     # Step 2 claims low risk, but --force is destructive: safety makes it manual.
     set_analyst(
         ScriptedAnalyst(
