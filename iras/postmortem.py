@@ -53,7 +53,10 @@ def timeline_from(transitions: Iterable[Transition]) -> list[TimelineEntry]:
 
 
 def render_markdown(pm: PostMortem) -> str:
-    lines = [f"# Post-mortem: {pm.title}", ""]
+    title = pm.title
+    if title.lower().startswith("post-mortem:"):
+        title = title.split(":", 1)[1].strip()
+    lines = [f"# Post-mortem: {title}", ""]
     lines.append(f"- **Outcome:** {pm.outcome}")
     if pm.severity:
         lines.append(f"- **Severity:** {pm.severity.value}")

@@ -790,6 +790,7 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
                 )
             )
             outcome = incident.outcome or "resolved"
+            final_severity = incident.severity
             decision = (
                 {
                     "by": incident.decided_by,
@@ -839,6 +840,8 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             "timeline": data.timeline,
             "cost": data.cost,
             "outcome": outcome,
+            # The incident's severity (re-assessed from evidence), not triage's first guess.
+            "severity": Severity(final_severity) if final_severity else out.result.severity,
             "action_items": [*manual_items, *out.result.action_items],
         }
     )
