@@ -41,7 +41,8 @@ def build_config(settings: Settings) -> dict[str, Any]:
             "notify.*": {"queue": ANALYSIS_QUEUE},
         },
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": 3600},
+        # Redis re-delivers a message whose worker died without acking after this long.
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
         "worker_hijack_root_logger": False,
         # Task events (task-sent/received/started/succeeded) cost one Redis PUBLISH
         # each, three to four per task: measured ~20% of a stage's publish CPU

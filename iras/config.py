@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///iras.db"
     celery_broker_url: str = "memory://"
     celery_result_backend: str | None = None
+    broker_visibility_timeout_seconds: int = Field(3600, ge=5)
     public_url: str = "http://127.0.0.1:8080"
 
     # --- analysis -----------------------------------------------------------

@@ -4,70 +4,17 @@ incident awaits approval."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from iras.migrate import upgrade
-from tests.support.services import IrasProcess, PostgresServer, RedisServer, free_port
+from tests.support.services import PostgresServer, RedisServer
+from tests.support.stack import SCENARIO_FILE, Stack
 
 pytestmark = pytest.mark.integration
 
-SCENARIO_FILE = Path(__file__).parents[1] / "data" / "checkout-guest-npe-after-release.json"
-
-
-class Stack:
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.procs: list[IrasProcess] = []
-
-    def start(self) -> Stack:
-        self.procs = [
-            IrasProcess(
-                "worker",
-                self.env,
-                extra=["-Q", "analysis,ops", "--pool", "threads", "--concurrency", "8"],
-                log_dir=self.tmp,
-            ),
-            IrasProcess("beat", self.env, log_dir=self.tmp),
-            IrasProcess("web", self.env, port=self.port, log_dir=self.tmp),
-        ]
-        for proc in self.procs:
-            proc.start()
-        return self
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.kind}\n{p.log_tail(3000)}" for p in self.procs)
-
-    def wait(self, incident_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        doc: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            doc = requests.get(f"{self.base}/incidents/{incident_id}", timeout=5).json()
-            if doc.get("status") in statuses:
-                return doc
-            time.sleep(0.1)
-        raise AssertionError(f"{incident_id} is {doc.get('status')}, wanted {statuses}\n{self.logs()}")
-
-    def fire(self, title: str) -> str:
-        import json
-
-        alert = json.loads(SCENARIO_FILE.read_text())["alert"]
-        alert["groupKey"] = f'{{}}:{{alertname="{title}"}}'
-        response = requests.post(f"{self.base}/webhook/alert", json=alert, timeout=10)
-        assert response.status_code == 202, response.text
-        return str(response.json()["incident_id"])
 
 
 @pytest.fixture(scope="module")
