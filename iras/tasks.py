@@ -649,7 +649,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                     manual.append(step.order)
                     continue
                 if run.status == "running":
-                    lease = settings.remediation_step_timeout_seconds + 60
+                    lease = settings.remediation_step_timeout_seconds + 15
                     if run.started_at > utcnow() - timedelta(seconds=lease):
                         return  # another worker is running this step right now
                     run.status = "unknown"
