@@ -153,6 +153,8 @@ class StageResult(Base):
     cache_creation_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     note: Mapped[str | None] = mapped_column(Text)
+    # What the analyst reported beside the result (verification report, budget stats).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("incident_id", "stage", "attempt", name="uq_stage_results_attempt"),)

@@ -428,6 +428,7 @@ def serialize_incident(session: Session, incident: Incident, *, full: bool = Tru
             },
             "latency_ms": round(r.latency_ms, 1),
             "note": r.note,
+            "details": r.details,
             "result": r.result,
             "created_at": r.created_at.isoformat(),
         }

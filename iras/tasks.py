@@ -191,7 +191,14 @@ def _result_row(incident_id: str, stage: str, attempt: int, out: StageOutput[Any
         cache_creation_tokens=out.cache_creation_tokens,
         latency_ms=out.latency_ms,
         note=out.note,
+        details=_json_safe(out.extra) if out.extra else None,
     )
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(json.dumps(value, default=str)))
 
 
 def _call_analyst(task: PipelineTask, method: str, *args: Any) -> Any:

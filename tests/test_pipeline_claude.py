@@ -64,3 +64,12 @@ def test_an_auth_error_falls_back_to_the_offline_analyst_and_says_so(
     assert "fallback from claude" in triage["note"]
     rca = next(s for s in doc["stages"] if s["stage"] == "rca")
     assert rca["analyst"] == "claude", "only the failing call fell back"
+
+
+def test_the_verification_report_is_kept_with_the_stage_result(
+    pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer
+) -> None:
+    incident_id = _fire(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval", "escalated", timeout=60)
+    rca = next(s for s in doc["stages"] if s["stage"] == "rca")
+    assert rca["details"], "what was checked is stored beside what the model said"
