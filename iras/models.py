@@ -106,6 +106,7 @@ class Incident(Base):
     __table_args__ = (
         Index("ix_incidents_status_updated_at", "status", "updated_at"),
         Index("ix_incidents_created_at", "created_at"),
+        Index("ix_incidents_service", "service"),
         Index(
             "ix_incidents_awaiting_deadline",
             "approval_deadline",
