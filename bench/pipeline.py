@@ -67,10 +67,13 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--analysis-pool", default="prefork", help="pool of the analysis queue's worker")
     parser.add_argument("--analysis-concurrency", type=int, default=2)
-    parser.add_argument("--analysis-workers", type=int, default=1, help="processes serving the analysis queue")
+    parser.add_argument(
+        "--analysis-workers", type=int, default=1, help="processes serving the analysis queue"
+    )
     parser.add_argument("--ops-pool", default="prefork")
     parser.add_argument("--ops-concurrency", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
+    parser.add_argument("--sql", action="append", default=[], help="SQL to run before the run (experiments)")
     args = parser.parse_args()
     n = args.n
 
@@ -93,6 +96,10 @@ def main() -> None:
         )
         engine = engine_for(backends.database_url)
         _load.HEADERS.update(WEBHOOK_HEADERS)
+        if args.sql:
+            with engine.begin() as conn:
+                for statement in args.sql:
+                    conn.execute(text(statement))
         try:
             stack.start()
             log(f"stack up: web {stack.base}, workers {[w.extra for w in stack.workers]}")
@@ -188,6 +195,25 @@ def main() -> None:
                         "SELECT count(*) FROM (SELECT 1 FROM stage_results GROUP BY incident_id, stage, attempt HAVING count(*) > 1) d"
                     )
                 )
+                column_bytes = {
+                    stage: {"rows": int(rows), "avg_result_bytes": round(float(size))}
+                    for stage, rows, size in conn.execute(
+                        text(
+                            "SELECT stage, count(*), avg(pg_column_size(result)) FROM stage_results GROUP BY stage"
+                        )
+                    )
+                }
+                column_bytes["incidents.payload"] = {
+                    "rows": n,
+                    "avg_result_bytes": round(
+                        float(conn.scalar(text("SELECT avg(pg_column_size(payload)) FROM incidents")))
+                    ),
+                }
+                dead = {
+                    t: int(d)
+                    for t, d in conn.execute(text("SELECT relname, n_dead_tup FROM pg_stat_user_tables"))
+                    if t in per_table or t in ("incidents", "postmortems")
+                }
                 dup_steps = conn.scalar(
                     text(
                         "SELECT count(*) FROM (SELECT 1 FROM step_runs GROUP BY incident_id, plan_id, step_order, kind HAVING count(*) > 1) d"
@@ -224,6 +250,8 @@ def main() -> None:
             "to_completion_s": round(to_completion_s, 2),
             "table_bytes": sizes,
             "rows": per_table,
+            "stored_column_bytes": column_bytes,
+            "dead_tuples_at_end": dead,
             "statuses": counts,
             "web": f"gunicorn {args.web_workers} worker(s) x {args.web_threads} thread(s)",
             "workers": {
