@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("--sonnet", type=float, default=4.0, help="seconds per Sonnet call")
     parser.add_argument("--singles", type=int, default=3, help="lone incidents measured (median)")
     parser.add_argument("--analysis-pool", default="threads")
-    parser.add_argument("--analysis-concurrency", type=int, default=256)
+    parser.add_argument("--analysis-concurrency", type=int, default=128)
     parser.add_argument(
-        "--analysis-workers", type=int, default=1, help="processes serving the analysis queue"
+        "--analysis-workers", type=int, default=2, help="processes serving the analysis queue"
     )
     parser.add_argument("--timeout", type=float, default=180)
     args = parser.parse_args()
@@ -133,8 +133,20 @@ def main() -> None:
             calls0 = len(fake.requests)
             roots = server_roots(backends, stack)
             cpu0 = tree_cpu_seconds(roots)
+            parts0 = {str(r): tree_cpu_seconds([r]) for r in roots}
+            own0 = time.process_time()
             many = fire([f"burst-{i}" for i in range(args.n)])
             cpu = tree_cpu_seconds(roots) - cpu0
+            own = time.process_time() - own0
+            names = {
+                str(p.proc.pid): f"{p.kind}{i}" for i, p in enumerate(stack.processes) if p.proc is not None
+            }
+            cpu_parts = {
+                names.get(r, "postgres" if i == len(roots) - 2 else "redis"): round(
+                    (tree_cpu_seconds([int(r)]) - c0) * 1000 / args.n, 1
+                )
+                for i, (r, c0) in enumerate(parts0.items())
+            }
             calls = len(fake.requests) - calls0
             log(f"{args.n} at once: {many:.2f}s ({many / one:.2f}x one alone), {calls} model calls")
         except BaseException:
@@ -157,6 +169,8 @@ def main() -> None:
             "singles_s": [round(s, 2) for s in singles],
             "model_calls_in_burst": calls,
             "server_cpu_ms_per_incident_in_burst": round(cpu * 1000 / args.n, 1),
+            "server_cpu_ms_per_incident_by_process": cpu_parts,
+            "fake_api_and_load_cpu_ms_per_incident": round(own * 1000 / args.n, 1),
             "latency_s": {HAIKU: args.haiku, SONNET: args.sonnet},
             "analysis_worker": f"{args.analysis_workers} x {args.analysis_pool} x {args.analysis_concurrency}",
             "backends": backends.settings(),
