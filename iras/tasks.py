@@ -520,6 +520,15 @@ def run_plan(self: PipelineTask, incident_id: str) -> None:
 # --------------------------------------------------------------------------- remediation
 
 
+class _StepBusy(Exception):
+    """Another delivery of the same task holds this step: leave it to that one."""
+
+
+def _step_lease(settings: Any) -> float:
+    """How long a `running` step may go unfinished before its worker is presumed dead."""
+    return float(settings.remediation_step_timeout_seconds) + 15
+
+
 def _rollback_completed(
     session: Session, incident: Incident, plan: RemediationPlan, executor: Any
 ) -> list[str]:
@@ -536,7 +545,15 @@ def _rollback_completed(
         if applied is None or applied.status != "succeeded" or applied.rolled_back:
             continue
         done = runs.get((step.order, "rollback"))
-        if done is not None and done.status in ("succeeded", "failed", "refused"):
+        if done is not None:
+            if done.status == "running":
+                if done.started_at > utcnow() - timedelta(seconds=_step_lease(get_settings())):
+                    raise _StepBusy  # another worker is rolling it back right now
+                # Its worker died mid-rollback: the outcome is unknown and it is not re-run.
+                done.status, done.finished_at = "unknown", utcnow()
+                done.output_tail = "worker lost while the rollback ran; outcome unknown, not re-run"
+                session.commit()
+                notes.append(f"step {step.order} rollback outcome unknown (worker lost)")
             continue
         if not step.rollback_command:
             notes.append(f"step {step.order} has no rollback command: left as is")
@@ -551,7 +568,11 @@ def _rollback_completed(
             started_at=utcnow(),
         )
         session.add(run)
-        session.commit()
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise _StepBusy from None  # a concurrent delivery claimed this rollback first
         result = executor.run(step.rollback_command)
         run.status, run.exit_code, run.output_tail, run.finished_at = (
             result.status,
@@ -656,7 +677,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                     manual.append(step.order)
                     continue
                 if run.status == "running":
-                    lease = settings.remediation_step_timeout_seconds + 15
+                    lease = _step_lease(settings)
                     if run.started_at > utcnow() - timedelta(seconds=lease):
                         return  # another worker is running this step right now
                     run.status = "unknown"
@@ -724,7 +745,10 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 after_commit(session, lambda: metrics.observe_remediation("succeeded"))
             session.commit()
             return
-        notes = _rollback_completed(session, incident, plan, executor)
+        try:
+            notes = _rollback_completed(session, incident, plan, executor)
+        except _StepBusy:
+            return  # the sweeper re-sends this task; the holder finishes or its lease runs out
         if transition(
             session,
             incident_id,

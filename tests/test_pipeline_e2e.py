@@ -324,3 +324,71 @@ def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
     assert runs[0] == (1, "succeeded", "one") and runs[2] == (3, "succeeded", "three")
     assert runs[1][:2] == (2, "manual") and "wipe" not in runs[1][2]
     assert "Confirm manual step 2 was carried out" in doc["postmortem"]["markdown"]
+
+
+def test_a_rollback_whose_worker_died_is_not_re_run_and_the_incident_escalates(client: FlaskClient) -> None:
+    """Redelivery after a worker died mid-rollback: the rollback row says `running`;
+    it must be declared unknown (never run twice, never a unique-key crash loop)."""
+    from datetime import timedelta
+
+    from iras import tasks
+    from iras.schemas import utcnow
+    from iras.workflow import IncidentStatus
+
+    plan = _plan(("echo one", "echo undo-one"), ("false", "true"))
+    long_ago = utcnow() - timedelta(hours=1)
+    with new_session() as session:
+        incident = Incident(
+            status=IncidentStatus.EXECUTING.value, title="t", source="generic", fingerprint="rb-1", payload={}
+        )
+        session.add(incident)
+        session.flush()
+        row = StageResult(
+            incident_id=incident.id,
+            stage="plan",
+            attempt=1,
+            result=plan.model_dump(mode="json"),
+            analyst="test",
+        )
+        session.add(row)
+        session.flush()
+        incident.plan_id = row.id
+        session.add_all(
+            [
+                StepRun(
+                    incident_id=incident.id,
+                    plan_id=row.id,
+                    step_order=1,
+                    kind="apply",
+                    command="echo one",
+                    status="succeeded",
+                    started_at=long_ago,
+                ),
+                StepRun(
+                    incident_id=incident.id,
+                    plan_id=row.id,
+                    step_order=2,
+                    kind="apply",
+                    command="false",
+                    status="failed",
+                    started_at=long_ago,
+                ),
+                StepRun(
+                    incident_id=incident.id,
+                    plan_id=row.id,
+                    step_order=1,
+                    kind="rollback",
+                    command="echo undo-one",
+                    status="running",
+                    started_at=long_ago,
+                ),
+            ]
+        )
+        session.commit()
+        incident_id = incident.id
+    tasks.execute_plan(incident_id)
+    doc = client.get(f"/incidents/{incident_id}").get_json()
+    assert doc["status"] in ("escalating", "closing", "escalated")
+    rollbacks = [r for r in doc["step_runs"] if r["kind"] == "rollback"]
+    assert [(r["step"], r["status"]) for r in rollbacks] == [(1, "unknown")]
+    assert "rollback outcome unknown" in json.dumps(doc["timeline"])
