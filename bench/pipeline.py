@@ -132,6 +132,7 @@ def main() -> None:
             lsn0 = wal_lsn(engine)
             commits0 = xact_commits(engine)
             cpu0 = tree_cpu_seconds(roots)
+            parts0 = {r: tree_cpu_seconds([r]) for r in roots}
 
             # ---- phase 1: alerts -> awaiting approval
             run = f"{time.time_ns():x}"
@@ -183,6 +184,14 @@ def main() -> None:
             commits = xact_commits(engine) - commits0 - 1
             wal = wal_bytes_since(engine, lsn0)
             cpu = tree_cpu_seconds(roots) - cpu0
+            kinds = {p.proc.pid: f"{p.kind}{i}" for i, p in enumerate(stack.processes) if p.proc is not None}
+            pg_pid = roots[-2] if backends.pg is not None else None
+            cpu_parts = {
+                kinds.get(r, "postgres" if r == pg_pid else "redis"): round(
+                    (tree_cpu_seconds([r]) - c0) * 1000 / n, 1
+                )
+                for r, c0 in parts0.items()
+            }
             sizes = table_bytes(engine)
             counts = status_counts(engine)
             with engine.connect() as conn:
@@ -243,6 +252,7 @@ def main() -> None:
             "commits_per_incident": round(commits / n, 2),
             "wal_bytes_per_incident": round(wal / n),
             "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
+            "server_cpu_ms_per_incident_by_process": cpu_parts,
             "background_commits_per_s_idle": round(idle_commits_per_s, 2),
             "background_commits_in_run_est": round(idle_commits_per_s * elapsed),
             "to_approval_s": round(to_approval_s, 2),

@@ -924,7 +924,11 @@ def _incident_doc(incident_id: str) -> dict[str, Any] | None:
         incident = session.get(Incident, incident_id)
         if incident is None:
             return None
-        return serialize_incident(session, incident)
+        doc = serialize_incident(session, incident)
+        # The chat message of this incident, if one was posted: notify.post_plan checks it
+        # (a redelivered task must not post the plan twice), post_decision updates it.
+        doc["notify_ref"] = incident.notify_ref
+        return doc
 
 
 class NotifyTask(PipelineTask):
@@ -966,9 +970,7 @@ def notify_post_decision(self: PipelineTask, incident_id: str) -> None:
     doc = _incident_doc(incident_id)
     if doc is None:
         return
-    with new_session() as session:
-        ref = session.scalar(select(Incident.notify_ref).where(Incident.id == incident_id))
-    _notify(self, lambda: chat_notifier(get_settings()).post_decision(doc, ref))
+    _notify(self, lambda: chat_notifier(get_settings()).post_decision(doc, doc["notify_ref"]))
 
 
 @app.task(name="notify.post_escalation", bind=True, base=NotifyTask)
