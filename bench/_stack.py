@@ -40,6 +40,9 @@ from tests.support.services import (  # noqa: E402
 )
 
 SCENARIO = ROOT / "tests" / "data" / "checkout-guest-npe-after-release.json"
+# The box may be shared: the load average when the script started and ended goes into
+# every summary, so a number measured next to someone else's test run is recognisable.
+LOAD_AT_START = os.getloadavg()
 # Ingestion is authenticated as in production; the rate limiter stays active
 # (its Redis round trip is part of the measured cost) with a bucket no bench reaches.
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789abcdef"
@@ -123,6 +126,8 @@ def machine_notes() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgres": version([pg_bin("postgres") or "postgres", "--version"]),
         "redis": version(["redis-server", "--version"]).split(" sha=")[0],
+        "loadavg_at_start": [round(x, 2) for x in LOAD_AT_START],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 

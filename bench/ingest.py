@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=10, help="duration of the latency phase")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the closed-loop phases")
     parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--web-threads", type=int, default=1)
-    parser.add_argument("--web-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument("--web-class", default="gthread", help="gunicorn worker class")
     parser.add_argument("--max-seconds", type=float, default=60, help="bound on each phase")
     parser.add_argument(
         "--with-workers", action="store_true", help="run a Celery worker consuming triage meanwhile"

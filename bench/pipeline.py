@@ -65,13 +65,13 @@ def main() -> None:
     )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
-    parser.add_argument("--analysis-pool", default="prefork", help="pool of the analysis queue's worker")
-    parser.add_argument("--analysis-concurrency", type=int, default=2)
+    parser.add_argument("--analysis-pool", default="threads", help="pool of the analysis queue's worker")
+    parser.add_argument("--analysis-concurrency", type=int, default=16)
     parser.add_argument(
-        "--analysis-workers", type=int, default=1, help="processes serving the analysis queue"
+        "--analysis-workers", type=int, default=2, help="processes serving the analysis queue"
     )
-    parser.add_argument("--ops-pool", default="prefork")
-    parser.add_argument("--ops-concurrency", type=int, default=2)
+    parser.add_argument("--ops-pool", default="threads")
+    parser.add_argument("--ops-concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
     parser.add_argument("--sql", action="append", default=[], help="SQL to run before the run (experiments)")
     args = parser.parse_args()
