@@ -6,7 +6,9 @@ Phases (each bounded in count and time), load from this process on loopback:
    alert event, transition; commit; enqueue triage on Redis) -> `new_alerts_per_s`;
 3. duplicates, closed loop: alerts for incidents already open -> `dedup_alerts_per_s`;
 4. new alerts, open loop at `--rate` offered (1,000/s): `p50_ms`, `p99_ms`
-   measured from each request's scheduled start.
+   measured from each request's scheduled start (when the offered rate is above
+   capacity the backlog grows for the whole phase, and so does this latency);
+5. the same open loop at half the measured capacity (`open_loop_half_capacity`).
 Then the database is checked: one incident per distinct key, every alert stored.
 
 No Celery worker consumes during the run (the triage messages wait in Redis), so
@@ -134,6 +136,17 @@ def main() -> None:
                 max_seconds=args.rate_seconds + 1,
             )
             s_paced = summarize(f"new alerts (open loop, {args.rate:g}/s offered)", paced)
+            # The same open loop at half the measured capacity: the latency of a system
+            # that keeps up, next to the one of the offered target rate.
+            half = max(10.0, round(new.rate() / 2))
+            sustained = open_loop(
+                url,
+                lambda i: alert_body(f"{run}-half-{i}"),
+                rate=half,
+                count=int(half * args.rate_seconds),
+                max_seconds=args.rate_seconds + 1,
+            )
+            s_half = summarize(f"new alerts (open loop, {half:g}/s offered = half capacity)", sustained)
 
             with engine.connect() as conn:
                 incidents = conn.scalar(
@@ -178,6 +191,7 @@ def main() -> None:
             "p99_ms": s_paced["p99_ms"],
             "offered_per_s": args.rate,
             "open_loop": s_paced,
+            "open_loop_half_capacity": {"offered_per_s": half, **s_half},
             "closed_loop_new": s_new,
             "closed_loop_dedup": s_dedup,
             "web_cpu_ms_per_new_alert": round(cpu_new * 1000 / max(1, new.ok), 3),
