@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,6 +75,11 @@ def main() -> None:
     parser.add_argument("--ops-concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
     parser.add_argument("--sql", action="append", default=[], help="SQL to run before the run (experiments)")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="count SQL statements per incident with pg_stat_statements (private PostgreSQL only)",
+    )
     args = parser.parse_args()
     n = args.n
 
@@ -96,6 +102,8 @@ def main() -> None:
         )
         engine = engine_for(backends.database_url)
         _load.HEADERS.update(WEBHOOK_HEADERS)
+        if args.statements:
+            _enable_statement_stats(backends, engine)
         if args.sql:
             with engine.begin() as conn:
                 for statement in args.sql:
@@ -129,6 +137,9 @@ def main() -> None:
             idle_commits_per_s = (xact_commits(engine) - c_idle0 - 1) / 2.0
 
             roots = server_roots(backends, stack)
+            if args.statements:
+                with engine.begin() as conn:
+                    conn.execute(text("SELECT pg_stat_statements_reset()"))
             lsn0 = wal_lsn(engine)
             commits0 = xact_commits(engine)
             cpu0 = tree_cpu_seconds(roots)
@@ -192,6 +203,7 @@ def main() -> None:
                 )
                 for r, c0 in parts0.items()
             }
+            statements = _statement_stats(engine, n) if args.statements else None
             sizes = table_bytes(engine)
             counts = status_counts(engine)
             with engine.connect() as conn:
@@ -253,6 +265,7 @@ def main() -> None:
             "wal_bytes_per_incident": round(wal / n),
             "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
             "server_cpu_ms_per_incident_by_process": cpu_parts,
+            **({"statements": statements} if statements else {}),
             "background_commits_per_s_idle": round(idle_commits_per_s, 2),
             "background_commits_in_run_est": round(idle_commits_per_s * elapsed),
             "to_approval_s": round(to_approval_s, 2),
@@ -272,6 +285,44 @@ def main() -> None:
             "machine": machine_notes(),
         }
     )
+
+
+# The benchmark's own probes (polling, counters): not the pipeline's statements.
+_PROBES = (
+    "SELECT status, count(*) FROM incidents GROUP BY status",
+    "SELECT count(*) FROM postmortems",
+    "pg_stat",
+    "pg_current_wal_lsn",
+)
+
+
+def _enable_statement_stats(backends: Any, engine: Any) -> None:
+    """Load pg_stat_statements into the private PostgreSQL (a restart) before the stack starts."""
+    if backends.pg is None:
+        raise SystemExit("--statements needs the private PostgreSQL (no --database-url)")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"))
+    engine.dispose()
+    backends.pg.restart()
+    with engine.begin() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+
+
+def _statement_stats(engine: Any, n: int) -> dict[str, Any]:
+    """Statements per incident (BEGIN/COMMIT/ROLLBACK included), and the 30 most frequent."""
+    with engine.connect() as conn:
+        rows = [
+            (str(q), int(calls), float(ms))
+            for q, calls, ms in conn.execute(
+                text("SELECT query, calls, total_exec_time FROM pg_stat_statements ORDER BY calls DESC")
+            )
+            if not any(p in str(q) for p in _PROBES)
+        ]
+    return {
+        "per_incident": round(sum(c for _, c, _ in rows) / n, 1),
+        "exec_ms_per_incident": round(sum(ms for *_, ms in rows) / n, 2),
+        "top_per_incident": {" ".join(q.split())[:160]: round(c / n, 2) for q, c, _ in rows[:30]},
+    }
 
 
 if __name__ == "__main__":

@@ -117,10 +117,18 @@ STAGE_OF_TASK = {
     "incidents.escalate": "escalate",
     "incidents.write_postmortem": "postmortem",
 }
-# One analysis task runs the following analysis stages inline (iras/tasks.py), so
-# it times each stage itself; the task's run time would lump them together.
+# One analysis task runs the following analysis stages inline, and remediation and
+# escalation may write the post-mortem in the same task (iras/tasks.py), so these
+# tasks time each stage themselves; the task's run time would lump them together.
 TIMED_INLINE = frozenset(
-    {"incidents.run_triage", "incidents.gather_context", "incidents.run_rca", "incidents.run_plan"}
+    {
+        "incidents.run_triage",
+        "incidents.gather_context",
+        "incidents.run_rca",
+        "incidents.run_plan",
+        "incidents.execute_plan",
+        "incidents.escalate",
+    }
 )
 
 
@@ -165,38 +173,27 @@ def observe_remediation(outcome: str) -> None:
     REMEDIATION_OUTCOMES.labels(outcome).inc()
 
 
-@_safe
-def record_decision(incident_id: str) -> None:
-    """Observe the approval wait of a decided incident (plan ready -> decision).
-    Called once per decision, whichever channel made it, after it is committed."""
-    from iras.db import new_session
-
-    with new_session() as session:
-        decided = session.execute(
-            select(Transition.event, Transition.at)
-            .where(
-                Transition.incident_id == incident_id,
-                Transition.from_status == IncidentStatus.AWAITING_APPROVAL.value,
-            )
-            .order_by(Transition.id.desc())
-            .limit(1)
-        ).first()
-        ready = session.scalar(
-            select(Transition.at)
-            .where(Transition.incident_id == incident_id, Transition.event == "plan_ready")
-            .order_by(Transition.id.desc())
-            .limit(1)
-        )
-        via = session.scalar(select(Incident.decided_via).where(Incident.id == incident_id))
-    if decided is None or ready is None:
-        return
-    event_name, at = decided
-    decision = {"approved": "approved", "rejected": "rejected", "approval_timed_out": "timed_out"}.get(
-        event_name
+def plan_ready_at(session: Session, incident_id: str) -> datetime | None:
+    """When the pending plan was ready (its `plan_ready` transition), read inside the
+    decision's own transaction: one indexed statement, no session of its own (it can
+    fail only if the database does, and then the decision fails with it anyway)."""
+    return session.scalar(
+        select(Transition.at)
+        .where(Transition.incident_id == incident_id, Transition.event == "plan_ready")
+        .order_by(Transition.id.desc())
+        .limit(1)
     )
-    if decision is None:  # every alert resolved while pending: nobody decided
+
+
+@_safe
+def observe_approval_wait(via: str | None, event: str, ready: datetime | None, decided: datetime) -> None:
+    """Observe the approval wait of a decision (plan ready -> decided). Called once
+    per decision, whichever channel made it (API, console, Slack, the timeout),
+    after its transaction committed."""
+    decision = {"approved": "approved", "rejected": "rejected", "approval_timed_out": "timed_out"}.get(event)
+    if decision is None or ready is None:  # every alert resolved while pending: nobody decided
         return
-    APPROVAL_WAIT.labels(via or "unknown", decision).observe(max(0.0, (at - ready).total_seconds()))
+    APPROVAL_WAIT.labels(via or "unknown", decision).observe(max(0.0, (decided - ready).total_seconds()))
 
 
 @_safe

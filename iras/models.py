@@ -205,9 +205,21 @@ class PostMortemRecord(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str | None] = mapped_column(String(2))
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    markdown: Mapped[str] = mapped_column(Text)
+    # Post-mortems written before migration 0006 kept a Markdown copy of `data`;
+    # newer ones leave it NULL and render it when read (`markdown` below).
+    stored_markdown: Mapped[str | None] = mapped_column("markdown", Text)
     analyst: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    @property
+    def markdown(self) -> str:
+        """The post-mortem as Markdown, rendered from `data` (the same text every time)."""
+        if self.stored_markdown is not None:
+            return self.stored_markdown
+        from iras.postmortem import render_markdown  # local: iras.postmortem imports this module
+        from iras.schemas import PostMortem
+
+        return render_markdown(PostMortem.model_validate(self.data))
 
 
 class DeadLetter(Base):

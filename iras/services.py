@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from iras import metrics
 from iras.db import after_commit
 from iras.ingest import normalize
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition, new_id
@@ -329,6 +331,8 @@ def decide(
     if not approve:
         values["outcome"] = "escalated"
     also = [Incident.plan_id == incident.plan_id]
+    # For the approval-wait metric, read in this transaction (no session of its own).
+    ready = metrics.plan_ready_at(session, incident_id)
     ok = transition(
         session,
         incident_id,
@@ -348,8 +352,11 @@ def decide(
     next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
     after_commit(session, lambda: enqueue_stage(incident_id, next_status))
     after_commit(session, lambda: enqueue_notify("notify.post_decision", incident_id))
+    after_commit(session, lambda: metrics.observe_approval_wait(via, event.value, ready, now))
     session.commit()
-    session.refresh(incident)
+    # What the compare-and-set wrote, without reading the row back (one round trip less).
+    for key, value in {**values, "status": next_status.value, "updated_at": now}.items():
+        set_committed_value(incident, key, value)
     return incident
 
 
@@ -363,9 +370,7 @@ def approval_deadline_for(severity: str | None, settings: Any) -> Any:
 def stage_results(session: Session, incident_id: str) -> list[StageResult]:
     return list(
         session.scalars(
-            select(StageResult)
-            .where(StageResult.incident_id == incident_id)
-            .order_by(StageResult.id)
+            select(StageResult).where(StageResult.incident_id == incident_id).order_by(StageResult.id)
         )
     )
 
@@ -467,7 +472,12 @@ def serialize_incident(session: Session, incident: Incident, *, full: bool = Tru
         )
     ]
     doc["alerts"] = [
-        {"received_at": a.received_at.isoformat(), "status": a.status, "fingerprint": a.fingerprint, **a.alert}
+        {
+            "received_at": a.received_at.isoformat(),
+            "status": a.status,
+            "fingerprint": a.fingerprint,
+            **a.alert,
+        }
         for a in session.scalars(
             select(AlertEvent).where(AlertEvent.incident_id == incident.id).order_by(AlertEvent.id).limit(100)
         )

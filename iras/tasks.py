@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from celery import Task
-from sqlalchemy import select, update
+from celery.exceptions import Retry
+from sqlalchemy import case, null, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -38,11 +41,11 @@ from iras.celery_app import celery_app as app
 from iras.config import get_settings
 from iras.db import after_commit, new_session, session_scope
 from iras.executor import get_executor
-from iras.integrations import chat_notifier, pager
+from iras.integrations import chat_configured, chat_notifier, pager, pager_configured
 from iras.integrations.base import TransientNotifyError
 from iras.integrations.context import gather_context
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
-from iras.postmortem import render_markdown, timeline_from
+from iras.postmortem import timeline_from
 from iras.safety import enforce_invariants
 from iras.schemas import (
     ContextBundle,
@@ -146,7 +149,15 @@ def _load(session: Session, incident_id: str, expected: IncidentStatus) -> Incid
     return incident
 
 
-def _facts(session: Session, incident: Incident) -> IncidentFacts:
+def _facts(
+    session: Session,
+    incident: Incident,
+    *,
+    read_triage: bool = True,
+    triage: TriageResult | None = None,
+) -> IncidentFacts:
+    """The alert facts the analyst sees. `read_triage=False` when the caller knows the
+    triage result already (or that there is none yet): one statement less."""
     alerts = [
         NormalizedAlert.model_validate({**doc, "raw": {}})
         for (doc,) in session.execute(
@@ -156,7 +167,9 @@ def _facts(session: Session, incident: Incident) -> IncidentFacts:
             .limit(50)
         )
     ]
-    triage = _latest(session, incident.id, "triage")
+    if read_triage:
+        row = _latest(session, incident.id, "triage")
+        triage = TriageResult.model_validate(row.result) if row else None
     return IncidentFacts(
         incident_id=incident.id,
         title=incident.title,
@@ -164,7 +177,7 @@ def _facts(session: Session, incident: Incident) -> IncidentFacts:
         service=incident.service,
         alerts=alerts,
         payload=incident.payload,
-        triage=TriageResult.model_validate(triage.result) if triage else None,
+        triage=triage,
     )
 
 
@@ -241,8 +254,41 @@ def enqueue_stage(incident_id: str, status: IncidentStatus) -> None:
         task.delay(incident_id)
 
 
+_PAGER_NOTIFICATIONS = frozenset({"notify.page", "notify.resolve_page"})
+
+
 def enqueue_notify(name: str, incident_id: str) -> None:
-    app.send_task(name, args=[incident_id])
+    """Send a notification task. Called only after a commit.
+
+    A notifier that is not configured (no SLACK_BOT_TOKEN / PAGERDUTY_ROUTING_KEY) is
+    the in-process mock, which reads nothing of the incident but its id: it is called
+    right here instead. A notification task costs a publish, a delivery, an ack and a
+    full incident document (six queries); four per incident were most of the
+    notification cost in bench/pipeline.py while nothing was ever sent anywhere.
+    """
+    settings = get_settings()
+    pager_kind = name in _PAGER_NOTIFICATIONS
+    if pager_configured(settings) if pager_kind else chat_configured(settings):
+        app.send_task(name, args=[incident_id])
+        return
+    try:
+        doc = {"id": incident_id}
+        if name == "notify.page":
+            pager(settings).trigger(doc)
+        elif name == "notify.resolve_page":
+            pager(settings).resolve(incident_id)
+        elif name == "notify.post_plan":
+            chat_notifier(settings).post_plan(doc)
+        elif name == "notify.post_decision":
+            chat_notifier(settings).post_decision(doc, None)
+        elif name == "notify.post_escalation":
+            chat_notifier(settings).post_escalation(doc)
+        elif name == "notify.post_postmortem":
+            chat_notifier(settings).post_postmortem(doc, "")
+        else:
+            raise ValueError(f"unknown notification {name!r}")
+    except Exception as exc:  # noqa: BLE001 - a notifier must never break the pipeline
+        log.error("notification failed", extra={"task": name, "error": str(exc)})
 
 
 # --------------------------------------------------------------------------- analysis
@@ -284,7 +330,9 @@ def _start_analysis(incident_id: str) -> tuple[IncidentStatus, _Carry] | None:
         if status not in ANALYSIS_STATES:
             log.info("stale delivery ignored", extra={"incident_id": incident_id, "status": incident.status})
             return None
-        carry = _Carry(_facts(session, incident), incident.rca_attempts, incident.severity)
+        # Nothing is triaged yet in `triaging` (the first delivery): no triage to read.
+        facts = _facts(session, incident, read_triage=status != S.TRIAGING)
+        carry = _Carry(facts, incident.rca_attempts, incident.severity)
         if status in (S.ANALYZING, S.PLANNING):
             context = _latest(session, incident_id, "context")
             if context is None:  # cannot happen through the table; be explicit if it does
@@ -319,11 +367,26 @@ def _run_analysis(task: PipelineTask, incident_id: str) -> None:
         status = following
 
 
-def _observe_stage(stage: str, seconds: float) -> None:
+def _observe_stage(stage: str, seconds: float, state: str = "SUCCESS") -> None:
     try:
-        metrics.STAGE_DURATION.labels(stage, "SUCCESS").observe(seconds)
+        metrics.STAGE_DURATION.labels(stage, state).observe(seconds)
     except Exception:  # noqa: BLE001 - a metrics bug must never fail a stage
         log.warning("stage metric not recorded", exc_info=True)
+
+
+@contextmanager
+def _timed(stage: str) -> Iterator[None]:
+    """Observe one stage run inline by a task that runs more than one stage."""
+    begun = time.perf_counter()
+    state = "FAILURE"
+    try:
+        yield
+        state = "SUCCESS"
+    except Retry:
+        state = "RETRY"
+        raise
+    finally:
+        _observe_stage(stage, time.perf_counter() - begun, state)
 
 
 def _triage_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentStatus | None:
@@ -641,7 +704,18 @@ def _commit_claim(session: Session, finished: _Outcome | None) -> bool:
 def execute_plan(self: PipelineTask, incident_id: str) -> None:
     """Apply the approved plan's steps in order; on failure roll back the completed
     ones in reverse. A step is recorded as `running` (committed) before its command
-    starts, so a redelivery after a crash never runs it a second time."""
+    starts, so a redelivery after a crash never runs it a second time. Once the
+    remediation succeeded (committed) the post-mortem follows in this task when it
+    is cheap (`_postmortem_inline`); a redelivery or retry finding the incident in
+    `closing` resumes there."""
+    with _timed("execute"):
+        closing = _execute(self, incident_id)
+    if closing:
+        _close(self, incident_id)
+
+
+def _execute(self: PipelineTask, incident_id: str) -> bool:
+    """The remediation; True when the incident is in `closing` afterwards (its post-mortem is owed)."""
     settings = get_settings()
     executor = get_executor(settings)
     session = new_session()
@@ -649,9 +723,12 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
     # with the next claim, the final transition or the first rollback claim.
     finished: _Outcome | None = None
     try:
+        incident = session.get(Incident, incident_id)
+        if incident is not None and incident.status == S.CLOSING.value:
+            return True  # redelivered or retried after the remediation closed
         incident = _load(session, incident_id, S.EXECUTING)
         if incident is None:
-            return
+            return False
         plan_row = session.get(StageResult, incident.plan_id) if incident.plan_id else None
         if plan_row is None:
             raise RuntimeError(f"incident {incident_id} is executing without a plan")
@@ -679,7 +756,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 if run.status == "running":
                     lease = _step_lease(settings)
                     if run.started_at > utcnow() - timedelta(seconds=lease):
-                        return  # another worker is running this step right now
+                        return False  # another worker is running this step right now
                     run.status = "unknown"
                     run.finished_at = utcnow()
                     run.output_tail = "worker lost while the step ran; outcome unknown, not re-run"
@@ -703,7 +780,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                     )
                 )
                 if not _commit_claim(session, finished):
-                    return  # a concurrent delivery recorded it first
+                    return False  # a concurrent delivery recorded it first
                 finished = None
                 manual.append(step.order)
                 continue
@@ -720,7 +797,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
             # The previous step's outcome is committed together with this claim:
             # one commit per step instead of two, and still nothing runs unclaimed.
             if not _commit_claim(session, finished):
-                return  # a concurrent delivery claimed this step first
+                return False  # a concurrent delivery claimed this step first
             run_id = run.id
             result = executor.run(step.command)
             finished = _Outcome(run, run_id, result.status, result.exit_code, result.output, utcnow())
@@ -729,6 +806,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 failure = f"step {step.order} {result.status}: {result.output[-200:]}"
                 break
         if failure is None:
+            closing = False
             if transition(
                 session,
                 incident_id,
@@ -741,14 +819,14 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
                 },
                 values={"outcome": "resolved"},
             ):
-                after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+                closing = True
                 after_commit(session, lambda: metrics.observe_remediation("succeeded"))
             session.commit()
-            return
+            return closing
         try:
             notes = _rollback_completed(session, incident, plan, executor)
         except _StepBusy:
-            return  # the sweeper re-sends this task; the holder finishes or its lease runs out
+            return False  # the sweeper re-sends this task; the holder finishes or its lease runs out
         if transition(
             session,
             incident_id,
@@ -760,11 +838,13 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
             after_commit(session, lambda: enqueue_stage(incident_id, S.ESCALATING))
             after_commit(session, lambda: metrics.observe_remediation("failed"))
         session.commit()
+        return False
     except OperationalError as exc:
         session.rollback()
         if finished is not None:
             finished.save_alone()
         self.retry_later(exc)
+        return False  # not reached: retry_later raises
     finally:
         session.close()
 
@@ -772,13 +852,17 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
 @app.task(name="incidents.escalate", bind=True, base=PipelineTask)
 def escalate(self: PipelineTask, incident_id: str) -> None:
     """Hand the incident to a human: page (idempotent per incident id) and post to
-    chat as separate retried tasks, so a notifier outage never blocks the post-mortem."""
+    chat as separate retried tasks, so a notifier outage never blocks the post-mortem.
+    The post-mortem follows as after a remediation (`_close`)."""
 
-    def commit() -> None:
+    def commit() -> bool:
         with session_scope() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is not None and incident.status == S.CLOSING.value:
+                return True  # redelivered or retried after the escalation committed
             incident = _load(session, incident_id, S.ESCALATING)
             if incident is None:
-                return
+                return False
             if not transition(
                 session,
                 incident_id,
@@ -787,17 +871,80 @@ def escalate(self: PipelineTask, incident_id: str) -> None:
                 detail={"summary": "paged on-call"},
                 values={"outcome": incident.outcome or "escalated"},
             ):
-                return
+                return False
             after_commit(session, lambda: enqueue_notify("notify.page", incident_id))
             after_commit(session, lambda: enqueue_notify("notify.post_escalation", incident_id))
-            after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
+        return True
 
-    _guard_db(self, commit)
+    with _timed("escalate"):
+        closing = _guard_db(self, commit)
+    if closing:
+        _close(self, incident_id)
 
 
 @_stage_task("incidents.write_postmortem")
 def write_postmortem(self: PipelineTask, incident_id: str) -> None:
-    from iras.services import cost_summary, stage_results
+    _write_postmortem(self, incident_id)
+
+
+def _postmortem_inline() -> bool:
+    """Whether the post-mortem is written in the task that closed the remediation or
+    the escalation (ops queue) instead of a task of its own (analysis queue).
+
+    Only when the analyst answers locally (the offline rules, a test or benchmark
+    analyst): then writing it costs a few milliseconds, less than publishing,
+    delivering and acknowledging another task and loading the incident again. A
+    model-backed analyst (Claude) waits seconds on the model: that belongs on the
+    analysis queue's threads, not on the few ops processes that run remediation.
+    """
+    return get_analyst().name != "claude"
+
+
+def _close(task: PipelineTask, incident_id: str) -> None:
+    """The incident entered `closing` (committed): write its post-mortem now or enqueue it."""
+    if not _postmortem_inline():
+        enqueue_stage(incident_id, S.CLOSING)
+        return
+    try:
+        with _timed("postmortem"):
+            _write_postmortem(task, incident_id)
+    except Retry:
+        raise  # a transient error: the task is retried and resumes at `closing`
+    except Exception:  # noqa: BLE001 - the post-mortem task has retries of its own
+        log.exception("inline post-mortem failed; enqueued", extra={"incident_id": incident_id})
+        enqueue_stage(incident_id, S.CLOSING)
+
+
+# The stage results the post-mortem reads: the cost columns of every row, and the
+# result of every row but the evidence bundle (the largest document by far, which
+# the post-mortem does not use: decoding it was most of the load's CPU).
+_PM_RESULTS = select(
+    StageResult.id,
+    StageResult.stage,
+    StageResult.model,
+    StageResult.input_tokens,
+    StageResult.output_tokens,
+    StageResult.cache_read_tokens,
+    StageResult.cache_creation_tokens,
+    type_coerce(
+        case((StageResult.stage == "context", null()), else_=StageResult.result), StageResult.result.type
+    ).label("result"),
+).order_by(StageResult.id)
+_PM_TRANSITIONS = select(Transition.at, Transition.event, Transition.actor, Transition.detail).order_by(
+    Transition.id
+)
+_PM_RUNS = select(
+    StepRun.step_order,
+    StepRun.kind,
+    StepRun.command,
+    StepRun.status,
+    StepRun.output_tail,
+    StepRun.rolled_back,
+).order_by(StepRun.id)
+
+
+def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
+    from iras.services import cost_summary
 
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
@@ -805,21 +952,14 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             incident = _load(session, incident_id, S.CLOSING)
             if incident is None:
                 return
-            facts = _facts(session, incident)
-            results = stage_results(session, incident_id)
-            by_stage: dict[str, StageResult] = {}
+            results = list(session.execute(_PM_RESULTS.where(StageResult.incident_id == incident_id)))
+            by_stage: dict[str, Any] = {}
             for r in results:
                 by_stage[r.stage] = r  # ordered by id: the latest attempt wins
-            transitions = list(
-                session.scalars(
-                    select(Transition).where(Transition.incident_id == incident_id).order_by(Transition.id)
-                )
-            )
-            runs = list(
-                session.scalars(
-                    select(StepRun).where(StepRun.incident_id == incident_id).order_by(StepRun.id)
-                )
-            )
+            triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
+            facts = _facts(session, incident, read_triage=False, triage=triage)
+            transitions = list(session.execute(_PM_TRANSITIONS.where(Transition.incident_id == incident_id)))
+            runs = list(session.execute(_PM_RUNS.where(StepRun.incident_id == incident_id)))
             outcome = incident.outcome or "resolved"
             final_severity = incident.severity
             decision = (
@@ -832,15 +972,11 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
                 if incident.decided_by
                 else None
             )
-            plan_row = (
-                session.get(StageResult, incident.plan_id) if incident.plan_id else by_stage.get("plan")
-            )
+            plan_row = next((r for r in results if r.id == incident.plan_id), None) or by_stage.get("plan")
             data = PostMortemInput(
                 facts=facts,
                 outcome=outcome,
-                triage=TriageResult.model_validate(by_stage["triage"].result)
-                if "triage" in by_stage
-                else None,
+                triage=triage,
                 rca=RootCauseHypothesis.model_validate(by_stage["rca"].result) if "rca" in by_stage else None,
                 plan=RemediationPlan.model_validate(plan_row.result) if plan_row else None,
                 step_runs=[
@@ -858,8 +994,8 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
                 cost=cost_summary(results),
             )
     except OperationalError as exc:
-        self.retry_later(exc)
-    out = _call_analyst(self, "postmortem", data)
+        task.retry_later(exc)
+    out = _call_analyst(task, "postmortem", data)
     # The timeline and the cost are facts from the database, never the model's version.
     manual_items = [
         f"Confirm manual step {r.order} was carried out: {r.command}"
@@ -876,7 +1012,6 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             "action_items": [*manual_items, *out.result.action_items],
         }
     )
-    markdown = render_markdown(pm)
     event = CLOSING_EVENT_FOR_OUTCOME.get(outcome, Event.CLOSED_RESOLVED)
 
     def commit() -> None:
@@ -886,13 +1021,13 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             ):
                 return
             session.add(_result_row(incident_id, "postmortem", 1, out))
+            # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
             session.add(
                 PostMortemRecord(
                     incident_id=incident_id,
                     outcome=outcome,
                     severity=pm.severity.value if pm.severity else None,
                     data=pm.model_dump(mode="json"),
-                    markdown=markdown,
                     analyst=out.analyst,
                 )
             )
@@ -900,7 +1035,7 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
             if outcome in ("resolved", "auto_resolved", "no_action"):
                 after_commit(session, lambda: enqueue_notify("notify.resolve_page", incident_id))
 
-    _guard_db(self, commit)
+    _guard_db(task, commit)
 
 
 STAGE_TASKS: dict[IncidentStatus, Any] = {
@@ -965,8 +1100,6 @@ def notify_post_plan(self: PipelineTask, incident_id: str) -> None:
 
 @app.task(name="notify.post_decision", bind=True, base=NotifyTask)
 def notify_post_decision(self: PipelineTask, incident_id: str) -> None:
-    if self.request.retries == 0:  # every decide() (API, Slack, console) sends this once
-        metrics.record_decision(incident_id)
     doc = _incident_doc(incident_id)
     if doc is None:
         return
@@ -1023,6 +1156,7 @@ def expire_approvals(self: PipelineTask, limit: int = 500) -> int:
         )
     for incident_id in ids:
         with session_scope() as session:
+            ready = metrics.plan_ready_at(session, incident_id)
             if transition(
                 session,
                 incident_id,
@@ -1042,7 +1176,12 @@ def expire_approvals(self: PipelineTask, limit: int = 500) -> int:
                 expired += 1
                 iid = incident_id
                 after_commit(session, lambda iid=iid: enqueue_stage(iid, S.ESCALATING))  # type: ignore[misc]
-                after_commit(session, lambda iid=iid: metrics.record_decision(iid))  # type: ignore[misc]
+                after_commit(
+                    session,
+                    lambda r=ready: metrics.observe_approval_wait(  # type: ignore[misc]
+                        "timeout", Event.APPROVAL_TIMED_OUT.value, r, now
+                    ),
+                )
     return expired
 
 

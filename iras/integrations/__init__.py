@@ -47,8 +47,18 @@ def deployment_source(settings: Settings) -> DeploymentSource:
     return MockDeploymentSource()
 
 
+def chat_configured(settings: Settings) -> bool:
+    """A real chat client is configured (otherwise chat_notifier is the mock)."""
+    return bool(settings.slack_bot_token)
+
+
+def pager_configured(settings: Settings) -> bool:
+    """A real pager is configured (otherwise pager is the mock)."""
+    return bool(settings.pagerduty_routing_key)
+
+
 def chat_notifier(settings: Settings) -> ChatNotifier:
-    if settings.slack_bot_token:
+    if chat_configured(settings):
         from iras.integrations.slack import SlackNotifier
 
         return SlackNotifier(settings)
@@ -56,7 +66,7 @@ def chat_notifier(settings: Settings) -> ChatNotifier:
 
 
 def pager(settings: Settings) -> Pager:
-    if settings.pagerduty_routing_key:
+    if pager_configured(settings):
         from iras.integrations.pagerduty import PagerDutyPager
 
         return PagerDutyPager(settings)
