@@ -23,13 +23,17 @@ pytest_plugins = ["tests.fakes.anthropic_server"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def in_process_broker() -> None:
-    """Bind this process's Celery producer pool to the in-process broker once.
+def in_process_broker() -> Iterator[None]:
+    """Bind this process's Celery producer pool to the in-process broker.
 
     Celery reads CELERY_BROKER_URL from the environment whenever it builds a
-    connection, and caches the pool it builds first: a test that points the
+    connection and caches the pool it builds first: a test that points the
     environment at a (later stopped) Redis must not capture the pool for the
-    rest of the session.
+    rest of the session. The variable stays `memory://` for the whole session
+    (tests that need Redis set it with monkeypatch, which restores it), so a
+    connection built from the environment at any time, in any thread, is
+    in-process too: with it unset, one task retry in CI published to Celery's
+    default `amqp://localhost` and the message was lost.
     """
     import os
 
@@ -41,17 +45,16 @@ def in_process_broker() -> None:
     os.environ.setdefault(
         "DATABASE_URL", "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="iras-sink-"), "sink.db")
     )
-    try:
-        celery_app.conf.broker_url = "memory://"
-        assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
-            celery_app.pool.connection.as_uri()
-        )
-        celery_app.producer_pool  # noqa: B018 - build it now, bound to memory://
-    finally:
-        if saved is None:
-            os.environ.pop("CELERY_BROKER_URL", None)
-        else:
-            os.environ["CELERY_BROKER_URL"] = saved
+    celery_app.conf.broker_url = "memory://"
+    assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
+        celery_app.pool.connection.as_uri()
+    )
+    celery_app.producer_pool  # noqa: B018 - build it now, bound to memory://
+    yield
+    if saved is None:
+        os.environ.pop("CELERY_BROKER_URL", None)
+    else:
+        os.environ["CELERY_BROKER_URL"] = saved
 
 
 @pytest.fixture(scope="session")
