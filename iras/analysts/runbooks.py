@@ -82,6 +82,14 @@ def _kubectl(*args: str, namespace: str) -> str:
     return " ".join(["kubectl", *args, "-n", namespace])
 
 
+def _merge_patch(resource: str, namespace: str, body: str) -> str:
+    """`kubectl patch` with a JSON merge patch: the form every reversible
+    limit change takes, so its rollback is the same command with the old value."""
+    return " ".join(
+        ["kubectl", "patch", resource, "-n", namespace, "--type", "merge", "-p", shlex.quote(body)]
+    )
+
+
 def _scaled(value: int) -> int:
     # Doubling is the usual first move for saturation; capped so a bad parse of a
     # large number cannot request an absurd replica count.
@@ -154,32 +162,8 @@ def step_for(
                     f"Raise the autoscaler ceiling of {svc} from {target.hpa_max_replicas} "
                     f"to {new_max} replicas"
                 ),
-                command=" ".join(
-                    [
-                        "kubectl",
-                        "patch",
-                        f"hpa/{svc}",
-                        "-n",
-                        ns,
-                        "--type",
-                        "merge",
-                        "-p",
-                        shlex.quote(patch % new_max),
-                    ]
-                ),
-                rollback_command=" ".join(
-                    [
-                        "kubectl",
-                        "patch",
-                        f"hpa/{svc}",
-                        "-n",
-                        ns,
-                        "--type",
-                        "merge",
-                        "-p",
-                        shlex.quote(patch % target.hpa_max_replicas),
-                    ]
-                ),
+                command=_merge_patch(f"hpa/{svc}", ns, patch % new_max),
+                rollback_command=_merge_patch(f"hpa/{svc}", ns, patch % target.hpa_max_replicas),
                 risk_level=RiskLevel.MEDIUM,
                 estimated_duration_seconds=300,
                 safety_notes=notes + ["Check node and database headroom before adding replicas."],
@@ -276,32 +260,8 @@ def _increase_limit(
                 order=order,
                 action=action,
                 description=f"Raise max_connections of {svc} from {target.max_connections} to {new}",
-                command=" ".join(
-                    [
-                        "kubectl",
-                        "patch",
-                        f"cluster/{svc}",
-                        "-n",
-                        ns,
-                        "--type",
-                        "merge",
-                        "-p",
-                        shlex.quote(patch % new),
-                    ]
-                ),
-                rollback_command=" ".join(
-                    [
-                        "kubectl",
-                        "patch",
-                        f"cluster/{svc}",
-                        "-n",
-                        ns,
-                        "--type",
-                        "merge",
-                        "-p",
-                        shlex.quote(patch % target.max_connections),
-                    ]
-                ),
+                command=_merge_patch(f"cluster/{svc}", ns, patch % new),
+                rollback_command=_merge_patch(f"cluster/{svc}", ns, patch % target.max_connections),
                 risk_level=RiskLevel.MEDIUM,
                 estimated_duration_seconds=300,
                 safety_notes=notes
