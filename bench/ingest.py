@@ -42,6 +42,8 @@ from bench._stack import (  # noqa: E402
     log,
     machine_notes,
     print_summary,
+    server_roots,
+    tree_cpu_seconds,
     xact_commits,
 )
 
@@ -107,6 +109,7 @@ def main() -> None:
 
             commits0 = xact_commits(engine)
             cpu0 = cpu_seconds(stack.web.pids())
+            server0 = tree_cpu_seconds(server_roots(backends, stack))
             new = closed_loop(
                 url,
                 lambda i: alert_body(f"{run}-new-{i}"),
@@ -115,9 +118,11 @@ def main() -> None:
                 max_seconds=args.max_seconds,
             )
             cpu_new = cpu_seconds(stack.web.pids()) - cpu0
+            server_new = tree_cpu_seconds(server_roots(backends, stack)) - server0
             commits_new = xact_commits(engine) - commits0
             s_new = summarize("new alerts (closed loop)", new)
 
+            server0 = tree_cpu_seconds(server_roots(backends, stack))
             dedup = closed_loop(
                 url,
                 lambda i: alert_body(f"{run}-dup-{i % dup_keys}"),
@@ -125,6 +130,7 @@ def main() -> None:
                 concurrency=args.concurrency,
                 max_seconds=args.max_seconds,
             )
+            server_dedup = tree_cpu_seconds(server_roots(backends, stack)) - server0
             s_dedup = summarize("duplicates (closed loop)", dedup)
 
             offered = int(args.rate * args.rate_seconds)
@@ -195,6 +201,9 @@ def main() -> None:
             "closed_loop_new": s_new,
             "closed_loop_dedup": s_dedup,
             "web_cpu_ms_per_new_alert": round(cpu_new * 1000 / max(1, new.ok), 3),
+            # gunicorn + PostgreSQL + Redis (every process of theirs), not the load generator.
+            "server_cpu_ms_per_new_alert": round(server_new * 1000 / max(1, new.ok), 3),
+            "server_cpu_ms_per_dedup_alert": round(server_dedup * 1000 / max(1, dedup.ok), 3),
             "commits_per_new_alert": round(commits_new / max(1, new.ok), 2),
             "checks": checks,
             "web": f"gunicorn {args.web_workers} x {args.web_class} worker(s), {args.web_threads} thread(s)",

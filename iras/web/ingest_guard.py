@@ -123,31 +123,42 @@ def unauthorized(reason: str) -> ErrorResponse:
 def authenticate(
     route_source: str | None, settings: Settings | None = None
 ) -> tuple[Caller | None, ErrorResponse | None]:
-    """Check the presented token against every configured secret.
+    """Check the presented token against every configured secret (see `check_token`)."""
+    settings = settings or get_settings()
+    if not settings.webhook_tokens:
+        return Caller(sources=None, authenticated=False), None
+    caller, reason = check_token(presented_token(), route_source, settings)
+    if reason is not None:
+        return None, unauthorized(reason)
+    return caller, None
+
+
+def check_token(
+    token: str | None, route_source: str | None, settings: Settings
+) -> tuple[Caller | None, str | None]:
+    """(caller, None) when `token` may post to `route_source`, else (None, the 401 reason).
 
     Every comparison runs (no early exit) with hmac.compare_digest, so the time
     taken says nothing about which secret, or how much of one, was matched.
     """
-    settings = settings or get_settings()
     configured = settings.webhook_tokens
     if not configured:
         return Caller(sources=None, authenticated=False), None
-    token = presented_token()
     if token is None:
-        return None, unauthorized("missing token: send `Authorization: Bearer <token>` or `?token=<token>`")
+        return None, "missing token: send `Authorization: Bearer <token>` or `?token=<token>`"
     given = token.encode("utf-8", "surrogateescape")
     matched: set[str] = set()
     for source, secret in configured.items():
         if hmac.compare_digest(given, secret.encode("utf-8")):
             matched.add(source)
     if not matched:
-        return None, unauthorized("invalid token")
+        return None, "invalid token"
     if ANY_SOURCE in matched:
         caller = Caller(sources=None, authenticated=True)
     else:
         caller = Caller(sources=frozenset(matched), authenticated=True)
     if route_source is not None and not caller.allows(route_source.strip().lower()):
-        return None, unauthorized(f"this token is not valid for source {route_source[:32]!r}")
+        return None, f"this token is not valid for source {route_source[:32]!r}"
     return caller, None
 
 
@@ -215,6 +226,11 @@ class Limiter(Protocol):
         """Take one token; 0.0 when allowed, else the seconds until one is available."""
         ...
 
+    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
+        """Take up to `n` tokens at once (as `n` calls of `acquire` in a row would):
+        how many were granted."""
+        ...
+
 
 class MemoryLimiter:
     """A token bucket per key in this process."""
@@ -233,6 +249,15 @@ class MemoryLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / rate
+
+    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(burst), now))
+            tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
+            granted = min(n, int(tokens))
+            self._buckets[key] = (tokens - granted, now)
+            return granted
 
 
 # KEYS[1] = bucket; ARGV = rate, burst. The clock is Redis's own (TIME), so web
@@ -263,6 +288,30 @@ return tostring(wait)
 """
 
 
+# The same bucket, `ARGV[3]` tokens at once (the web's group commit takes one per
+# alert of a batch in one round trip): returns how many were granted.
+_TOKEN_BUCKET_MANY_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local granted = math.min(n, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return granted
+"""
+
+
 class RedisLimiter:
     """The same bucket in Redis, shared by every web process.
 
@@ -278,6 +327,7 @@ class RedisLimiter:
 
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.script = self.client.register_script(_TOKEN_BUCKET_LUA)
+        self.script_many = self.client.register_script(_TOKEN_BUCKET_MANY_LUA)
         self.fallback = MemoryLimiter()
         self.cooldown = cooldown
         self._down_until = 0.0
@@ -294,6 +344,18 @@ class RedisLimiter:
             )
             return self.fallback.acquire(key, rate, burst)
 
+    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
+        if time.monotonic() < self._down_until:
+            return self.fallback.acquire_many(key, rate, burst, n)
+        try:
+            return int(self.script_many(keys=[self.prefix + key], args=[rate, burst, n]))
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: degrade, never refuse alerts
+            self._down_until = time.monotonic() + self.cooldown
+            log.warning(
+                "rate limiter: Redis unavailable (%s); per-process limit for %.0fs", exc, self.cooldown
+            )
+            return self.fallback.acquire_many(key, rate, burst, n)
+
 
 def limiter_backend(settings: Settings) -> str:
     if settings.webhook_rate_limit_per_second <= 0:
@@ -304,24 +366,29 @@ def limiter_backend(settings: Settings) -> str:
 _limiter_lock = threading.Lock()
 
 
-def get_limiter(settings: Settings | None = None) -> Limiter:
+def get_limiter(settings: Settings | None = None, app: Any = None) -> Limiter:
     """The app's limiter, kept in `app.extensions`: each app (each test) starts with
     full buckets. Re-created after a fork, so gunicorn workers never share a Redis
     socket, and when the broker setting changes."""
-    from flask import current_app
+    if app is None:
+        from flask import current_app
 
+        app = current_app
     settings = settings or get_settings()
     backend = limiter_backend(settings)
     ident = (os.getpid(), backend, settings.celery_broker_url)
+    held = app.extensions.get("iras_rate_limiter")
+    if held is not None and held[0] == ident:
+        return held[1]  # type: ignore[no-any-return]
     with _limiter_lock:
-        held = current_app.extensions.get("iras_rate_limiter")
+        held = app.extensions.get("iras_rate_limiter")
         if held is None or held[0] != ident:
             limiter: Limiter = (
                 RedisLimiter(settings.celery_broker_url) if backend == "redis" else MemoryLimiter()
             )
             held = (ident, limiter)
-            current_app.extensions["iras_rate_limiter"] = held
-        return held[1]
+            app.extensions["iras_rate_limiter"] = held
+        return held[1]  # type: ignore[no-any-return]
 
 
 def bucket_for(source: str | None) -> str:

@@ -20,7 +20,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from iras.config import get_settings
 from iras.db import new_session
 from iras.ingest import PayloadError, detect_source
-from iras.services import ingest_payload
+from iras.ingest_batch import get_writer, prepare
+from iras.services import IngestOutcome
 from iras.web import ingest_guard
 from iras.web.util import error, json_body
 
@@ -103,12 +104,13 @@ def _ingest(route_source: str | None) -> Any:
     if detected is not None and not caller.allows(detected):
         # A token shared by several sources, used for another sender's payload.
         return ingest_guard.unauthorized(f"this token is not valid for a {detected} payload")
-    with new_session() as session:
-        try:
-            outcome = ingest_payload(session, body, source)
-        except PayloadError as exc:
-            session.rollback()
-            return _rejected(source, exc.message, exc.field)
+    try:
+        prepared = prepare(body, source)
+    except PayloadError as exc:
+        return _rejected(source, exc.message, exc.field)
+    # Group commit: answered once this alert's batch is committed (iras/ingest_batch.py).
+    # A database outage raises OperationalError here: the app answers 503.
+    outcome = prepared if isinstance(prepared, IngestOutcome) else get_writer().submit(prepared)
     doc = {"incident_id": outcome.incident_id, "status": outcome.status, "alerts": outcome.alerts}
     return jsonify(doc), 202
 

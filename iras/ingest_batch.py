@@ -1,0 +1,621 @@
+"""Group commit for webhook ingestion.
+
+Every web process has one writer thread. A request normalises its payload in
+its own thread (bad input never gets this far), hands the result to the writer
+and waits. The writer takes whatever requests are waiting (up to
+`MAX_BATCH`), writes them in ONE transaction (the open incidents of all their
+keys looked up and locked in one statement, new incidents, alert events and
+transitions as multi-row INSERTs), commits, publishes the triage messages of
+the new incidents in one Redis round trip, and only then wakes each request
+with its own answer. A request is therefore answered 202 only once its rows
+are committed, and a message is never sent for a row that is not.
+
+Deduplication holds inside a batch (the first firing alert of a key opens the
+incident, later ones in the same batch join it) and across processes (the
+partial unique index: a concurrent duplicate makes the INSERT fail, the batch
+is rolled back and written again, and the retry finds the winner's incident
+and joins it). Open incidents are locked in id order and new incidents inserted
+in key order, so two batches never wait on each other in a cycle.
+
+Failures: a database outage (OperationalError) fails every request of the batch
+(each answers 503, nothing was written); any other error retries the batch's
+requests one at a time, so one poisonous alert cannot fail its neighbours.
+
+A notification that resolves alerts of an open incident takes the original
+path (`services._join`: alert history, timeline entry, auto-resolution),
+inside the same transaction, after the rows written before it in the batch.
+
+The same writer serves the embedded SQLite mode: there the triage messages go
+through Celery one at a time (`iras.tasks.enqueue_stage`), with Redis they are
+LPUSHed in one pipeline as ready-made Celery (protocol 2) messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from iras.ingest import normalize
+from iras.models import OPEN_INCIDENT_WHERE, AlertEvent, Incident, Transition, new_id
+from iras.schemas import NormalizedAlert, utcnow
+from iras.services import IngestOutcome, _join, incident_key
+from iras.workflow import TERMINAL, IncidentStatus
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = int(os.environ.get("IRAS_INGEST_MAX_BATCH", "100"))
+# How long a request waits for its batch before answering 503 (the writer is stuck).
+WAIT_SECONDS = 30.0
+
+
+@dataclass
+class Prepared:
+    """One request's alerts, normalised in the request's thread."""
+
+    payload: dict[str, Any]
+    alerts: list[NormalizedAlert]
+    key: str
+    docs: list[dict[str, Any]]
+    any_resolved: bool
+    any_firing: bool
+
+    @property
+    def source(self) -> str:
+        return self.alerts[0].source
+
+
+def prepare(payload: Any, source: str | None = None) -> Prepared | IngestOutcome:
+    """Normalise (raises ingest.PayloadError); an outcome when there is nothing to write."""
+    alerts = normalize(payload, source)
+    if not alerts:
+        # e.g. PagerDuty's `pagey.ping` when a subscription is created: valid, nothing to do.
+        return IngestOutcome(None, "ignored", 0)
+    return Prepared(
+        payload=payload,
+        alerts=alerts,
+        key=incident_key(alerts[0]),
+        docs=[a.model_dump(mode="json", exclude={"raw"}) for a in alerts],
+        any_resolved=any(a.status == "resolved" for a in alerts),
+        any_firing=any(a.status == "firing" for a in alerts),
+    )
+
+
+# --------------------------------------------------------------------------- one batch, one transaction
+
+_incidents = Incident.metadata.tables["incidents"]
+_TERMINAL_SQL = [s.value for s in TERMINAL]
+# Finds and locks (PostgreSQL; SQLite serialises writers anyway) the open incident of
+# every key in the batch, in id order: two batches lock shared rows in the same order.
+_LOCK_OPEN = (
+    select(_incidents.c.id, _incidents.c.fingerprint)
+    .where(
+        _incidents.c.fingerprint.in_(bindparam("keys", expanding=True)),
+        _incidents.c.status.not_in(_TERMINAL_SQL),
+    )
+    .order_by(_incidents.c.id)
+    .with_for_update()
+)
+_JOIN = (
+    _incidents.update()
+    .where(_incidents.c.id == bindparam("iid"))
+    .values(alert_count=_incidents.c.alert_count + bindparam("n"), last_seen=bindparam("now"))
+)
+_INSERT_INCIDENT = _incidents.insert()
+_INSERT_ALERT = AlertEvent.metadata.tables["alert_events"].insert()
+_INSERT_TRANSITION = Transition.metadata.tables["transitions"].insert()
+
+
+# The same statements at the driver level, for PostgreSQL (see _Rows._flush_pg).
+_OPEN_SQL = str(OPEN_INCIDENT_WHERE.text)
+_PG_LOCK_OPEN = (
+    "SELECT id, fingerprint FROM incidents WHERE fingerprint IN (%s) AND "
+    + _OPEN_SQL
+    + " ORDER BY id FOR UPDATE"
+)
+_PG_INSERT_INCIDENTS = (
+    "INSERT INTO incidents (id, status, title, service, source, fingerprint, payload, alert_count, "
+    "last_seen, rca_attempts, created_at, updated_at) VALUES "
+)
+_PG_INSERT_ALERTS = (
+    "INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw) VALUES "
+)
+_PG_INSERT_TRANSITIONS = (
+    "INSERT INTO transitions (incident_id, from_status, to_status, event, actor, at, detail) VALUES "
+)
+_PG_JOIN = (
+    "UPDATE incidents SET alert_count = incidents.alert_count + v.n, last_seen = %%s "
+    "FROM (VALUES %s) AS v(id, n) WHERE incidents.id = v.id"
+)
+_dumps = json.dumps
+
+
+def _pg_values(rows: int, columns: int) -> str:
+    one = "(" + ",".join(["%s"] * columns) + ")"
+    return ",".join([one] * rows)
+
+
+def _pg_incident_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        r["id"],
+        r["status"],
+        r["title"],
+        r["service"],
+        r["source"],
+        r["fingerprint"],
+        _dumps(r["payload"]),
+        r["alert_count"],
+        r["last_seen"],
+        r["rca_attempts"],
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+def _lock_open(session: Session, keys: list[str]) -> dict[str, str]:
+    """key -> id of its open incident, each row locked (in id order) until the commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        sql = _PG_LOCK_OPEN % ",".join(["%s"] * len(keys))
+        rows = session.connection().exec_driver_sql(sql, tuple(keys)).all()
+    else:
+        rows = session.execute(_LOCK_OPEN, {"keys": keys}).all()
+    return {fp: iid for iid, fp in rows}
+
+
+@dataclass
+class _Rows:
+    """Rows collected for the next multi-row INSERTs."""
+
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    joins: dict[str, int] = field(default_factory=dict)
+
+    def flush(self, session: Session, now: Any) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            self._flush_pg(session, now)
+        else:
+            self._flush_core(session, now)
+        self.incidents, self.alerts, self.transitions, self.joins = [], [], [], {}
+
+    def _flush_pg(self, session: Session, now: Any) -> None:
+        """PostgreSQL: each table's rows in ONE driver-level statement (psycopg2 renders the
+        values in C). SQLAlchemy's per-row bind processing and insertmanyvalues batching
+        were ~a quarter of a web process's CPU per alert; errors still go through
+        SQLAlchemy (IntegrityError, OperationalError and invalidation of a dead connection)."""
+        conn = session.connection()
+        if self.incidents:
+            rows = sorted(self.incidents, key=lambda r: r["fingerprint"])
+            params: list[Any] = []
+            for r in rows:
+                params.extend(_pg_incident_row(r))
+            conn.exec_driver_sql(_PG_INSERT_INCIDENTS + _pg_values(len(rows), 12), tuple(params))
+        if self.alerts:
+            params = []
+            for r in self.alerts:
+                params.extend(
+                    (
+                        r["incident_id"],
+                        r["received_at"],
+                        r["status"],
+                        r["fingerprint"],
+                        _dumps(r["alert"]),
+                        None if r["raw"] is None else _dumps(r["raw"]),
+                    )
+                )
+            conn.exec_driver_sql(_PG_INSERT_ALERTS + _pg_values(len(self.alerts), 6), tuple(params))
+        if self.transitions:
+            params = []
+            for r in self.transitions:
+                params.extend(
+                    (
+                        r["incident_id"],
+                        r["from_status"],
+                        r["to_status"],
+                        r["event"],
+                        r["actor"],
+                        r["at"],
+                        _dumps(r["detail"]),
+                    )
+                )
+            conn.exec_driver_sql(_PG_INSERT_TRANSITIONS + _pg_values(len(self.transitions), 7), tuple(params))
+        if self.joins:
+            params = [now]
+            for iid, n in sorted(self.joins.items()):
+                params.extend((iid, n))
+            conn.exec_driver_sql(_PG_JOIN % _pg_values(len(self.joins), 2), tuple(params))
+
+    def _flush_core(self, session: Session, now: Any) -> None:
+        if self.incidents:
+            # Key order (see _LOCK_OPEN); the partial unique index fires here on a
+            # concurrent duplicate from another process.
+            session.execute(_INSERT_INCIDENT, sorted(self.incidents, key=lambda r: r["fingerprint"]))
+        if self.alerts:
+            session.execute(_INSERT_ALERT, self.alerts)
+        if self.transitions:
+            session.execute(_INSERT_TRANSITION, self.transitions)
+        if self.joins:
+            session.execute(
+                _JOIN, [{"iid": iid, "n": n, "now": now} for iid, n in sorted(self.joins.items())]
+            )
+
+
+def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOutcome], list[str]]:
+    """Write `items` in the session's transaction (the caller commits).
+
+    Returns one outcome per item, in order, and the ids of the incidents opened
+    (to enqueue for triage after the commit). Raises IntegrityError when another
+    process opened one of the keys meanwhile: roll back and call again.
+    """
+    now = utcnow()
+    keys = sorted({it.key for it in items})
+    open_by_key = _lock_open(session, keys)
+    rows = _Rows()
+    outcomes: list[IngestOutcome] = []
+    opened: list[str] = []
+    for it in items:
+        n = len(it.alerts)
+        iid = open_by_key.get(it.key)
+        if iid is not None and it.any_resolved:
+            # A resolution needs the incident's alert history: write what came before
+            # it in the batch, then take the original path.
+            rows.flush(session, now)
+            session.execute(_JOIN, {"iid": iid, "n": n, "now": now})
+            outcomes.append(_join(session, iid, it.payload, it.alerts, now))
+            continue
+        if iid is not None:
+            rows.joins[iid] = rows.joins.get(iid, 0) + n
+            rows.alerts.extend(
+                {
+                    "incident_id": iid,
+                    "received_at": now,
+                    "status": a.status,
+                    "fingerprint": a.fingerprint,
+                    "alert": doc,
+                    "raw": it.payload,
+                }
+                for a, doc in zip(it.alerts, it.docs, strict=True)
+            )
+            outcomes.append(IngestOutcome(iid, "deduplicated" if it.any_firing else "resolved_noted", n))
+            continue
+        firing = next((a for a in it.alerts if a.status == "firing"), None)
+        if firing is None:
+            outcomes.append(IngestOutcome(None, "no_open_incident", n))
+            continue
+        iid = new_id()
+        open_by_key[it.key] = iid
+        opened.append(iid)
+        rows.incidents.append(
+            {
+                "id": iid,
+                "status": IncidentStatus.TRIAGING.value,
+                "title": firing.title,
+                "service": firing.service,
+                "source": firing.source,
+                "fingerprint": it.key,
+                "payload": it.payload,
+                "alert_count": n,
+                "last_seen": now,
+                "rca_attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        rows.alerts.extend(
+            {
+                "incident_id": iid,
+                "received_at": now,
+                "status": a.status,
+                "fingerprint": a.fingerprint,
+                "alert": doc,
+                "raw": None,
+            }
+            for a, doc in zip(it.alerts, it.docs, strict=True)
+        )
+        rows.transitions.append(
+            {
+                "incident_id": iid,
+                "from_status": None,
+                "to_status": IncidentStatus.TRIAGING.value,
+                "event": "ingested",
+                "actor": f"webhook:{firing.source}",
+                "at": now,
+                "detail": {"summary": firing.title[:200]},
+            }
+        )
+        outcomes.append(IngestOutcome(iid, "processing", n))
+    rows.flush(session, now)
+    return outcomes, opened
+
+
+def commit_batch(items: list[Prepared], attempts: int = 3) -> tuple[list[IngestOutcome], list[str]]:
+    """One transaction for `items`, retried when a concurrent duplicate won a key."""
+    from iras.db import new_session
+
+    for attempt in range(attempts):
+        with new_session() as session:
+            try:
+                result = write_batch(session, items)
+                session.commit()
+                return result
+            except IntegrityError:
+                session.rollback()
+                if attempt == attempts - 1:
+                    raise
+            except BaseException:
+                session.rollback()
+                raise
+    raise AssertionError("unreachable")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and bool(getattr(exc, "connection_invalidated", False))
+    )
+
+
+# --------------------------------------------------------------------------- triage messages
+
+
+class TriagePublisher:
+    """Sends `incidents.run_triage` for new incidents after their commit.
+
+    With a Redis broker: the Celery protocol-2 messages kombu would build, LPUSHed
+    for the whole batch in one pipeline (kombu's publish path costs ~1 ms of CPU per
+    message here: routing, producer pool, signals, a round trip each). Otherwise
+    (the embedded broker): `iras.tasks.enqueue_stage`, one message at a time.
+
+    A failed publish is logged and not retried here: the rows are committed and the
+    stuck-incident sweeper re-sends their triage (as for any failed publish).
+    """
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        self.redis: Any = None
+        if broker_url.startswith(("redis://", "rediss://")):
+            import redis
+
+            self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=3)
+            self._describe()
+
+    def _describe(self) -> None:
+        from iras.celery_app import celery_app
+
+        route = celery_app.amqp.router.route({}, "incidents.run_triage", ("x",), {})
+        self.queue = route["queue"].name
+        self.routing_key = route.get("routing_key") or route["queue"].routing_key or self.queue
+        self.exchange = route.get("exchange") or ""
+        if not isinstance(self.exchange, str):
+            self.exchange = self.exchange.name or ""
+        self.reply_to = celery_app.thread_oid
+        self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
+
+    def message(self, incident_id: str, sent_at: float) -> str:
+        """One Celery protocol-2 message for `run_triage(incident_id)`, as kombu encodes it."""
+        task_id = str(uuid.uuid4())
+        body = json.dumps(
+            [[incident_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+        )
+        return json.dumps(
+            {
+                "body": base64.b64encode(body.encode()).decode("ascii"),
+                "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "headers": {
+                    "lang": "py",
+                    "task": "incidents.run_triage",
+                    "id": task_id,
+                    "shadow": None,
+                    "eta": None,
+                    "expires": None,
+                    "group": None,
+                    "group_index": None,
+                    "retries": 0,
+                    "timelimit": [None, None],
+                    "root_id": task_id,
+                    "parent_id": None,
+                    "argsrepr": repr((incident_id,)),
+                    "kwargsrepr": "{}",
+                    "origin": self.origin,
+                    "ignore_result": True,
+                    "replaced_task_nesting": 0,
+                    "stamped_headers": None,
+                    "stamps": {},
+                    # iras.metrics measures queue lag from this stamp (before_task_publish).
+                    "iras_sent_at": sent_at,
+                },
+                "properties": {
+                    "correlation_id": task_id,
+                    "reply_to": self.reply_to,
+                    "delivery_mode": 2,
+                    "delivery_info": {"exchange": self.exchange, "routing_key": self.routing_key},
+                    "priority": 0,
+                    "body_encoding": "base64",
+                    "delivery_tag": str(uuid.uuid4()),
+                },
+            }
+        )
+
+    def publish(self, incident_ids: Iterable[str]) -> None:
+        ids = list(incident_ids)
+        if not ids:
+            return
+        if self.redis is None:
+            from iras import tasks
+
+            for iid in ids:
+                try:
+                    tasks.enqueue_stage(iid, IncidentStatus.TRIAGING)
+                except Exception:  # noqa: BLE001
+                    log.exception("post-commit enqueue failed; the sweeper will pick it up")
+            return
+        now = time.time()
+        try:
+            # LPUSH with several values pushes them in order; the worker pops from the
+            # other end, so the first incident of the batch is triaged first.
+            self.redis.lpush(self.queue, *(self.message(iid, now) for iid in ids))
+        except Exception:  # noqa: BLE001 - committed rows: the sweeper re-sends
+            log.exception(
+                "post-commit enqueue of %d triage message(s) failed; the sweeper will pick them up", len(ids)
+            )
+
+
+# --------------------------------------------------------------------------- the writer thread
+
+
+class RateLimited(Exception):
+    """The request's rate-limit bucket had no token left when its batch was written."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The rate-limit token a request still has to take (see BatchWriter.submit)."""
+
+    limiter: Any  # iras.web.ingest_guard.Limiter
+    bucket: str
+    rate: float
+    burst: int
+
+
+class _Pending:
+    __slots__ = ("item", "quota", "done", "outcome", "error")
+
+    def __init__(self, item: Prepared, quota: Quota | None) -> None:
+        self.item = item
+        self.quota = quota
+        self.done = threading.Event()
+        self.outcome: IngestOutcome | None = None
+        self.error: BaseException | None = None
+
+
+class BatchWriter:
+    """One per web process: batches the waiting requests into one transaction each."""
+
+    def __init__(self, publisher: TriagePublisher, max_batch: int = MAX_BATCH) -> None:
+        self.publisher = publisher
+        self.max_batch = max(1, max_batch)
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="iras-ingest-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.items = 0
+
+    def submit(
+        self, item: Prepared, quota: Quota | None = None, timeout: float = WAIT_SECONDS
+    ) -> IngestOutcome:
+        """Wait until `item` is committed (or failed); raises the batch's error.
+
+        With a `quota`, the request's rate-limit token is taken by the writer, for
+        the whole batch at once (one Redis round trip per bucket and batch instead
+        of one per request); RateLimited when the bucket had none left."""
+        pending = _Pending(item, quota)
+        self._queue.put(pending)
+        if not pending.done.wait(timeout):
+            raise OperationalError("ingest writer", None, TimeoutError(f"no commit within {timeout:.0f}s"))
+        if pending.error is not None:
+            raise pending.error
+        assert pending.outcome is not None
+        return pending.outcome
+
+    def _take(self) -> list[_Pending]:
+        batch = [self._queue.get()]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            try:
+                self._write(batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer must never die
+                log.exception("ingest writer failed")
+                for p in batch:
+                    if not p.done.is_set():
+                        p.error = exc
+                        p.done.set()
+
+    def _take_tokens(self, batch: list[_Pending]) -> list[_Pending]:
+        """Take the batch's rate-limit tokens, bucket by bucket, in arrival order;
+        answer the requests left without one. Returns the requests to write."""
+        wanted: dict[Quota, list[_Pending]] = {}
+        for p in batch:
+            if p.quota is not None:
+                wanted.setdefault(p.quota, []).append(p)
+        if not wanted:
+            return batch
+        refused: set[int] = set()
+        for quota, pendings in wanted.items():
+            granted = quota.limiter.acquire_many(quota.bucket, quota.rate, quota.burst, len(pendings))
+            for p in pendings[granted:]:
+                refused.add(id(p))
+                p.error = RateLimited(quota.bucket)
+                p.done.set()
+        return [p for p in batch if id(p) not in refused] if refused else batch
+
+    def _write(self, batch: list[_Pending]) -> None:
+        batch = self._take_tokens(batch)
+        if not batch:
+            return
+        self.batches += 1
+        self.items += len(batch)
+        try:
+            outcomes, opened = commit_batch([p.item for p in batch])
+        except Exception as exc:  # noqa: BLE001
+            if _is_outage(exc) or len(batch) == 1:
+                for p in batch:
+                    p.error = exc
+                    p.done.set()
+                return
+            # Someone in the batch is poisonous: write each alone.
+            log.warning("ingest batch of %d failed (%s); writing its requests one at a time", len(batch), exc)
+            for p in batch:
+                self._write([p])
+            return
+        self.publisher.publish(opened)
+        for p, outcome in zip(batch, outcomes, strict=True):
+            p.outcome = outcome
+            p.done.set()
+
+
+_writer_lock = threading.Lock()
+_writer: tuple[tuple[int, str], BatchWriter] | None = None
+
+
+def get_writer() -> BatchWriter:
+    """This process's writer; a new one after a fork or a change of broker."""
+    global _writer
+    from iras.config import get_settings
+
+    ident = (os.getpid(), get_settings().celery_broker_url)
+    held = _writer
+    if held is not None and held[0] == ident:
+        return held[1]
+    with _writer_lock:
+        if _writer is None or _writer[0] != ident:
+            _writer = (ident, BatchWriter(TriagePublisher(ident[1])))
+        return _writer[1]
+
+
+def ingest(payload: Any, source: str | None = None) -> IngestOutcome:
+    """Normalise in this thread, then wait for the batch commit. Raises PayloadError on bad input."""
+    prepared = prepare(payload, source)
+    if isinstance(prepared, IngestOutcome):
+        return prepared
+    return get_writer().submit(prepared)

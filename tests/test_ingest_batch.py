@@ -1,0 +1,311 @@
+"""Group commit of webhook alerts (iras/ingest_batch.py) and the lean WSGI path in
+front of Flask (iras/web/fast_webhook.py): one transaction per batch, dedup inside
+a batch, a request answered only after its own commit, a failed batch answering
+503 for all of its requests and writing nothing, a poisonous alert failing alone,
+and the Celery message the Redis path pushes being the one Celery itself builds."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from iras import ingest_batch
+from iras.db import new_session
+from iras.ingest_batch import BatchWriter, Prepared, TriagePublisher, prepare, write_batch
+from iras.models import AlertEvent, DeadLetter, Incident, Transition
+from iras.services import IngestOutcome
+
+
+def generic(fp: str, status: str = "firing", title: str = "Disk full") -> dict[str, Any]:
+    return {
+        "title": title,
+        "timestamp": "2026-11-25T10:00:00Z",
+        "service": "db",
+        "fingerprint": fp,
+        "status": status,
+    }
+
+
+def prepared(fp: str, status: str = "firing") -> Prepared:
+    item = prepare(generic(fp, status), "generic")
+    assert isinstance(item, Prepared)
+    return item
+
+
+def counts() -> tuple[int, int, int]:
+    with new_session() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(m)) or 0
+            for m in (Incident, AlertEvent, Transition)
+        )
+
+
+class Recorder(TriagePublisher):
+    """Records the incidents it would enqueue instead of sending anything."""
+
+    def __init__(self) -> None:
+        super().__init__("memory://")
+        self.sent: list[str] = []
+
+    def publish(self, incident_ids: Any) -> None:
+        self.sent.extend(incident_ids)
+
+
+@pytest.fixture
+def writer(iras_env: str) -> Iterator[BatchWriter]:
+    yield BatchWriter(Recorder())
+
+
+def test_duplicates_inside_one_batch_open_one_incident(iras_env: str) -> None:
+    items = [prepared("a"), prepared("b"), prepared("a"), prepared("a")]
+    with new_session() as session:
+        outcomes, opened = write_batch(session, items)
+        session.commit()
+    assert [o.status for o in outcomes] == ["processing", "processing", "deduplicated", "deduplicated"]
+    assert outcomes[0].incident_id == outcomes[2].incident_id == outcomes[3].incident_id
+    assert opened == [outcomes[0].incident_id, outcomes[1].incident_id]
+    with new_session() as session:
+        rows = dict(session.execute(select(Incident.fingerprint, Incident.alert_count)).all())
+    assert rows == {"generic:a": 3, "generic:b": 1}
+    assert counts() == (2, 4, 2)  # 2 incidents, 4 alert events, 2 "ingested" transitions
+
+
+def test_a_batch_joins_incidents_opened_by_an_earlier_batch(iras_env: str) -> None:
+    with new_session() as session:
+        write_batch(session, [prepared("a")])
+        session.commit()
+    with new_session() as session:
+        outcomes, opened = write_batch(session, [prepared("a"), prepared("c")])
+        session.commit()
+    assert [o.status for o in outcomes] == ["deduplicated", "processing"]
+    assert opened == [outcomes[1].incident_id]
+
+
+def test_a_resolution_in_the_same_batch_sees_the_alerts_before_it(iras_env: str, monkeypatch: Any) -> None:
+    import iras.tasks
+
+    enqueued: list[tuple[str, str]] = []
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, s: enqueued.append((iid, s.value)))
+    items = [prepared("r"), prepared("r", "resolved"), prepared("gone", "resolved")]
+    with new_session() as session:
+        outcomes, _ = write_batch(session, items)
+        session.commit()
+    assert [o.status for o in outcomes] == ["processing", "resolved_noted", "no_open_incident"]
+    iid = outcomes[0].incident_id
+    with new_session() as session:
+        incident = session.get(Incident, iid)
+        assert incident is not None
+        assert (incident.status, incident.outcome, incident.alert_count) == ("closing", "auto_resolved", 2)
+    assert (iid, "closing") in enqueued  # after the commit, by the resolution path
+
+
+def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(writer: BatchWriter) -> None:
+    fps = [f"k{i % 5}" for i in range(40)]
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(lambda fp: writer.submit(prepared(fp)), fps))
+    assert sum(o.status == "processing" for o in outcomes) == 5
+    by_fp: dict[str, set[str | None]] = {}
+    for fp, o in zip(fps, outcomes, strict=True):
+        by_fp.setdefault(fp, set()).add(o.incident_id)
+    assert all(len(ids) == 1 for ids in by_fp.values())
+    assert writer.items == 40 and writer.batches <= 40
+    assert sorted(writer.publisher.sent) == sorted(  # type: ignore[attr-defined]
+        o.incident_id for o in outcomes if o.status == "processing"
+    )
+    with new_session() as session:
+        assert sorted(session.scalars(select(Incident.alert_count))) == [8] * 5
+
+
+def test_a_request_is_answered_only_after_its_commit(writer: BatchWriter, monkeypatch: Any) -> None:
+    release = threading.Event()
+    real = ingest_batch.commit_batch
+
+    def slow_commit(items: list[Prepared]) -> Any:
+        release.wait(10)
+        return real(items)
+
+    monkeypatch.setattr(ingest_batch, "commit_batch", slow_commit)
+    answer: list[IngestOutcome] = []
+    thread = threading.Thread(target=lambda: answer.append(writer.submit(prepared("wait"))))
+    thread.start()
+    time.sleep(0.2)
+    assert not answer and counts() == (0, 0, 0)
+    release.set()
+    thread.join(10)
+    assert answer and answer[0].status == "processing"
+    with new_session() as session:
+        assert session.get(Incident, answer[0].incident_id) is not None
+
+
+def test_a_failed_batch_commit_answers_503_for_all_and_writes_nothing(
+    client: FlaskClient, monkeypatch: Any
+) -> None:
+    real_commit = ingest_batch.commit_batch
+    gate = threading.Barrier(2, timeout=5)
+    batches: list[int] = []
+
+    def failing(items: list[Prepared]) -> Any:
+        from iras.db import new_session
+
+        batches.append(len(items))
+        if len(batches) == 1:
+            gate.wait()  # hold the first batch until the second request is queued behind it
+            time.sleep(0.2)
+        with new_session() as session:
+            write_batch(session, items)  # rows written, then the database goes away
+            session.rollback()
+        raise OperationalError("COMMIT", None, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(ingest_batch, "commit_batch", failing)
+    ingest_batch._writer = None  # a writer of this test's own
+
+    def post(fp: str) -> tuple[int, dict[str, Any]]:
+        r = client.post("/webhook/generic", json=generic(fp))
+        return r.status_code, r.get_json()
+
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(post, "first")
+        while not batches:
+            time.sleep(0.01)
+        rest = [pool.submit(post, f"x{i}") for i in range(5)]
+        time.sleep(0.1)
+        gate.wait()
+        answers = [first.result(), *(f.result() for f in rest)]
+    assert all(status == 503 for status, _ in answers), answers
+    assert all(doc["reason"] == "database unavailable, retry later" for _, doc in answers)
+    assert max(batches) > 1, "the five requests queued behind the first one form one batch"
+    assert counts() == (0, 0, 0)
+    monkeypatch.setattr(ingest_batch, "commit_batch", real_commit)
+    ingest_batch._writer = None
+    assert client.post("/webhook/generic", json=generic("after")).status_code == 202
+
+
+def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) -> None:
+    real = ingest_batch.write_batch
+
+    def picky(session: Any, items: list[Prepared]) -> Any:
+        if any(it.key == "generic:poison" for it in items):
+            raise ValueError("cannot store this one")
+        return real(session, items)
+
+    monkeypatch.setattr(ingest_batch, "write_batch", picky)
+    results: dict[str, Any] = {}
+
+    def submit(fp: str) -> None:
+        try:
+            results[fp] = writer.submit(prepared(fp))
+        except ValueError as exc:
+            results[fp] = exc
+
+    threads = [threading.Thread(target=submit, args=(fp,)) for fp in ("ok1", "poison", "ok2", "ok3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert isinstance(results["poison"], ValueError)
+    assert all(results[fp].status == "processing" for fp in ("ok1", "ok2", "ok3"))
+    assert counts()[0] == 3
+
+
+def test_the_redis_message_is_the_one_celery_builds() -> None:
+    """Same headers and properties as `run_triage.delay(id)` through kombu, a body
+    Celery decodes to the same call."""
+    from celery.app.amqp import AMQP
+
+    from iras.celery_app import celery_app
+
+    pub = TriagePublisher.__new__(TriagePublisher)
+    pub._describe()
+    ours = json.loads(pub.message("inc-1", 123.0))
+    celery_msg = AMQP.as_task_v2(
+        celery_app.amqp, "task-id", "incidents.run_triage", args=("inc-1",), kwargs={}, ignore_result=True
+    )
+    assert set(ours["headers"]) - {"iras_sent_at"} == set(celery_msg.headers)
+    assert ours["headers"]["task"] == "incidents.run_triage" and ours["headers"]["ignore_result"] is True
+    assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
+    assert ours["headers"]["iras_sent_at"] == 123.0
+    args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
+    assert (args, kwargs) == (["inc-1"], {})
+    assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    assert set(ours["properties"]) == {
+        "correlation_id", "reply_to", "delivery_mode", "delivery_info", "priority", "body_encoding", "delivery_tag",
+    }  # fmt: skip
+    assert ours["properties"]["delivery_info"]["routing_key"] == pub.queue == "analysis"
+
+
+def test_the_fast_path_answers_and_counts_like_flask(client: FlaskClient) -> None:
+    from iras import metrics
+
+    def count(status: str) -> float:
+        return metrics.WEBHOOK_REQUESTS.labels("generic", status)._value.get()  # type: ignore[attr-defined]
+
+    before = count("202")
+    r = client.post("/webhook/generic", json=generic("fast"))
+    assert r.status_code == 202 and r.mimetype == "application/json"
+    assert r.get_json()["status"] == "processing"
+    again = client.post("/webhook/generic", json=generic("fast")).get_json()
+    assert again == {"incident_id": r.get_json()["incident_id"], "status": "deduplicated", "alerts": 1}
+    assert count("202") == before + 2
+
+
+def test_a_rejected_payload_takes_one_rate_limit_token_not_two(client: FlaskClient, monkeypatch: Any) -> None:
+    """The fast path hands a payload the adapter refuses to Flask before any token
+    is taken: Flask asks the limiter once, then writes the 400 and its dead letter."""
+    from iras.web import ingest_guard
+
+    asked: list[str] = []
+    real = ingest_guard.MemoryLimiter.acquire
+
+    def spy(self: Any, key: str, rate: float, burst: int) -> float:
+        asked.append(key)
+        return real(self, key, rate, burst)
+
+    monkeypatch.setattr(ingest_guard.MemoryLimiter, "acquire", spy)
+    bad = {"title": "x", "timestamp": "not a time", "service": "db"}
+    r = client.post("/webhook/generic", json=bad)
+    assert r.status_code == 400 and r.get_json()["field"]
+    assert asked == ["generic"]
+    with new_session() as session:
+        assert session.scalar(select(func.count()).select_from(DeadLetter)) == 1
+
+
+def test_many_tokens_at_once_as_many_single_takes() -> None:
+    from iras.web.ingest_guard import MemoryLimiter
+
+    limiter = MemoryLimiter()
+    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 3
+    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 2
+    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 0
+    assert limiter.acquire("k", rate=0.001, burst=5) > 0
+
+
+def test_the_batch_takes_the_rate_limit_tokens_and_refuses_the_rest_with_429(
+    iras_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent requests share batches: the writer takes their tokens in one call
+    per bucket; the ones left without a token are answered 429 with Retry-After."""
+    from iras.config import reset_settings
+    from iras.web import create_app
+
+    monkeypatch.setenv("WEBHOOK_RATE_LIMIT_PER_SECOND", "0.001")
+    monkeypatch.setenv("WEBHOOK_RATE_LIMIT_BURST", "4")
+    reset_settings()
+    client = create_app().test_client()
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: client.post("/webhook/generic", json=generic(f"rl{i}")), range(10)))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [202] * 4 + [429] * 6
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.get_json()["error"] == "too_many_requests" and refused.headers["Retry-After"]
+    assert counts()[0] == 4
+    reset_settings()
