@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import bindparam, event, func, inspect, select
 from sqlalchemy.orm import Session
 
 from iras.models import Incident, StageResult, StepRun, Transition
@@ -177,12 +177,15 @@ def plan_ready_at(session: Session, incident_id: str) -> datetime | None:
     """When the pending plan was ready (its `plan_ready` transition), read inside the
     decision's own transaction: one indexed statement, no session of its own (it can
     fail only if the database does, and then the decision fails with it anyway)."""
-    return session.scalar(
-        select(Transition.at)
-        .where(Transition.incident_id == incident_id, Transition.event == "plan_ready")
-        .order_by(Transition.id.desc())
-        .limit(1)
-    )
+    return session.scalar(_PLAN_READY_AT, {"incident_id": incident_id})
+
+
+_PLAN_READY_AT = (
+    select(Transition.at)
+    .where(Transition.incident_id == bindparam("incident_id"), Transition.event == "plan_ready")
+    .order_by(Transition.id.desc())
+    .limit(1)
+)
 
 
 @_safe

@@ -330,7 +330,6 @@ def decide(
     }
     if not approve:
         values["outcome"] = "escalated"
-    also = [Incident.plan_id == incident.plan_id]
     # For the approval-wait metric, read in this transaction (no session of its own).
     ready = metrics.plan_ready_at(session, incident_id)
     ok = transition(
@@ -341,7 +340,9 @@ def decide(
         actor=f"{via}:{actor}"[:255],
         detail={"reason": reason, "via": via, "by": actor, "plan_id": incident.plan_id},
         values=values,
-        also=also,
+        # "The plan reviewed is still the current plan" (a prebuilt statement when there is one).
+        also_equal={"plan_id": incident.plan_id} if incident.plan_id is not None else None,
+        also=[Incident.plan_id.is_(None)] if incident.plan_id is None else None,
         now=now,
     )
     if not ok:

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
-from sqlalchemy import case, null, select, type_coerce, update
+from sqlalchemy import bindparam, case, insert, null, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -190,22 +191,57 @@ def _latest(session: Session, incident_id: str, stage: str) -> StageResult | Non
     )
 
 
-def _result_row(incident_id: str, stage: str, attempt: int, out: StageOutput[Any]) -> StageResult:
-    return StageResult(
-        incident_id=incident_id,
-        stage=stage,
-        attempt=attempt,
-        result=out.result.model_dump(mode="json"),
-        analyst=out.analyst,
-        model=out.model,
-        input_tokens=out.input_tokens,
-        output_tokens=out.output_tokens,
-        cache_read_tokens=out.cache_read_tokens,
-        cache_creation_tokens=out.cache_creation_tokens,
-        latency_ms=out.latency_ms,
-        note=out.note,
-        details=_json_safe(out.extra) if out.extra else None,
+def _add_result(
+    session: Session,
+    incident_id: str,
+    stage: str,
+    attempt: int,
+    out: StageOutput[Any],
+    *,
+    returning: bool = False,
+) -> int | None:
+    """Insert a stage result with a prebuilt Core statement (no ORM unit of work);
+    with `returning`, the new row's id. Its token usage is counted in the metrics
+    when the transaction commits, as the ORM hook does for rows added as objects."""
+    row: dict[str, Any] = {
+        "incident_id": incident_id,
+        "stage": stage,
+        "attempt": attempt,
+        "result": out.result.model_dump(mode="json"),
+        "analyst": out.analyst,
+        "model": out.model,
+        "input_tokens": out.input_tokens,
+        "output_tokens": out.output_tokens,
+        "cache_read_tokens": out.cache_read_tokens,
+        "cache_creation_tokens": out.cache_creation_tokens,
+        "latency_ms": out.latency_ms,
+        "note": out.note,
+        "created_at": utcnow(),
+    }
+    if out.extra:  # left out otherwise: SQL NULL, not a JSON null
+        row["details"] = _json_safe(out.extra)
+    result = session.execute(_insert_result(tuple(row), returning), row)
+    session.info.setdefault("iras_metrics", []).append(
+        (
+            "stage",
+            stage,
+            out.model,
+            {
+                "input": out.input_tokens or 0,
+                "output": out.output_tokens or 0,
+                "cache_read": out.cache_read_tokens or 0,
+                "cache_creation": out.cache_creation_tokens or 0,
+            },
+        )
     )
+    return int(result.scalar_one()) if returning else None
+
+
+@lru_cache(maxsize=8)
+def _insert_result(columns: tuple[str, ...], returning: bool) -> Any:
+    table = StageResult.__table__
+    stmt = insert(table).values({table.c[name]: bindparam(name) for name in columns})
+    return stmt.returning(table.c.id) if returning else stmt
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +439,7 @@ def _triage_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incide
                 values={"severity": out.result.severity.value},
             ):
                 return None
-            session.add(_result_row(incident_id, "triage", 1, out))
+            _add_result(session, incident_id, "triage", 1, out)
         return S.GATHERING_CONTEXT
 
     following = _guard_db(task, commit)
@@ -446,7 +482,7 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
                 },
             ):
                 return None
-            session.add(_result_row(incident_id, "context", attempt, out))
+            _add_result(session, incident_id, "context", attempt, out)
         return S.ANALYZING
 
     following = _guard_db(task, commit)
@@ -488,7 +524,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
                 values={"rca_attempts": attempt, **values, **reassessed},
             ):
                 return None
-            session.add(_result_row(incident_id, "rca", attempt, out))
+            _add_result(session, incident_id, "rca", attempt, out)
             if next_status not in ANALYSIS_STATES:
                 after_commit(session, lambda: enqueue_stage(incident_id, next_status))
         return next_status
@@ -512,7 +548,6 @@ def _plan_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incident
 
     def commit() -> IncidentStatus | None:
         with session_scope() as session:
-            row = _result_row(incident_id, "plan", 1, out)
             if not plan.steps:
                 if not transition(
                     session,
@@ -524,11 +559,10 @@ def _plan_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incident
                     now=now,
                 ):
                     return None
-                session.add(row)
+                _add_result(session, incident_id, "plan", 1, out)
                 after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
                 return S.CLOSING
-            session.add(row)
-            session.flush()
+            plan_id = _add_result(session, incident_id, "plan", 1, out, returning=True)
             deadline = now + timedelta(minutes=settings.approval_timeout_minutes(severity))
             if not transition(
                 session,
@@ -538,9 +572,9 @@ def _plan_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incident
                 detail={
                     "summary": f"{len(plan.steps)} step(s), approval needed by {deadline:%H:%M} UTC"
                     + ("" if plan.reversible else "; plan is NOT fully reversible"),
-                    "plan_id": row.id,
+                    "plan_id": plan_id,
                 },
-                values={"plan_id": row.id, "approval_deadline": deadline},
+                values={"plan_id": plan_id, "approval_deadline": deadline},
                 now=now,
             ):
                 session.rollback()
@@ -943,6 +977,14 @@ _PM_RUNS = select(
 ).order_by(StepRun.id)
 
 
+_INSERT_POSTMORTEM = insert(PostMortemRecord.__table__).values(
+    {
+        PostMortemRecord.__table__.c[name]: bindparam(name)
+        for name in ("incident_id", "outcome", "severity", "data", "analyst", "created_at")
+    }
+)
+
+
 def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     from iras.services import cost_summary
 
@@ -1020,17 +1062,20 @@ def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
                 session, incident_id, S.CLOSING, event, detail={"summary": "post-mortem written"}
             ):
                 return
-            session.add(_result_row(incident_id, "postmortem", 1, out))
+            _add_result(session, incident_id, "postmortem", 1, out)
             # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
-            session.add(
-                PostMortemRecord(
-                    incident_id=incident_id,
-                    outcome=outcome,
-                    severity=pm.severity.value if pm.severity else None,
-                    data=pm.model_dump(mode="json"),
-                    analyst=out.analyst,
-                )
+            session.execute(
+                _INSERT_POSTMORTEM,
+                {
+                    "incident_id": incident_id,
+                    "outcome": outcome,
+                    "severity": pm.severity.value if pm.severity else None,
+                    "data": pm.model_dump(mode="json"),
+                    "analyst": out.analyst,
+                    "created_at": utcnow(),
+                },
             )
+            session.info.setdefault("iras_metrics", []).append(("closed", outcome))
             after_commit(session, lambda: enqueue_notify("notify.post_postmortem", incident_id))
             if outcome in ("resolved", "auto_resolved", "no_action"):
                 after_commit(session, lambda: enqueue_notify("notify.resolve_page", incident_id))

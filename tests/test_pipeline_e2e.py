@@ -392,3 +392,96 @@ def test_a_rollback_whose_worker_died_is_not_re_run_and_the_incident_escalates(c
     rollbacks = [r for r in doc["step_runs"] if r["kind"] == "rollback"]
     assert [(r["step"], r["status"]) for r in rollbacks] == [(1, "unknown")]
     assert "rollback outcome unknown" in json.dumps(doc["timeline"])
+
+
+def test_unconfigured_notifiers_are_called_in_place_once_each(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    """Without a Slack token or PagerDuty key the mocks are called right after each
+    commit (no notification task, no incident document): still once per event."""
+    incident_id = _fire_scenario(pipeline)
+    wait_for(incident_id, "awaiting_approval")
+    assert pipeline.post(f"/incidents/{incident_id}/approve", json={"by": "alice"}).status_code == 200
+    wait_for(incident_id, "resolved")
+
+    def sent() -> list[str]:
+        return sorted(
+            m["kind"] for m in mock.SENT if incident_id in (m.get("incident_id"), m.get("dedup_key"))
+        )
+
+    expected = ["pagerduty.resolve", "slack.decision", "slack.plan", "slack.postmortem"]
+    assert _eventually(lambda: sent() == expected) and sent() == expected
+
+
+def test_configured_slack_and_pagerduty_get_the_full_incident(
+    pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a Slack token and a PagerDuty key the notification tasks run and send the
+    whole incident: the plan with its buttons, the decision as an update of that
+    message, the post-mortem; a page with the root cause when a plan is rejected."""
+    from tests.fakes.servers import FakePagerDuty, FakeSlack
+
+    with FakeSlack(token="xoxb-test") as slack, FakePagerDuty() as pagerduty:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+        monkeypatch.setenv("SLACK_API_URL", f"{slack.url}/api/")
+        monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "r" * 32)
+        monkeypatch.setenv("PAGERDUTY_EVENTS_URL", f"{pagerduty.url}/v2/enqueue")
+        reset_settings()
+        approved = _fire_scenario(pipeline)
+        doc = wait_for(approved, "awaiting_approval")
+        assert _eventually(lambda: len(slack.posts()) == 1)
+        plan_post = json.dumps(slack.posts()[0])
+        assert doc["plan"]["steps"][0]["command"] in plan_post and "approve" in plan_post.lower()
+        assert pipeline.post(f"/incidents/{approved}/approve", json={"by": "alice"}).status_code == 200
+        wait_for(approved, "resolved")
+        assert _eventually(lambda: len(slack.posts()) == 2), "the post-mortem is posted"
+        assert _eventually(lambda: "alice" in json.dumps(slack.posts()[0])), "the plan message is updated"
+        assert "Post-mortem" in json.dumps(slack.posts()[1])
+        assert _eventually(lambda: pagerduty.alerts.get(approved, {}).get("status") == "resolved") or (
+            approved in json.dumps([c.json for c in pagerduty.calls()])
+        )
+
+        rejected = _fire_scenario(pipeline)
+        wait_for(rejected, "awaiting_approval")
+        response = pipeline.post(f"/incidents/{rejected}/reject", json={"by": "bob", "reason": "not it"})
+        assert response.status_code == 200
+        wait_for(rejected, "escalated")
+        triggers = lambda: [  # noqa: E731
+            c.json for c in pagerduty.calls() if c.json.get("event_action") == "trigger"
+        ]
+        assert _eventually(triggers)
+        page = triggers()[0]
+        assert page["dedup_key"] == rejected
+        assert page["payload"]["custom_details"]["root_cause"]
+        assert "not it" in page["payload"]["custom_details"]["reason"]
+    reset_settings()
+
+
+def test_a_remediation_task_retried_after_closing_writes_the_post_mortem(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    """The post-mortem follows the remediation in the same task: a redelivery or a
+    retry that finds the incident in `closing` resumes there, once."""
+    from iras import tasks
+
+    incident_id = _fire_scenario(pipeline)
+    wait_for(incident_id, "awaiting_approval")
+    with new_session() as session:
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(status="closing", outcome="resolved")
+        )
+        session.commit()
+    tasks.execute_plan(incident_id)
+    doc = wait_for(incident_id, "resolved")
+    assert doc["postmortem"]["outcome"] == "resolved"
+    tasks.execute_plan(incident_id)  # once more: nothing left to do
+    assert (
+        len(
+            [
+                s
+                for s in pipeline.get(f"/incidents/{incident_id}").get_json()["stages"]
+                if s["stage"] == "postmortem"
+            ]
+        )
+        == 1
+    )

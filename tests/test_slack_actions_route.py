@@ -90,7 +90,9 @@ def test_a_signed_click_from_an_approver_approves(slack_env: FlaskClient) -> Non
 def test_a_reject_click_escalates_with_the_user_recorded(slack_env: FlaskClient) -> None:
     incident_id = _awaiting()
     assert _post(slack_env, _click(incident_id, "reject")).status_code == 200
-    assert _state(incident_id)[:3] == ("escalating", APPROVER, "slack")
+    status, by, via, _ = _state(incident_id)
+    # A session's embedded worker (started by an earlier test) may already be escalating it.
+    assert (status, by, via) in {(s, APPROVER, "slack") for s in ("escalating", "closing", "escalated")}
 
 
 @pytest.mark.parametrize(
