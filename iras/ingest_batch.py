@@ -72,14 +72,18 @@ class Prepared:
     docs: list[dict[str, Any]]
     any_resolved: bool
     any_firing: bool
+    # The body as received, when it is the UTF-8 text of `payload`: PostgreSQL's jsonb
+    # stores it as it would store json.dumps(payload), without re-encoding it here.
+    raw_json: str | None = None
 
     @property
     def source(self) -> str:
         return self.alerts[0].source
 
 
-def prepare(payload: Any, source: str | None = None) -> Prepared | IngestOutcome:
-    """Normalise (raises ingest.PayloadError); an outcome when there is nothing to write."""
+def prepare(payload: Any, source: str | None = None, raw_json: str | None = None) -> Prepared | IngestOutcome:
+    """Normalise (raises ingest.PayloadError); an outcome when there is nothing to write.
+    `raw_json`: the request body `payload` was parsed from, if it is at hand."""
     alerts = normalize(payload, source)
     if not alerts:
         # e.g. PagerDuty's `pagey.ping` when a subscription is created: valid, nothing to do.
@@ -91,6 +95,7 @@ def prepare(payload: Any, source: str | None = None) -> Prepared | IngestOutcome
         docs=[a.model_dump(mode="json", exclude={"raw"}) for a in alerts],
         any_resolved=any(a.status == "resolved" for a in alerts),
         any_firing=any(a.status == "firing" for a in alerts),
+        raw_json=raw_json,
     )
 
 
@@ -141,6 +146,13 @@ _PG_JOIN = (
     "FROM (VALUES %s) AS v(id, n) WHERE incidents.id = v.id"
 )
 _dumps = json.dumps
+# id(payload) -> the request body it was parsed from, for the batch being flushed.
+_raw_bodies: threading.local = threading.local()
+
+
+def _json_of(payload: dict[str, Any]) -> str:
+    raw: str | None = getattr(_raw_bodies, "map", {}).get(id(payload))
+    return raw if raw is not None else _dumps(payload)
 
 
 def _pg_values(rows: int, columns: int) -> str:
@@ -156,7 +168,7 @@ def _pg_incident_row(r: dict[str, Any]) -> tuple[Any, ...]:
         r["service"],
         r["source"],
         r["fingerprint"],
-        _dumps(r["payload"]),
+        _json_of(r["payload"]),
         r["alert_count"],
         r["last_seen"],
         r["rca_attempts"],
@@ -213,7 +225,7 @@ class _Rows:
                         r["status"],
                         r["fingerprint"],
                         _dumps(r["alert"]),
-                        None if r["raw"] is None else _dumps(r["raw"]),
+                        None if r["raw"] is None else _json_of(r["raw"]),
                     )
                 )
             conn.exec_driver_sql(_PG_INSERT_ALERTS + _pg_values(len(self.alerts), 6), tuple(params))
@@ -263,6 +275,7 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
     now = utcnow()
     keys = sorted({it.key for it in items})
     open_by_key = _lock_open(session, keys)
+    _raw_bodies.map = {id(it.payload): it.raw_json for it in items if it.raw_json is not None}
     rows = _Rows()
     outcomes: list[IngestOutcome] = []
     opened: list[str] = []
@@ -491,14 +504,28 @@ class Quota:
 
 
 class _Pending:
-    __slots__ = ("item", "quota", "done", "outcome", "error")
+    """One waiting request. `_lock` is held until the answer is set: a plain lock is
+    the cheapest wake-up there is (an Event builds a Condition per wait)."""
+
+    __slots__ = ("item", "quota", "_lock", "answered", "outcome", "error")
 
     def __init__(self, item: Prepared, quota: Quota | None) -> None:
         self.item = item
         self.quota = quota
-        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.answered = False
         self.outcome: IngestOutcome | None = None
         self.error: BaseException | None = None
+
+    def answer(self, outcome: IngestOutcome | None = None, error: BaseException | None = None) -> None:
+        if self.answered:
+            return
+        self.outcome, self.error, self.answered = outcome, error, True
+        self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._lock.acquire(timeout=timeout)
 
 
 class BatchWriter:
@@ -523,7 +550,7 @@ class BatchWriter:
         of one per request); RateLimited when the bucket had none left."""
         pending = _Pending(item, quota)
         self._queue.put(pending)
-        if not pending.done.wait(timeout):
+        if not pending.wait(timeout):
             raise OperationalError("ingest writer", None, TimeoutError(f"no commit within {timeout:.0f}s"))
         if pending.error is not None:
             raise pending.error
@@ -543,13 +570,11 @@ class BatchWriter:
         while True:
             batch = self._take()
             try:
-                self._write(batch)
+                self._commit(self._take_tokens(batch))
             except BaseException as exc:  # noqa: BLE001 - the writer must never die
                 log.exception("ingest writer failed")
                 for p in batch:
-                    if not p.done.is_set():
-                        p.error = exc
-                        p.done.set()
+                    p.answer(error=exc)
 
     def _take_tokens(self, batch: list[_Pending]) -> list[_Pending]:
         """Take the batch's rate-limit tokens, bucket by bucket, in arrival order;
@@ -565,12 +590,10 @@ class BatchWriter:
             granted = quota.limiter.acquire_many(quota.bucket, quota.rate, quota.burst, len(pendings))
             for p in pendings[granted:]:
                 refused.add(id(p))
-                p.error = RateLimited(quota.bucket)
-                p.done.set()
+                p.answer(error=RateLimited(quota.bucket))
         return [p for p in batch if id(p) not in refused] if refused else batch
 
-    def _write(self, batch: list[_Pending]) -> None:
-        batch = self._take_tokens(batch)
+    def _commit(self, batch: list[_Pending]) -> None:
         if not batch:
             return
         self.batches += 1
@@ -580,18 +603,16 @@ class BatchWriter:
         except Exception as exc:  # noqa: BLE001
             if _is_outage(exc) or len(batch) == 1:
                 for p in batch:
-                    p.error = exc
-                    p.done.set()
+                    p.answer(error=exc)
                 return
             # Someone in the batch is poisonous: write each alone.
             log.warning("ingest batch of %d failed (%s); writing its requests one at a time", len(batch), exc)
             for p in batch:
-                self._write([p])
+                self._commit([p])
             return
         self.publisher.publish(opened)
         for p, outcome in zip(batch, outcomes, strict=True):
-            p.outcome = outcome
-            p.done.set()
+            p.answer(outcome=outcome)
 
 
 _writer_lock = threading.Lock()

@@ -131,7 +131,13 @@ class FastWebhook:
             bucket = ingest_guard.bucket_for(source or detected)
             quota = Quota(limiter, bucket, rate, settings.webhook_rate_limit_burst)
         try:
-            prepared = prepare(body, source)
+            try:
+                text: str | None = raw.decode("utf-8")
+            except UnicodeDecodeError:  # json.loads also reads UTF-16/32 bodies
+                text = None
+            if text is not None and text.startswith("\ufeff"):  # a BOM: not JSON text for PostgreSQL
+                text = None
+            prepared = prepare(body, source, text)
         except PayloadError:
             return None  # Flask checks the rate, then answers 400 and keeps the dead letter
         token_ctx = metrics._log_context.set(

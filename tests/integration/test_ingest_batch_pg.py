@@ -1,0 +1,123 @@
+"""The group-commit writer's PostgreSQL path (driver-level multi-row statements,
+the body stored as received) and its Redis path (ready-made Celery messages in
+one LPUSH), in process against private PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from iras.config import reset_settings
+from iras.db import new_session, reset_engine
+from iras.ingest_batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
+from iras.models import AlertEvent, Incident, Transition
+from tests.support.services import PostgresServer, RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+
+    from iras.migrate import upgrade
+
+    name = f"batch_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset_settings()
+    reset_engine()
+    yield url
+    reset_engine()
+    reset_settings()
+
+
+def item(fp: str, status: str = "firing", raw: bool = True, **extra: Any) -> Prepared:
+    body = {"title": f"Disk full {fp}", "timestamp": "2026-11-25T10:00:00Z", "service": "db"}
+    body |= {"fingerprint": fp, "status": status, **extra}
+    text = (
+        json.dumps(body, indent=1) if raw else None
+    )  # formatted unlike json.dumps: stored as JSON all the same
+    prepared = prepare(body, "generic", text)
+    assert isinstance(prepared, Prepared)
+    return prepared
+
+
+def test_one_transaction_for_a_batch_with_duplicates_and_a_resolution(pg: str, monkeypatch: Any) -> None:
+    import iras.tasks
+
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
+    items = [
+        item("a", big=1.5, nested={"x": [1, "é", None]}),
+        item("b", raw=False),
+        item("a"),
+        item("c"),
+        item("c", "resolved"),
+        item("none", "resolved"),
+    ]
+    outcomes, opened = commit_batch(items)
+    assert [o.status for o in outcomes] == [
+        "processing", "processing", "deduplicated", "processing", "resolved_noted", "no_open_incident",
+    ]  # fmt: skip
+    assert len(opened) == 3 and outcomes[0].incident_id == outcomes[2].incident_id
+    with new_session() as s:
+        a = s.get(Incident, outcomes[0].incident_id)
+        c = s.get(Incident, outcomes[3].incident_id)
+        assert a is not None and c is not None
+        assert a.payload == items[0].payload and a.alert_count == 2
+        assert (c.status, c.outcome, c.alert_count) == ("closing", "auto_resolved", 2)
+        raws = s.scalars(select(AlertEvent.raw).where(AlertEvent.incident_id == a.id).order_by(AlertEvent.id))
+        assert list(raws) == [None, items[2].payload]  # the joiner keeps its own body
+        docs = s.scalars(select(AlertEvent.alert).where(AlertEvent.incident_id == a.id))
+        assert all(d["fingerprint"] == "a" and d["source"] == "generic" for d in docs)
+        events = s.scalars(
+            select(Transition.event).where(Transition.incident_id == c.id).order_by(Transition.id)
+        )
+        assert list(events) == ["ingested", "alerts_resolved"]
+
+
+def test_writers_of_several_processes_race_on_the_same_keys(pg: str) -> None:
+    """Two writers (two web processes) with overlapping keys in concurrent batches:
+    one open incident per key, every alert counted once."""
+
+    class Quiet(TriagePublisher):
+        def __init__(self) -> None:
+            super().__init__("memory://")
+
+        def publish(self, incident_ids: Any) -> None:
+            pass
+
+    writers = [BatchWriter(Quiet()), BatchWriter(Quiet())]
+    fps = [f"k{i % 7}" for i in range(300)]
+    with ThreadPoolExecutor(24) as pool:
+        outcomes = list(pool.map(lambda i: writers[i % 2].submit(item(fps[i])), range(len(fps))))
+    assert sum(o.status == "processing" for o in outcomes) == 7
+    with new_session() as s:
+        rows = s.execute(select(Incident.fingerprint, Incident.alert_count)).all()
+    assert sorted(rows) == sorted((f"generic:k{k}", sum(1 for fp in fps if fp == f"k{k}")) for k in range(7))
+
+
+def test_the_triage_messages_of_a_batch_go_in_one_lpush(pg: str, redis_server: RedisServer) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete("analysis")
+    publisher = TriagePublisher(redis_server.url)
+    publisher.publish(["i1", "i2", "i3"])
+    raw = client.lrange("analysis", 0, -1)
+    messages = [json.loads(m) for m in reversed(raw)]  # LPUSH: the first one is popped first
+    assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [["i1"], ["i2"], ["i3"]]
+    assert all(m["headers"]["task"] == "incidents.run_triage" for m in messages)
+    assert len({m["properties"]["delivery_tag"] for m in messages}) == 3
