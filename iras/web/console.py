@@ -37,6 +37,7 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
 from iras import auth
 from iras.auth import Principal
@@ -44,7 +45,7 @@ from iras.db import new_session
 from iras.models import ApiToken, Incident, PostMortemRecord
 from iras.postmortem import EVENT_WORDS
 from iras.schemas import Severity, utcnow
-from iras.services import DecisionError, count_by_status, decide, serialize_incident
+from iras.services import DecisionError, count_by_status, decide, distinct_services, serialize_incident
 from iras.workflow import TERMINAL, WORKING, IncidentStatus
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,20 @@ bp = Blueprint(
 )
 
 LIST_LIMIT = 200
+# What the list page shows of an incident: not the alert payload (~1.7 KB of JSON per
+# row to fetch, detoast and parse, 200 times per view) nor the decision details.
+_LIST_COLUMNS = (
+    Incident.id,
+    Incident.status,
+    Incident.severity,
+    Incident.title,
+    Incident.service,
+    Incident.source,
+    Incident.alert_count,
+    Incident.approval_deadline,
+    Incident.outcome,
+    Incident.created_at,
+)
 MAX_REASON = 4000
 MAX_LOG_LINES_SHOWN = 300
 # Refresh intervals (seconds) while something can still change without the reader.
@@ -292,19 +307,10 @@ def incidents() -> Any:
     if service:
         query = query.where(Incident.service == service[:255])
     with new_session() as s:
-        rows = list(s.scalars(query.limit(LIST_LIMIT)))
+        rows = list(s.scalars(query.options(load_only(*_LIST_COLUMNS)).limit(LIST_LIMIT)))
         counts = count_by_status(s)
-        services = [
-            name
-            for name in s.scalars(
-                select(Incident.service)
-                .where(Incident.service.is_not(None))
-                .distinct()
-                .order_by(Incident.service)
-                .limit(200)
-            )
-            if name
-        ]
+        # A skip scan of the service index (~0.4 ms at 200,000 incidents), not SELECT DISTINCT.
+        services = [name for name in distinct_services(s, limit=200) if name]
     moving = any(IncidentStatus(r.status) in WORKING for r in rows)
     waiting = any(r.status == IncidentStatus.AWAITING_APPROVAL.value for r in rows)
     refresh = REFRESH_MOVING if moving else REFRESH_WAITING if waiting else REFRESH_IDLE
