@@ -14,7 +14,7 @@ Then the database is checked: one incident per distinct key, every alert stored.
 No Celery worker consumes during the run (the triage messages wait in Redis), so
 the numbers are the ingest path's own; `--with-workers` runs one anyway.
 
-    python bench/ingest.py [--count 20000] [--rate 1000] [--web-workers 4]
+    python bench/ingest.py [--count 20000] [--rate 1000] [--web-workers 2] [--web-threads 16]
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def main() -> None:
     )
     parser.add_argument("--rate-seconds", type=float, default=10, help="duration of the latency phase")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the closed-loop phases")
-    parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--web-threads", type=int, default=4)
+    parser.add_argument("--web-workers", type=int, default=2)
+    # Many requests in flight per process: they share the group commit (iras/ingest_batch.py).
+    parser.add_argument("--web-threads", type=int, default=16)
     parser.add_argument("--web-class", default="gthread", help="gunicorn worker class")
     parser.add_argument("--max-seconds", type=float, default=60, help="bound on each phase")
     parser.add_argument(
