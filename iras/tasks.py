@@ -931,7 +931,11 @@ def _postmortem_inline() -> bool:
     model-backed analyst (Claude) waits seconds on the model: that belongs on the
     analysis queue's threads, not on the few ops processes that run remediation.
     """
-    return get_analyst().name != "claude"
+    from iras import analysts
+
+    if analysts._override is not None:  # a forced analyst (tests, benchmarks, eval)
+        return analysts._override.name != "claude"
+    return not get_settings().use_claude  # decided without constructing a client
 
 
 def _close(task: PipelineTask, incident_id: str) -> None:
