@@ -367,6 +367,23 @@ def test_analysts_share_one_client_per_process(fake_anthropic: FakeAnthropicServ
     assert analyst_for(fake_anthropic)._client is analyst_for(fake_anthropic)._client
 
 
+def test_the_stage_tool_is_derived_once_and_sent_unchanged(fake_anthropic: FakeAnthropicServer) -> None:
+    """instructor gets the same derived tool class every call (so its schema cache hits),
+    and what goes over the wire is still the plain stage model's schema."""
+    from iras.analysts.claude import tool_model
+
+    assert tool_model(TriageResult) is tool_model(TriageResult)
+    assert issubclass(tool_model(TriageResult), TriageResult)
+    analyst = analyst_for(fake_anthropic)
+    first = analyst.triage(facts_for())
+    analyst.triage(facts_for(title="checkout 5xx ratio is 55%"))
+    assert isinstance(first.result, TriageResult)
+    sent = fake_anthropic.requests_for("TriageResult")
+    assert len(sent) == 2 and sent[0].tools == sent[1].tools
+    assert sent[0].tool_schema is not None
+    assert sent[0].tool_schema["properties"] == TriageResult.model_json_schema()["properties"]
+
+
 # --------------------------------------------------------------------------- the model lies
 
 
