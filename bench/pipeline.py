@@ -72,6 +72,12 @@ def main() -> None:
         "--analysis-workers", type=int, default=2, help="processes serving the analysis queue"
     )
     parser.add_argument("--ops-pool", default="threads")
+    parser.add_argument(
+        "--ops-workers",
+        type=int,
+        default=1,
+        help="processes serving the ops queue (remediation, post-mortem)",
+    )
     parser.add_argument("--ops-concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
     parser.add_argument("--sql", action="append", default=[], help="SQL to run before the run (experiments)")
@@ -95,7 +101,7 @@ def main() -> None:
                     WorkerSpec("analysis", args.analysis_pool, args.analysis_concurrency)
                     for _ in range(args.analysis_workers)
                 ],
-                WorkerSpec("ops", args.ops_pool, args.ops_concurrency),
+                *[WorkerSpec("ops", args.ops_pool, args.ops_concurrency) for _ in range(args.ops_workers)],
             ],
             # The approval deadline is far away: nothing times out during the run.
             env={"APPROVAL_TIMEOUT_DEFAULT_MINUTES": "600", "APPROVAL_TIMEOUT_P0_MINUTES": "600"},
@@ -279,7 +285,7 @@ def main() -> None:
             "web": f"gunicorn {args.web_workers} worker(s) x {args.web_threads} thread(s)",
             "workers": {
                 "analysis": f"{args.analysis_workers} x {args.analysis_pool} x {args.analysis_concurrency}",
-                "ops": f"{args.ops_pool} x {args.ops_concurrency}",
+                "ops": f"{args.ops_workers} x {args.ops_pool} x {args.ops_concurrency}",
             },
             "backends": backends.settings(),
             "machine": machine_notes(),
