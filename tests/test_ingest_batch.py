@@ -61,6 +61,16 @@ class Recorder(TriagePublisher):
         self.sent.extend(incident_ids)
 
 
+@pytest.fixture(autouse=True)
+def no_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage messages are dropped: a session-wide embedded worker (started by another
+    module) must not work on these tests' incidents while the next test swaps the
+    database under it."""
+    import iras.tasks
+
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
+
+
 @pytest.fixture
 def writer(iras_env: str) -> Iterator[BatchWriter]:
     yield BatchWriter(Recorder())
@@ -204,7 +214,7 @@ def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) ->
     def submit(fp: str) -> None:
         try:
             results[fp] = writer.submit(prepared(fp))
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - reported by the assertions below
             results[fp] = exc
 
     threads = [threading.Thread(target=submit, args=(fp,)) for fp in ("ok1", "poison", "ok2", "ok3")]
@@ -212,8 +222,8 @@ def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) ->
         t.start()
     for t in threads:
         t.join(10)
-    assert isinstance(results["poison"], ValueError)
-    assert all(results[fp].status == "processing" for fp in ("ok1", "ok2", "ok3"))
+    assert isinstance(results["poison"], ValueError), results
+    assert all(getattr(results[fp], "status", None) == "processing" for fp in ("ok1", "ok2", "ok3")), results
     assert counts()[0] == 3
 
 
