@@ -17,7 +17,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from iras.schemas import utcnow
@@ -147,6 +147,26 @@ def transition(
             .values(**params)
         )
         result = session.execute(update_stmt)
+    elif session.get_bind().dialect.name == "postgresql":
+        # One statement: the compare-and-set and its audit row (a data-modifying
+        # CTE): the row is inserted only if the UPDATE matched, atomically.
+        equal = also_equal or {}
+        result = session.execute(
+            _compare_and_set_with_audit(tuple(sorted(params)), tuple(sorted(equal)), bool(detail)),
+            {
+                **params,
+                **{f"_where_{name}": value for name, value in equal.items()},
+                "_id": incident_id,
+                "_expected": expected.value,
+                "_t_from_status": expected.value,
+                "_t_to_status": target.value,
+                "_t_event": event.value,
+                "_t_actor": actor,
+                "_t_at": now,
+                **({"_t_detail": detail} if detail else {}),
+            },
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
     else:
         equal = also_equal or {}
         result = session.execute(
@@ -192,6 +212,27 @@ def _compare_and_set(columns: tuple[str, ...], equal: tuple[str, ...] = ()) -> A
         )
         .values({table.c[name]: bindparam(name) for name in columns})
     )
+
+
+@lru_cache(maxsize=128)
+def _compare_and_set_with_audit(columns: tuple[str, ...], equal: tuple[str, ...], with_detail: bool) -> Any:
+    """PostgreSQL: WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id)
+    INSERT INTO transitions SELECT ... FROM moved: one round trip instead of two."""
+    from iras.models import Incident, JsonType, Transition, UTCDateTime
+
+    moved = _compare_and_set(columns, equal).returning(Incident.__table__.c.id).cte("moved")
+    audit = Transition.__table__
+    fields: list[tuple[str, Any]] = [
+        ("from_status", audit.c.from_status.type),
+        ("to_status", audit.c.to_status.type),
+        ("event", audit.c.event.type),
+        ("actor", audit.c.actor.type),
+        ("at", UTCDateTime()),
+    ]
+    if with_detail:
+        fields.append(("detail", JsonType))
+    rows = select(moved.c.id, *[bindparam(f"_t_{name}", type_=type_) for name, type_ in fields])
+    return insert(audit).from_select(["incident_id", *[name for name, _ in fields]], rows)
 
 
 @lru_cache(maxsize=2)
