@@ -22,9 +22,12 @@ import json
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import Engine, text  # noqa: E402
 
 from bench import _load  # noqa: E402
 from bench._load import closed_loop  # noqa: E402
@@ -48,6 +51,24 @@ from tests.fakes.anthropic_server import FakeAnthropicServer  # noqa: E402
 
 HAIKU = "claude-haiku-5-5"
 SONNET = "claude-sonnet-5-5"
+
+
+def stage_times(engine: Engine, since: datetime) -> dict[str, dict[str, float]]:
+    """Seconds from the burst's first POST until its incidents entered each status
+    (median and last): where the extra time over one incident alone is spent."""
+    query = text(
+        "SELECT t.to_status, t.at FROM transitions t JOIN incidents i ON i.id = t.incident_id"
+        " WHERE i.created_at >= :since"
+    )
+    by_status: dict[str, list[float]] = {}
+    with engine.connect() as conn:
+        for status, at in conn.execute(query, {"since": since}):
+            when = at if at.tzinfo else at.replace(tzinfo=UTC)
+            by_status.setdefault(str(status), []).append((when - since).total_seconds())
+    return {
+        status: {"p50": round(statistics.median(v), 2), "max": round(max(v), 2)}
+        for status, v in sorted(by_status.items(), key=lambda item: max(item[1]))
+    }
 
 
 def main() -> None:
@@ -135,6 +156,7 @@ def main() -> None:
             cpu0 = tree_cpu_seconds(roots)
             parts0 = {str(r): tree_cpu_seconds([r]) for r in roots}
             own0 = time.process_time()
+            burst_start = datetime.now(UTC)
             many = fire([f"burst-{i}" for i in range(args.n)])
             cpu = tree_cpu_seconds(roots) - cpu0
             own = time.process_time() - own0
@@ -148,6 +170,7 @@ def main() -> None:
                 for i, (r, c0) in enumerate(parts0.items())
             }
             calls = len(fake.requests) - calls0
+            stages = stage_times(engine, burst_start)
             log(f"{args.n} at once: {many:.2f}s ({many / one:.2f}x one alone), {calls} model calls")
         except BaseException:
             log(stack.logs())
@@ -168,6 +191,7 @@ def main() -> None:
             "n": args.n,
             "singles_s": [round(s, 2) for s in singles],
             "model_calls_in_burst": calls,
+            "burst_reached_s": stages,
             "server_cpu_ms_per_incident_in_burst": round(cpu * 1000 / args.n, 1),
             "server_cpu_ms_per_incident_by_process": cpu_parts,
             "fake_api_and_load_cpu_ms_per_incident": round(own * 1000 / args.n, 1),

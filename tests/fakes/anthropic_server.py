@@ -56,6 +56,14 @@ ERROR_TYPES: dict[int, str] = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    # The stdlib's listen backlog is 5: 200 workers connecting at once (a benchmark
+    # burst) overflow it, the dropped SYNs are retransmitted 1 s, then 3 s later, and
+    # the model calls look seconds slower than the configured latency. The real API
+    # accepts them: so does the fake.
+    request_queue_size = 1024
+
+
 # --------------------------------------------------------------------------- requests and replies
 
 
@@ -438,7 +446,7 @@ class FakeAnthropicServer:
                 raw = self.rfile.read(length) if length else b""
                 server._handle(self, raw)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
