@@ -323,6 +323,14 @@ def test_signed_out_the_console_sends_you_to_sign_in(secured_app: Flask) -> None
     assert browser.get("/ui/incidents/00000000-0000-0000-0000-000000000000/postmortem.md").status_code == 302
 
 
+@pytest.mark.parametrize("target", ["/\r", "/x\r\nSet-Cookie: a=b", "/\t/evil.example", "/\x7f"])
+def test_a_next_with_control_characters_goes_home_not_elsewhere(client: FlaskClient, target: str) -> None:
+    """CR/LF cannot go into a Location header (it was a 500); browsers drop tabs, so
+    `/\t/evil.example` would be an open redirect."""
+    response = client.get("/ui/login", query_string={"next": target})
+    assert response.status_code == 302 and response.headers["Location"] == "/ui/"
+
+
 def test_sign_in_sets_a_hardened_cookie_and_refuses_bad_tokens(
     secured_app: Flask, tokens: dict[str, str]
 ) -> None:

@@ -259,8 +259,18 @@ def _guard(role: str) -> tuple[Principal | None, Any]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: `next` must not become an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only same-site paths: `next` must not become an open redirect.
+
+    Control characters are refused outright: a CR/LF cannot go into a Location
+    header (it was a 500), and browsers drop tabs and newlines from URLs, so
+    `/\t/evil.example` would have become `//evil.example`."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in target)
+    ):
         return url_for("console.incidents")
     return target
 
