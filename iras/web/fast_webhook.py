@@ -36,7 +36,7 @@ from iras.ingest import PayloadError, detect_source
 from iras.ingest_batch import Quota, RateLimited, get_writer, prepare
 from iras.services import IngestOutcome
 from iras.web import ingest_guard
-from iras.web.util import _MAYBE_SURROGATE, _has_lone_surrogate, _reject_constant
+from iras.web.util import _MAYBE_SURROGATE, _has_lone_surrogate, has_nul_escape, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class FastWebhook:
             return None
         # 400s (with their dead letter) are Flask's.
         try:
-            body = json.loads(raw, parse_constant=_reject_constant)
+            body = loads_strict(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(body, dict) or (_MAYBE_SURROGATE.search(raw) and _has_lone_surrogate(body)):
@@ -135,8 +135,8 @@ class FastWebhook:
                 text: str | None = raw.decode("utf-8")
             except UnicodeDecodeError:  # json.loads also reads UTF-16/32 bodies
                 text = None
-            if text is not None and text.startswith("\ufeff"):  # a BOM: not JSON text for PostgreSQL
-                text = None
+            if text is not None and (text.startswith("\ufeff") or has_nul_escape(raw)):
+                text = None  # a BOM is not JSON text for PostgreSQL; a NUL was replaced in `body`
             prepared = prepare(body, source, text)
         except PayloadError:
             return None  # Flask checks the rate, then answers 400 and keeps the dead letter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -31,6 +32,43 @@ def _reject_constant(value: str) -> Any:
     raise ValueError(f"{value} is not valid JSON")
 
 
+def _finite_float(value: str) -> float:
+    # 1e999 parses to inf, which PostgreSQL's jsonb refuses when it is written back
+    # out (it was a 500 at the INSERT): refuse it here, with the number, as a 400.
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"number {value[:40]} is out of range")
+    return number
+
+
+_MAYBE_NUL = re.compile(rb"\\u0000")
+
+
+def _without_nul(node: Any) -> Any:
+    if isinstance(node, str):
+        return node.replace("\x00", "\ufffd")
+    if isinstance(node, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_nul(v) for v in node]
+    return node
+
+
+def loads_strict(raw: bytes) -> Any:
+    """JSON as IRAS stores it: no NaN/Infinity (nor numbers that overflow to them),
+    and a NUL character (`\\u0000`) replaced by U+FFFD, since neither PostgreSQL's
+    text nor its jsonb can hold NUL; the alert is kept rather than refused.
+    Raises ValueError, UnicodeDecodeError or RecursionError."""
+    body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    if _MAYBE_NUL.search(raw):
+        body = _without_nul(body)
+    return body
+
+
+def has_nul_escape(raw: bytes) -> bool:
+    return _MAYBE_NUL.search(raw) is not None
+
+
 def json_body() -> tuple[Any, tuple[Response, int] | None]:
     """Parse the body as strict JSON (no NaN/Infinity). Returns (body, error)."""
     if not request.mimetype or not (
@@ -41,7 +79,7 @@ def json_body() -> tuple[Any, tuple[Response, int] | None]:
     if not raw:
         return None, error(400, "empty body: a JSON object is required")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = loads_strict(raw)
     except RecursionError:
         return None, error(400, "JSON nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:

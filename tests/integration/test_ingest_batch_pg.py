@@ -121,3 +121,22 @@ def test_the_triage_messages_of_a_batch_go_in_one_lpush(pg: str, redis_server: R
     assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [["i1"], ["i2"], ["i3"]]
     assert all(m["headers"]["task"] == "incidents.run_triage" for m in messages)
     assert len({m["properties"]["delivery_tag"] for m in messages}) == 3
+
+
+def test_values_postgresql_cannot_hold_are_answered_not_crashed_on(pg: str, monkeypatch: Any) -> None:
+    """A NUL (`\\u0000`) is kept as U+FFFD (PostgreSQL's text and jsonb refuse NUL); a number
+    that overflows to infinity is a 400 with the number (jsonb refuses Infinity). Both were 500s."""
+    import iras.tasks
+    from iras.web import create_app
+
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_a, **_k: None)
+    client = create_app().test_client()
+    nul = b'{"title": "disk\\u0000full", "timestamp": "2026-11-25T10:00:00Z", "service": "db", "x": {"k\\u0000": "v"}}'
+    response = client.post("/webhook/alert", data=nul, content_type="application/json")
+    assert response.status_code == 202, response.get_json()
+    with new_session() as session:
+        incident = session.get(Incident, response.get_json()["incident_id"])
+        assert incident is not None and incident.title == "disk\ufffdfull"
+    huge = b'{"title": "t", "timestamp": "2026-11-25T10:00:00Z", "value": 1e999}'
+    response = client.post("/webhook/alert", data=huge, content_type="application/json")
+    assert response.status_code == 400 and "1e999" in response.get_json()["reason"]
