@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=10, help="duration of the latency phase")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the closed-loop phases")
     parser.add_argument("--web-workers", type=int, default=2)
-    # Many requests in flight per process: they share the group commit (iras/ingest_batch.py).
+    # Many requests in flight per process: they share the group commit (iras/ingest/batch.py).
     parser.add_argument("--web-threads", type=int, default=16)
     parser.add_argument("--web-class", default="gthread", help="gunicorn worker class")
     parser.add_argument("--max-seconds", type=float, default=60, help="bound on each phase")

@@ -1,4 +1,4 @@
-"""Group commit of webhook alerts (iras/ingest_batch.py) and the lean WSGI path in
+"""Group commit of webhook alerts (iras/ingest/batch.py) and the lean WSGI path in
 front of Flask (iras/web/fast_webhook.py): one transaction per batch, dedup inside
 a batch, a request answered only after its own commit, a failed batch answering
 503 for all of its requests and writing nothing, a poisonous alert failing alone,
@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from iras import ingest_batch
 from iras.db import new_session
-from iras.ingest_batch import BatchWriter, Prepared, TriagePublisher, prepare, write_batch
+from iras.ingest import batch as ingest_batch
+from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, prepare, write_batch
 from iras.models import AlertEvent, DeadLetter, Incident, Transition
 from iras.services import IngestOutcome
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 from iras import metrics
 from iras.config import get_settings
 from iras.ingest import PayloadError, detect_source
-from iras.ingest_batch import Quota, RateLimited, get_writer, prepare
+from iras.ingest.batch import Quota, RateLimited, get_writer, prepare
 from iras.services import IngestOutcome
 from iras.web import ingest_guard
 from iras.web.util import _MAYBE_SURROGATE, _has_lone_surrogate, has_nul_escape, loads_strict

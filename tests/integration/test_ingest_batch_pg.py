@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from iras.config import reset_settings
 from iras.db import new_session, reset_engine
-from iras.ingest_batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
+from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
 from iras.models import AlertEvent, Incident, Transition
 from tests.support.services import PostgresServer, RedisServer
 
