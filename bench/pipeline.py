@@ -76,7 +76,7 @@ def main() -> None:
         "--ops-workers",
         type=int,
         default=1,
-        help="processes serving the ops queue (remediation, post-mortem)",
+        help="processes serving the ops queue (remediation, post-mortem); 2 measured no clear gain at N=1000",
     )
     parser.add_argument("--ops-concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
