@@ -146,7 +146,9 @@ def main() -> None:
                 )
                 return time.perf_counter() - t0
 
-            fire(["warm-up"])  # imports, client pools, prompt caches
+            # Imports, client pools, prompt caches: a few incidents at once, so that every
+            # analysis process has served one before a lone incident is timed.
+            fire([f"warm-up-{i}" for i in range(4 * args.analysis_workers)])
             singles = [fire([f"single-{i}"]) for i in range(args.singles)]
             one = statistics.median(singles)
             log(f"one incident alone: {[round(s, 2) for s in singles]} -> median {one:.2f}s")
