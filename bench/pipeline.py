@@ -230,10 +230,11 @@ def main() -> None:
                         )
                     )
                 }
-                column_bytes["incidents.payload"] = {
-                    "rows": n,
+                # The alert payload: the request body kept with an incident's first alert event.
+                column_bytes["alert_events.raw"] = {
+                    "rows": int(conn.scalar(text("SELECT count(raw) FROM alert_events")) or 0),
                     "avg_result_bytes": round(
-                        float(conn.scalar(text("SELECT avg(pg_column_size(payload)) FROM incidents")))
+                        float(conn.scalar(text("SELECT avg(pg_column_size(raw)) FROM alert_events")) or 0)
                     ),
                 }
                 dead = {

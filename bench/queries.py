@@ -2,7 +2,7 @@
 
 The history is generated in SQL (a year of incidents: ~85% resolved, ~10%
 escalated, ~5% auto-resolved, a few dozen awaiting approval, a few in working
-states, some of those stuck; the scenario's 1.7 KB alert payload on every row,
+states, some of those stuck; the scenario's 1.7 KB alert payload with every incident's first alert event,
 as ingestion stores it), then VACUUM ANALYZE, as autovacuum would have done.
 
 Measured:
@@ -48,7 +48,7 @@ WORKING_ROWS = 30
 STUCK = 10
 
 GENERATE = """
-INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, payload, alert_count,
+INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, alert_count,
                        last_seen, rca_attempts, plan_id, approval_deadline, decided_by, decided_via,
                        decided_at, decision_reason, outcome, created_at, updated_at)
 SELECT md5('bench' || g)::uuid::text,
@@ -58,7 +58,6 @@ SELECT md5('bench' || g)::uuid::text,
        'service-' || (g % 50),
        'alertmanager',
        'bench-history-' || g,
-       CAST(:payload AS jsonb),
        1 + g % 3,
        now() - make_interval(secs => g * 157),
        1,
@@ -87,19 +86,19 @@ def generate(engine: Engine, total: int) -> None:
         for start in range(1, historical + 1, step):
             conn.execute(
                 text(GENERATE),
-                {"payload": payload, "start": start, "stop": min(historical, start + step - 1)},
+                {"start": start, "stop": min(historical, start + step - 1)},
             )
         # Open incidents: awaiting approval (a few past their deadline) and in working states (a few stuck).
         conn.execute(
             text(
                 """
-                INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, payload, alert_count,
+                INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, alert_count,
                                        last_seen, rca_attempts, approval_deadline, created_at, updated_at)
                 SELECT md5('open' || g)::uuid::text,
                        CASE WHEN g <= :awaiting THEN 'awaiting_approval'
                             ELSE (ARRAY['triaging','gathering_context','analyzing','planning','executing','closing'])[1 + g % 6] END,
                        'P1', 'open incident ' || g, 'service-' || (g % 50), 'alertmanager', 'bench-open-' || g,
-                       CAST(:payload AS jsonb), 1, now(), 1,
+                       1, now(), 1,
                        CASE WHEN g <= :awaiting THEN now() + CASE WHEN g <= :due THEN interval '-1 minute' ELSE interval '1 hour' END END,
                        now() - interval '1 hour',
                        CASE WHEN g > :awaiting AND g <= :awaiting + :stuck THEN now() - interval '1 hour' ELSE now() END
@@ -107,15 +106,24 @@ def generate(engine: Engine, total: int) -> None:
                 """
             ),
             {
-                "payload": payload,
                 "awaiting": AWAITING,
                 "due": AWAITING_DUE,
                 "stuck": STUCK,
                 "open": AWAITING + WORKING_ROWS,
             },
         )
+        # Each incident's first alert event, holding the alert payload (migration 0007).
+        conn.execute(
+            text(
+                "INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw) "
+                "SELECT id, created_at, 'firing', fingerprint, CAST(:alert AS jsonb), CAST(:payload AS jsonb) "
+                "FROM incidents"
+            ),
+            {"alert": json.dumps({"title": "bench", "source": "alertmanager"}), "payload": payload},
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE incidents"))
+        conn.execute(text("VACUUM ANALYZE alert_events"))
     log(f"generated {total} incidents in {time.perf_counter() - t0:.1f}s")
 
 

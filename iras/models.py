@@ -88,7 +88,6 @@ class Incident(Base):
     service: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(32))
     fingerprint: Mapped[str] = mapped_column(String(255))
-    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
     alert_count: Mapped[int] = mapped_column(Integer, default=1)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     rca_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -124,8 +123,10 @@ class Incident(Base):
 
 
 class AlertEvent(Base):
-    """Every alert received. `raw` is kept for alerts joined to an existing
-    incident; the first alert's raw payload is the incident's `payload`."""
+    """Every alert received, with the request body it came in (`raw`). The
+    incident's own payload is the `raw` of its first alert event: kept here, not
+    in the incident row that every state change rewrites (migration 0007). An
+    alert that arrived in the same request as an earlier one has `raw` null."""
 
     __tablename__ = "alert_events"
 

@@ -125,7 +125,6 @@ def _ingest_group(
             "service": first.service,
             "source": first.source,
             "fingerprint": key,
-            "payload": payload,
             "alert_count": len(alerts),
             "last_seen": now,
             "rca_attempts": 0,
@@ -142,9 +141,10 @@ def _ingest_group(
                 "status": a.status,
                 "fingerprint": a.fingerprint,
                 "alert": _alert_doc(a),
-                "raw": None,
+                # The request body once, with its first alert: the incident's payload.
+                "raw": payload if i == 0 else None,
             }
-            for a in alerts
+            for i, a in enumerate(alerts)
         ],
     )
     session.execute(
@@ -197,9 +197,9 @@ def _join(
                 "status": a.status,
                 "fingerprint": a.fingerprint,
                 "alert": _alert_doc(a),
-                "raw": payload,
+                "raw": payload if i == 0 else None,  # the request body once per request
             }
-            for a in alerts
+            for i, a in enumerate(alerts)
         ],
     )
     if any_resolved:
@@ -418,7 +418,12 @@ def serialize_incident(session: Session, incident: Incident, *, full: bool = Tru
     if not full:
         return doc
     results = stage_results(session, incident.id)
-    doc["payload"] = incident.payload
+    events = list(
+        session.scalars(
+            select(AlertEvent).where(AlertEvent.incident_id == incident.id).order_by(AlertEvent.id).limit(100)
+        )
+    )
+    doc["payload"] = events[0].raw if events else None
     doc["stages"] = [
         {
             "id": r.id,
@@ -479,9 +484,7 @@ def serialize_incident(session: Session, incident: Incident, *, full: bool = Tru
             "fingerprint": a.fingerprint,
             **a.alert,
         }
-        for a in session.scalars(
-            select(AlertEvent).where(AlertEvent.incident_id == incident.id).order_by(AlertEvent.id).limit(100)
-        )
+        for a in events
     ]
     pm = session.get(PostMortemRecord, incident.id)
     doc["postmortem"] = {"markdown": pm.markdown, **pm.data, "analyst": pm.analyst} if pm else None

@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
-from sqlalchemy import bindparam, case, insert, null, select, type_coerce, update
+from sqlalchemy import bindparam, case, func, insert, null, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -159,15 +159,17 @@ def _facts(
 ) -> IncidentFacts:
     """The alert facts the analyst sees. `read_triage=False` when the caller knows the
     triage result already (or that there is none yet): one statement less."""
-    alerts = [
-        NormalizedAlert.model_validate({**doc, "raw": {}})
-        for (doc,) in session.execute(
-            select(AlertEvent.alert)
-            .where(AlertEvent.incident_id == incident.id)
-            .order_by(AlertEvent.id)
-            .limit(50)
-        )
-    ]
+    # The incident's payload is the request body kept with its first alert event
+    # (migration 0007); the other events' bodies are not decoded.
+    first_id = select(func.min(AlertEvent.id)).where(AlertEvent.incident_id == incident.id).scalar_subquery()
+    rows = session.execute(
+        select(AlertEvent.alert, case((AlertEvent.id == first_id, AlertEvent.raw), else_=None))
+        .where(AlertEvent.incident_id == incident.id)
+        .order_by(AlertEvent.id)
+        .limit(50)
+    ).all()
+    alerts = [NormalizedAlert.model_validate({**doc, "raw": {}}) for doc, _ in rows]
+    payload = (rows[0][1] if rows else None) or {}
     if read_triage:
         row = _latest(session, incident.id, "triage")
         triage = TriageResult.model_validate(row.result) if row else None
@@ -177,7 +179,7 @@ def _facts(
         source=incident.source,
         service=incident.service,
         alerts=alerts,
-        payload=incident.payload,
+        payload=payload,
         triage=triage,
     )
 

@@ -132,7 +132,6 @@ def _incident(title: str, service: str, status: str = "triaging", severity: str 
             service=service,
             source="generic",
             fingerprint=f"{title}-{service}",
-            payload={},
         )
         session.add(row)
         session.commit()

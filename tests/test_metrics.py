@@ -174,7 +174,6 @@ def test_a_stuck_incident_shows_as_pipeline_lag(client: FlaskClient) -> None:
                 title="lost message",
                 source="generic",
                 fingerprint="stuck-1",
-                payload={},
                 updated_at=utcnow() - timedelta(minutes=10),
             )
         )

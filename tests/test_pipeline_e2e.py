@@ -249,7 +249,6 @@ def test_the_stuck_sweeper_re_enqueues_a_lost_incident(
             service="checkout",
             source="generic",
             fingerprint="lost-1",
-            payload={"title": "lost"},
         )
         session.add(incident)
         session.commit()
@@ -339,7 +338,7 @@ def test_a_rollback_whose_worker_died_is_not_re_run_and_the_incident_escalates(c
     long_ago = utcnow() - timedelta(hours=1)
     with new_session() as session:
         incident = Incident(
-            status=IncidentStatus.EXECUTING.value, title="t", source="generic", fingerprint="rb-1", payload={}
+            status=IncidentStatus.EXECUTING.value, title="t", source="generic", fingerprint="rb-1"
         )
         session.add(incident)
         session.flush()

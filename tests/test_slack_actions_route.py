@@ -37,7 +37,6 @@ def _awaiting(plan_id: int = 7) -> str:
             title="t",
             source="generic",
             fingerprint=f"slack-{time.monotonic_ns()}",
-            payload={},
             plan_id=plan_id,
         )
         session.add(incident)

@@ -22,9 +22,7 @@ from iras.workflow import (
 
 def _incident(status: IncidentStatus) -> str:
     with new_session() as session:
-        incident = Incident(
-            status=status.value, title="t", source="generic", fingerprint=f"fp-{status}", payload={}
-        )
+        incident = Incident(status=status.value, title="t", source="generic", fingerprint=f"fp-{status}")
         session.add(incident)
         session.commit()
         return incident.id

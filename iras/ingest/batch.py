@@ -132,7 +132,7 @@ _PG_LOCK_OPEN = (
     + " ORDER BY id FOR UPDATE"
 )
 _PG_INSERT_INCIDENTS = (
-    "INSERT INTO incidents (id, status, title, service, source, fingerprint, payload, alert_count, "
+    "INSERT INTO incidents (id, status, title, service, source, fingerprint, alert_count, "
     "last_seen, rca_attempts, created_at, updated_at) VALUES "
 )
 _PG_INSERT_ALERTS = (
@@ -168,7 +168,6 @@ def _pg_incident_row(r: dict[str, Any]) -> tuple[Any, ...]:
         r["service"],
         r["source"],
         r["fingerprint"],
-        _json_of(r["payload"]),
         r["alert_count"],
         r["last_seen"],
         r["rca_attempts"],
@@ -214,7 +213,7 @@ class _Rows:
             params: list[Any] = []
             for r in rows:
                 params.extend(_pg_incident_row(r))
-            conn.exec_driver_sql(_PG_INSERT_INCIDENTS + _pg_values(len(rows), 12), tuple(params))
+            conn.exec_driver_sql(_PG_INSERT_INCIDENTS + _pg_values(len(rows), 11), tuple(params))
         if self.alerts:
             params = []
             for r in self.alerts:
@@ -298,9 +297,9 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
                     "status": a.status,
                     "fingerprint": a.fingerprint,
                     "alert": doc,
-                    "raw": it.payload,
+                    "raw": it.payload if i == 0 else None,  # the request body once per request
                 }
-                for a, doc in zip(it.alerts, it.docs, strict=True)
+                for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
             )
             outcomes.append(IngestOutcome(iid, "deduplicated" if it.any_firing else "resolved_noted", n))
             continue
@@ -319,7 +318,6 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
                 "service": firing.service,
                 "source": firing.source,
                 "fingerprint": it.key,
-                "payload": it.payload,
                 "alert_count": n,
                 "last_seen": now,
                 "rca_attempts": 0,
@@ -334,9 +332,10 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
                 "status": a.status,
                 "fingerprint": a.fingerprint,
                 "alert": doc,
-                "raw": None,
+                # The request body once, with the first alert: the incident's payload.
+                "raw": it.payload if i == 0 else None,
             }
-            for a, doc in zip(it.alerts, it.docs, strict=True)
+            for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
         )
         rows.transitions.append(
             {

@@ -191,7 +191,10 @@ def _counts() -> tuple[int, int, int]:
             int(s.scalar(select(func.count()).select_from(AlertEvent)) or 0),
             # Opening transitions only: the session's embedded worker, when an earlier
             # test started it, moves accepted incidents on and writes later ones.
-            int(s.scalar(select(func.count()).select_from(Transition).where(Transition.event == "ingested")) or 0),
+            int(
+                s.scalar(select(func.count()).select_from(Transition).where(Transition.event == "ingested"))
+                or 0
+            ),
         )
 
 

@@ -31,3 +31,61 @@ def test_migrations_round_trip_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_migrations_round_trip_on_postgresql(postgres: PostgresServer) -> None:
     _round_trip(postgres.fresh_database("iras_migrations"))
+
+
+def _payload_moves_with_0007(url: str) -> None:
+    """0007 moves each incident's payload into its first alert event and back, losing nothing
+    (an incident without alert events gets one to hold it)."""
+    from sqlalchemy import create_engine, text
+
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0006")
+    command.downgrade(cfg, "0006")  # a database already at head comes back to 0006
+    engine = create_engine(url)
+    body = '{"title": "disk full", "nested": {"k": [1, "é"]}}'
+    with engine.begin() as conn:
+        for iid in ("i-with-events", "i-without"):
+            conn.execute(
+                text(
+                    "INSERT INTO incidents (id, status, title, source, fingerprint, payload, alert_count, "
+                    "last_seen, rca_attempts, created_at, updated_at) VALUES (:id, 'triaging', 't', 'generic', "
+                    ":id, :p, 1, '2026-11-26 00:00:00', 0, '2026-11-26 00:00:00', '2026-11-26 00:00:00')"
+                ),
+                {"id": iid, "p": body},
+            )
+        for raw in (None, '{"joined": true}'):
+            conn.execute(
+                text(
+                    "INSERT INTO alert_events (incident_id, received_at, status, alert, raw) "
+                    "VALUES ('i-with-events', '2026-11-26 00:00:00', 'firing', '{}', :raw)"
+                ),
+                {"raw": raw},
+            )
+    command.upgrade(cfg, "0007")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT incident_id, raw FROM alert_events ORDER BY id")).all()
+    parse = lambda v: v if isinstance(v, dict) else __import__("json").loads(v)  # noqa: E731
+    assert [(i, parse(r)) for i, r in rows] == [
+        ("i-with-events", {"title": "disk full", "nested": {"k": [1, "é"]}}),
+        ("i-with-events", {"joined": True}),
+        ("i-without", {"title": "disk full", "nested": {"k": [1, "é"]}}),
+    ]
+    command.downgrade(cfg, "0006")
+    with engine.connect() as conn:
+        payloads = conn.execute(text("SELECT id, payload FROM incidents ORDER BY id")).all()
+        first_raw = conn.execute(text("SELECT raw FROM alert_events ORDER BY id LIMIT 1")).scalar()
+    assert [(i, parse(p)) for i, p in payloads] == [
+        ("i-with-events", {"title": "disk full", "nested": {"k": [1, "é"]}}),
+        ("i-without", {"title": "disk full", "nested": {"k": [1, "é"]}}),
+    ]
+    assert first_raw is None
+    engine.dispose()
+
+
+def test_0007_keeps_every_payload_on_sqlite(tmp_path: Path) -> None:
+    _payload_moves_with_0007(f"sqlite:///{tmp_path / 'p.db'}")
+
+
+@pytest.mark.integration
+def test_0007_keeps_every_payload_on_postgresql(postgres: PostgresServer) -> None:
+    _payload_moves_with_0007(postgres.fresh_database("iras_payload_move"))

@@ -16,7 +16,6 @@ from tests.support.stack import SCENARIO_FILE, Stack
 pytestmark = pytest.mark.integration
 
 
-
 @pytest.fixture(scope="module")
 def stack(
     postgres: PostgresServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
