@@ -511,6 +511,14 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     else:
         event, next_status, values = Event.RCA_EXHAUSTED, S.ESCALATING, {"outcome": "escalated"}
 
+    # The timeline says so when the evidence changes triage's severity: a reader
+    # otherwise sees "Triage done: P2" above a P1 incident.
+    severity_note = (
+        f"; severity {carry.severity or 'unset'} -> {reassessed['severity']} from the evidence"
+        if reassessed and reassessed["severity"] != carry.severity
+        else ""
+    )
+
     def commit() -> IncidentStatus | None:
         with session_scope() as session:
             if not transition(
@@ -520,7 +528,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
                 event,
                 detail={
                     "summary": f"{rca.category.value} in {rca.culprit_service} "
-                    f"(confidence {rca.confidence:.2f}, attempt {attempt})",
+                    f"(confidence {rca.confidence:.2f}, attempt {attempt})" + severity_note,
                     "attempt": attempt,
                 },
                 values={"rca_attempts": attempt, **values, **reassessed},

@@ -19,8 +19,10 @@ class ScriptedAnalyst:
         confidence: float | None = None,
         plan: RemediationPlan | None = None,
         fail: dict[str, Exception] | None = None,
+        severity: str | None = None,
     ) -> None:
         self.inner = OfflineAnalyst()
+        self.severity = severity  # the RCA re-assesses the incident's severity to this
         self.confidence = confidence
         self.fixed_plan = plan
         self.fail = fail or {}
@@ -43,6 +45,8 @@ class ScriptedAnalyst:
         out = self.inner.analyze(facts, bundle, attempt)
         if self.confidence is not None:
             out.result = out.result.model_copy(update={"confidence": self.confidence})
+        if self.severity is not None:
+            out.extra["severity"] = self.severity
         return out
 
     def plan(
