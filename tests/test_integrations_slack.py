@@ -433,3 +433,17 @@ def test_an_unknown_incident_is_refused_with_not_found() -> None:
 def test_a_real_clock_accepts_a_fresh_click() -> None:
     body = _click()
     assert verify_and_parse_action(body, _signed(body, int(time.time())), _settings()).user_id == APPROVER
+
+
+def test_the_mock_notifier_keeps_only_the_newest_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Slack configured, a long-running worker must not grow by a record per
+    notification (bench/memory.py found it: ~150 B per incident, for ever)."""
+    from iras.integrations import mock
+
+    monkeypatch.setattr(mock, "SENT", [])
+    monkeypatch.setattr(mock, "SENT_KEEP", 10)
+    chat = mock.MockChatNotifier()
+    refs = [chat.post_plan({"id": f"inc-{i}"}) for i in range(25)]
+    assert len(mock.SENT) == 10
+    assert [m["incident_id"] for m in mock.SENT] == [f"inc-{i}" for i in range(15, 25)]
+    assert len({r["ts"] for r in refs}) == 25, "message refs stay unique after trimming"

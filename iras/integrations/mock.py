@@ -7,12 +7,15 @@ Evidence comes from, in order:
 3. otherwise a small synthetic, clearly labelled demo bundle derived from the
    alert window, so `make run` shows a complete diagnosis without any backend.
 
-Notifiers record what they would have sent in memory (`SENT`), which the tests read.
+Notifiers record what they would have sent in memory (`SENT`, the newest
+`SENT_KEEP` messages: a long-running process without Slack or PagerDuty
+configured must not grow by a record per notification), which the tests read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -25,6 +28,17 @@ _lock = threading.Lock()
 _fixture: dict[str, Any] | None = None
 _file_cache: dict[str, dict[str, Any]] = {}
 SENT: list[dict[str, Any]] = []
+SENT_KEEP = 1_000
+_message_ts = itertools.count(1)
+
+
+def _sent(message: dict[str, Any]) -> None:
+    """Record a notification, keeping the newest SENT_KEEP (a list, trimmed in place:
+    a reader iterating it while a worker thread appends never raises)."""
+    with _lock:
+        SENT.append(message)
+        if len(SENT) > SENT_KEEP:
+            del SENT[: len(SENT) - SENT_KEEP]
 
 
 def set_fixture(evidence: dict[str, Any] | None) -> None:
@@ -140,24 +154,24 @@ class MockChatNotifier:
     name = "mock-slack"
 
     def post_plan(self, incident: dict[str, Any]) -> dict[str, Any]:
-        SENT.append({"kind": "slack.plan", "incident_id": incident["id"]})
-        return {"channel": "mock", "ts": f"{len(SENT)}.000"}
+        _sent({"kind": "slack.plan", "incident_id": incident["id"]})
+        return {"channel": "mock", "ts": f"{next(_message_ts)}.000"}
 
     def post_decision(self, incident: dict[str, Any], message_ref: dict[str, Any] | None) -> None:
-        SENT.append({"kind": "slack.decision", "incident_id": incident["id"]})
+        _sent({"kind": "slack.decision", "incident_id": incident["id"]})
 
     def post_escalation(self, incident: dict[str, Any]) -> None:
-        SENT.append({"kind": "slack.escalation", "incident_id": incident["id"]})
+        _sent({"kind": "slack.escalation", "incident_id": incident["id"]})
 
     def post_postmortem(self, incident: dict[str, Any], markdown: str) -> None:
-        SENT.append({"kind": "slack.postmortem", "incident_id": incident["id"]})
+        _sent({"kind": "slack.postmortem", "incident_id": incident["id"]})
 
 
 class MockPager:
     name = "mock-pagerduty"
 
     def trigger(self, incident: dict[str, Any]) -> None:
-        SENT.append({"kind": "pagerduty.trigger", "dedup_key": incident["id"]})
+        _sent({"kind": "pagerduty.trigger", "dedup_key": incident["id"]})
 
     def resolve(self, incident_id: str) -> None:
-        SENT.append({"kind": "pagerduty.resolve", "dedup_key": incident_id})
+        _sent({"kind": "pagerduty.resolve", "dedup_key": incident_id})
