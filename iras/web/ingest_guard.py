@@ -263,7 +263,7 @@ class MemoryLimiter:
 # KEYS[1] = bucket; ARGV = rate, burst. The clock is Redis's own (TIME), so web
 # processes with skewed clocks still share one bucket correctly. Floats leave Lua
 # as strings: a Lua number converted to a Redis reply is truncated to an integer.
-_TOKEN_BUCKET_LUA = """
+_BUCKET_REFILL_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -276,6 +276,8 @@ if tokens == nil or ts == nil then
   ts = now
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+"""
+_TOKEN_BUCKET_LUA = _BUCKET_REFILL_LUA + """
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - 1
@@ -290,20 +292,8 @@ return tostring(wait)
 
 # The same bucket, `ARGV[3]` tokens at once (the web's group commit takes one per
 # alert of a batch in one round trip): returns how many were granted.
-_TOKEN_BUCKET_MANY_LUA = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
+_TOKEN_BUCKET_MANY_LUA = _BUCKET_REFILL_LUA + """
 local n = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local granted = math.min(n, math.floor(tokens))
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
