@@ -254,7 +254,9 @@ class Stack:
             "WEBHOOK_TOKENS": WEBHOOK_TOKEN,
             "WEBHOOK_RATE_LIMIT_PER_SECOND": "1000000",
             "WEBHOOK_RATE_LIMIT_BURST": "1000000",
-            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as Procfile/docker-compose run them
+            "MALLOC_ARENA_MAX": os.environ.get(
+                "MALLOC_ARENA_MAX", "2"
+            ),  # as Procfile/docker-compose run them
             **(env or {}),
         }
         self.port = free_port()

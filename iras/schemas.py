@@ -188,9 +188,7 @@ class RootCauseHypothesis(_Model):
         default_factory=list, description="Log lines quoted verbatim from the evidence."
     )
     confidence: float = Field(ge=0.0, le=1.0)
-    reasoning: list[str] = Field(
-        default_factory=list, description="The rules or observations that led here."
-    )
+    reasoning: list[str] = Field(default_factory=list, description="The rules or observations that led here.")
 
 
 # --------------------------------------------------------------------------- plan

@@ -236,7 +236,9 @@ def plan_blocks(
         blocks.append(
             {
                 "type": "actions",
-                "block_id": f"decision:{incident_id}:{plan_id}" if plan_id is not None else f"decision:{incident_id}",
+                "block_id": f"decision:{incident_id}:{plan_id}"
+                if plan_id is not None
+                else f"decision:{incident_id}",
                 "elements": [approve, reject, _link_button(url)],
             }
         )

@@ -38,7 +38,9 @@ def list_incidents() -> Any:
         wanted = [s.strip() for s in status.split(",") if s.strip()]
         bad = [s for s in wanted if s not in IncidentStatus.__members__.values()]
         if bad:
-            return error(400, f"unknown status {bad[0]!r}; one of {', '.join(s.value for s in IncidentStatus)}")
+            return error(
+                400, f"unknown status {bad[0]!r}; one of {', '.join(s.value for s in IncidentStatus)}"
+            )
         query = query.where(Incident.status.in_(wanted))
     severity = request.args.get("severity")
     if severity:
@@ -84,7 +86,9 @@ def _decision(incident_id: str, approve: bool) -> Any:
         # The token says who decides; a 'by' in the body cannot speak for someone else.
         by = g.principal.name
     elif not isinstance(by, str) or not by.strip() or len(by) > 255:
-        return error(400, "'by' is required: who decides (a non-empty string up to 255 characters)", field="by")
+        return error(
+            400, "'by' is required: who decides (a non-empty string up to 255 characters)", field="by"
+        )
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 4000):
         return error(400, "'reason' must be a string up to 4000 characters", field="reason")
@@ -92,7 +96,9 @@ def _decision(incident_id: str, approve: bool) -> Any:
         return error(400, "'reason' is required to reject a plan", field="reason")
     plan_id = body.get("plan_id")
     if plan_id is not None and (not isinstance(plan_id, int) or isinstance(plan_id, bool)):
-        return error(400, "'plan_id' must be an integer (the plan id from GET /incidents/<id>)", field="plan_id")
+        return error(
+            400, "'plan_id' must be an integer (the plan id from GET /incidents/<id>)", field="plan_id"
+        )
     with new_session() as session:
         try:
             incident = decide(

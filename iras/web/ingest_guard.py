@@ -277,7 +277,9 @@ if tokens == nil or ts == nil then
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 """
-_TOKEN_BUCKET_LUA = _BUCKET_REFILL_LUA + """
+_TOKEN_BUCKET_LUA = (
+    _BUCKET_REFILL_LUA
+    + """
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - 1
@@ -288,11 +290,14 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return tostring(wait)
 """
+)
 
 
 # The same bucket, `ARGV[3]` tokens at once (the web's group commit takes one per
 # alert of a batch in one round trip): returns how many were granted.
-_TOKEN_BUCKET_MANY_LUA = _BUCKET_REFILL_LUA + """
+_TOKEN_BUCKET_MANY_LUA = (
+    _BUCKET_REFILL_LUA
+    + """
 local n = tonumber(ARGV[3])
 local granted = math.min(n, math.floor(tokens))
 tokens = tokens - granted
@@ -300,6 +305,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return granted
 """
+)
 
 
 class RedisLimiter:
