@@ -41,7 +41,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,16 +131,15 @@ _PG_LOCK_OPEN = (
     + _OPEN_SQL
     + " ORDER BY id FOR UPDATE"
 )
-_PG_INSERT_INCIDENTS = (
-    "INSERT INTO incidents (id, status, title, service, source, fingerprint, alert_count, "
-    "last_seen, rca_attempts, created_at, updated_at) VALUES "
-)
-_PG_INSERT_ALERTS = (
-    "INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw) VALUES "
-)
-_PG_INSERT_TRANSITIONS = (
-    "INSERT INTO transitions (incident_id, from_status, to_status, event, actor, at, detail) VALUES "
-)
+# Each table's columns in INSERT order (see _pg_insert).
+_PG_COLUMNS: dict[str, tuple[str, ...]] = {
+    "incidents": (
+        "id", "status", "title", "service", "source", "fingerprint",
+        "alert_count", "last_seen", "rca_attempts", "created_at", "updated_at",
+    ),
+    "alert_events": ("incident_id", "received_at", "status", "fingerprint", "alert", "raw"),
+    "transitions": ("incident_id", "from_status", "to_status", "event", "actor", "at", "detail"),
+}  # fmt: skip
 _PG_JOIN = (
     "UPDATE incidents SET alert_count = incidents.alert_count + v.n, last_seen = %%s "
     "FROM (VALUES %s) AS v(id, n) WHERE incidents.id = v.id"
@@ -160,19 +159,26 @@ def _pg_values(rows: int, columns: int) -> str:
     return ",".join([one] * rows)
 
 
-def _pg_incident_row(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        r["id"],
-        r["status"],
-        r["title"],
-        r["service"],
-        r["source"],
-        r["fingerprint"],
-        r["alert_count"],
-        r["last_seen"],
-        r["rca_attempts"],
-        r["created_at"],
-        r["updated_at"],
+def _raw_json(payload: dict[str, Any] | None) -> str | None:
+    return None if payload is None else _json_of(payload)
+
+
+# How each JSON column's value is sent (jsonb takes JSON text).
+_PG_JSON: dict[str, Callable[[Any], Any]] = {"alert": _dumps, "raw": _raw_json, "detail": _dumps}
+
+
+def _pg_insert(conn: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """`rows` in one multi-row INSERT of the table's _PG_COLUMNS."""
+    columns = _PG_COLUMNS[table]
+    encoders = [_PG_JSON.get(name) for name in columns]
+    params: list[Any] = []
+    for r in rows:
+        params.extend(
+            encode(r[name]) if encode else r[name] for name, encode in zip(columns, encoders, strict=True)
+        )
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + _pg_values(len(rows), len(columns)),
+        tuple(params),
     )
 
 
@@ -209,40 +215,11 @@ class _Rows:
         SQLAlchemy (IntegrityError, OperationalError and invalidation of a dead connection)."""
         conn = session.connection()
         if self.incidents:
-            rows = sorted(self.incidents, key=lambda r: r["fingerprint"])
-            params: list[Any] = []
-            for r in rows:
-                params.extend(_pg_incident_row(r))
-            conn.exec_driver_sql(_PG_INSERT_INCIDENTS + _pg_values(len(rows), 11), tuple(params))
+            _pg_insert(conn, "incidents", sorted(self.incidents, key=lambda r: r["fingerprint"]))
         if self.alerts:
-            params = []
-            for r in self.alerts:
-                params.extend(
-                    (
-                        r["incident_id"],
-                        r["received_at"],
-                        r["status"],
-                        r["fingerprint"],
-                        _dumps(r["alert"]),
-                        None if r["raw"] is None else _json_of(r["raw"]),
-                    )
-                )
-            conn.exec_driver_sql(_PG_INSERT_ALERTS + _pg_values(len(self.alerts), 6), tuple(params))
+            _pg_insert(conn, "alert_events", self.alerts)
         if self.transitions:
-            params = []
-            for r in self.transitions:
-                params.extend(
-                    (
-                        r["incident_id"],
-                        r["from_status"],
-                        r["to_status"],
-                        r["event"],
-                        r["actor"],
-                        r["at"],
-                        _dumps(r["detail"]),
-                    )
-                )
-            conn.exec_driver_sql(_PG_INSERT_TRANSITIONS + _pg_values(len(self.transitions), 7), tuple(params))
+            _pg_insert(conn, "transitions", self.transitions)
         if self.joins:
             params = [now]
             for iid, n in sorted(self.joins.items()):
