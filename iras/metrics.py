@@ -4,7 +4,7 @@ Two kinds of series:
 - Counted where they happen (this process): Celery task and stage durations,
   queue lag (publish to start), LLM tokens and cost per stage and model,
   approval wait time, remediation outcomes, plan steps, webhook and HTTP
-  requests. With PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery prefork
+  requests. With PROMETHEUS_MULTIPROC_DIR set (granian workers, Celery prefork
   children on one host) they are summed across processes; otherwise each
   process exposes its own (the web app on /metrics, Celery workers on
   WORKER_METRICS_PORT). That directory must be dedicated to it (every *.db
@@ -241,6 +241,12 @@ def _collect_rows(session: Session, _context: Any) -> None:
         log.warning("metrics collection failed", exc_info=True)
 
 
+def emit_committed(*items: tuple[Any, ...]) -> None:
+    """Count rows committed outside an ORM session (`iras.workflow.advance`)."""
+    for item in items:
+        _emit(item)
+
+
 @event.listens_for(Session, "after_commit")
 def _emit_rows(session: Session) -> None:
     for item in session.info.pop("iras_metrics", []):
@@ -262,7 +268,7 @@ _started_lock = threading.Lock()
 
 # What the current thread is working on (a Celery task, a web request), so every
 # log line can say which incident and stage it is about without each call
-# passing `extra=`. Celery's thread pool and werkzeug/gunicorn threads each
+# passing `extra=`. Celery's thread pool and the web server's threads each
 # get their own value.
 _log_context: ContextVar[dict[str, str] | None] = ContextVar("iras_log_context", default=None)
 

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from iras import metrics
-from iras.db import after_commit
+from iras.db import after_commit, post_commit
 from iras.ingest import normalize
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition, new_id
 from iras.schemas import NormalizedAlert, utcnow
-from iras.workflow import TERMINAL, Event, IncidentStatus, transition
+from iras.workflow import TERMINAL, Event, IncidentStatus, advance, transition
 
 log = logging.getLogger(__name__)
 
@@ -330,31 +330,30 @@ def decide(
     }
     if not approve:
         values["outcome"] = "escalated"
-    # For the approval-wait metric, read in this transaction (no session of its own).
+    # For the approval-wait metric, read with the incident (no session of its own).
     ready = metrics.plan_ready_at(session, incident_id)
-    ok = transition(
-        session,
+    # The decision is its own statement (`advance`): end the read first. On SQLite
+    # the read's transaction holds the write lock the decision needs.
+    session.commit()
+    moved = advance(
         incident_id,
         IncidentStatus.AWAITING_APPROVAL,
         event,
         actor=f"{via}:{actor}"[:255],
         detail={"reason": reason, "via": via, "by": actor, "plan_id": incident.plan_id},
         values=values,
-        # "The plan reviewed is still the current plan" (a prebuilt statement when there is one).
-        also_equal={"plan_id": incident.plan_id} if incident.plan_id is not None else None,
-        also=[Incident.plan_id.is_(None)] if incident.plan_id is None else None,
+        # "The plan reviewed is still the current plan".
+        also_equal={"plan_id": incident.plan_id},
         now=now,
     )
-    if not ok:
-        session.rollback()
+    if moved is None:
         raise DecisionError(409, "the incident was decided by someone else first")
     from iras.tasks import enqueue_notify, enqueue_stage
 
     next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
-    after_commit(session, lambda: enqueue_stage(incident_id, next_status))
-    after_commit(session, lambda: enqueue_notify("notify.post_decision", incident_id))
-    after_commit(session, lambda: metrics.observe_approval_wait(via, event.value, ready, now))
-    session.commit()
+    post_commit(lambda: enqueue_stage(incident_id, next_status))
+    post_commit(lambda: enqueue_notify("notify.post_decision", incident_id))
+    post_commit(lambda: metrics.observe_approval_wait(via, event.value, ready, now))
     # What the compare-and-set wrote, without reading the row back (one round trip less).
     for key, value in {**values, "status": next_status.value, "updated_at": now}.items():
         set_committed_value(incident, key, value)

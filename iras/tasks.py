@@ -40,7 +40,15 @@ from iras.analysts.base import (
 )
 from iras.celery_app import celery_app as app
 from iras.config import get_settings
-from iras.db import after_commit, new_session, session_scope
+from iras.db import (
+    after_commit,
+    autocommit_connection,
+    get_engine,
+    new_session,
+    post_commit,
+    read_session,
+    session_scope,
+)
 from iras.executor import get_executor
 from iras.integrations import chat_configured, chat_notifier, pager, pager_configured
 from iras.integrations.base import TransientNotifyError
@@ -63,6 +71,7 @@ from iras.workflow import (
     WORKING,
     Event,
     IncidentStatus,
+    advance,
     transition,
 )
 
@@ -193,20 +202,9 @@ def _latest(session: Session, incident_id: str, stage: str) -> StageResult | Non
     )
 
 
-def _add_result(
-    session: Session,
-    incident_id: str,
-    stage: str,
-    attempt: int,
-    out: StageOutput[Any],
-    *,
-    returning: bool = False,
-) -> int | None:
-    """Insert a stage result with a prebuilt Core statement (no ORM unit of work);
-    with `returning`, the new row's id. Its token usage is counted in the metrics
-    when the transaction commits, as the ORM hook does for rows added as objects."""
+def _result_row(stage: str, attempt: int, out: StageOutput[Any]) -> dict[str, Any]:
+    """A stage_results row (its incident_id added by `advance`)."""
     row: dict[str, Any] = {
-        "incident_id": incident_id,
         "stage": stage,
         "attempt": attempt,
         "result": out.result.model_dump(mode="json"),
@@ -222,8 +220,12 @@ def _add_result(
     }
     if out.extra:  # left out otherwise: SQL NULL, not a JSON null
         row["details"] = _json_safe(out.extra)
-    result = session.execute(_insert_result(tuple(row), returning), row)
-    session.info.setdefault("iras_metrics", []).append(
+    return row
+
+
+def _count_usage(stage: str, out: StageOutput[Any]) -> None:
+    """The token usage of a committed stage result, in the metrics."""
+    metrics.emit_committed(
         (
             "stage",
             stage,
@@ -236,14 +238,6 @@ def _add_result(
             },
         )
     )
-    return int(result.scalar_one()) if returning else None
-
-
-@lru_cache(maxsize=8)
-def _insert_result(columns: tuple[str, ...], returning: bool) -> Any:
-    table = StageResult.__table__
-    stmt = insert(table).values({table.c[name]: bindparam(name) for name in columns})
-    return stmt.returning(table.c.id) if returning else stmt
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +353,7 @@ class _Carry:
 
 def _start_analysis(incident_id: str) -> tuple[IncidentStatus, _Carry] | None:
     """Load what the incident's current analysis stage needs, or None if there is nothing to do."""
-    with new_session() as session:
+    with read_session() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             log.info("incident gone", extra={"incident_id": incident_id})
@@ -431,17 +425,19 @@ def _triage_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incide
     out = _call_analyst(task, "triage", carry.facts)
 
     def commit() -> IncidentStatus | None:
-        with session_scope() as session:
-            if not transition(
-                session,
+        if (
+            advance(
                 incident_id,
                 S.TRIAGING,
                 Event.TRIAGED,
                 detail={"summary": f"{out.result.severity.value}: {out.result.blast_radius}"[:300]},
                 values={"severity": out.result.severity.value},
-            ):
-                return None
-            _add_result(session, incident_id, "triage", 1, out)
+                rows=(("stage_results", _result_row("triage", 1, out)),),
+            )
+            is None
+        ):
+            return None
+        _count_usage("triage", out)
         return S.GATHERING_CONTEXT
 
     following = _guard_db(task, commit)
@@ -470,9 +466,8 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
     missing = [s.name for s in bundle.sources if s.status != "ok"]
 
     def commit() -> IncidentStatus | None:
-        with session_scope() as session:
-            if not transition(
-                session,
+        if (
+            advance(
                 incident_id,
                 S.GATHERING_CONTEXT,
                 Event.CONTEXT_GATHERED,
@@ -482,9 +477,12 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
                     + (f"; unavailable: {', '.join(missing)}" if missing else ""),
                     "attempt": attempt,
                 },
-            ):
-                return None
-            _add_result(session, incident_id, "context", attempt, out)
+                rows=(("stage_results", _result_row("context", attempt, out)),),
+            )
+            is None
+        ):
+            return None
+        _count_usage("context", out)
         return S.ANALYZING
 
     following = _guard_db(task, commit)
@@ -520,9 +518,8 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     )
 
     def commit() -> IncidentStatus | None:
-        with session_scope() as session:
-            if not transition(
-                session,
+        if (
+            advance(
                 incident_id,
                 S.ANALYZING,
                 event,
@@ -532,11 +529,14 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
                     "attempt": attempt,
                 },
                 values={"rca_attempts": attempt, **values, **reassessed},
-            ):
-                return None
-            _add_result(session, incident_id, "rca", attempt, out)
-            if next_status not in ANALYSIS_STATES:
-                after_commit(session, lambda: enqueue_stage(incident_id, next_status))
+                rows=(("stage_results", _result_row("rca", attempt, out)),),
+            )
+            is None
+        ):
+            return None
+        _count_usage("rca", out)
+        if next_status not in ANALYSIS_STATES:
+            post_commit(lambda: enqueue_stage(incident_id, next_status))
         return next_status
 
     following = _guard_db(task, commit)
@@ -557,39 +557,42 @@ def _plan_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incident
     severity = carry.severity
 
     def commit() -> IncidentStatus | None:
-        with session_scope() as session:
-            if not plan.steps:
-                if not transition(
-                    session,
+        if not plan.steps:
+            if (
+                advance(
                     incident_id,
                     S.PLANNING,
                     Event.NO_ACTION_NEEDED,
                     detail={"summary": plan.summary[:300]},
                     values={"outcome": "no_action"},
+                    rows=(("stage_results", _result_row("plan", 1, out)),),
                     now=now,
-                ):
-                    return None
-                _add_result(session, incident_id, "plan", 1, out)
-                after_commit(session, lambda: enqueue_stage(incident_id, S.CLOSING))
-                return S.CLOSING
-            plan_id = _add_result(session, incident_id, "plan", 1, out, returning=True)
-            deadline = now + timedelta(minutes=settings.approval_timeout_minutes(severity))
-            if not transition(
-                session,
+                )
+                is None
+            ):
+                return None
+            _count_usage("plan", out)
+            post_commit(lambda: enqueue_stage(incident_id, S.CLOSING))
+            return S.CLOSING
+        deadline = now + timedelta(minutes=settings.approval_timeout_minutes(severity))
+        if (
+            advance(
                 incident_id,
                 S.PLANNING,
                 Event.PLAN_READY,
                 detail={
                     "summary": f"{len(plan.steps)} step(s), approval needed by {deadline:%H:%M} UTC"
                     + ("" if plan.reversible else "; plan is NOT fully reversible"),
-                    "plan_id": plan_id,
                 },
-                values={"plan_id": plan_id, "approval_deadline": deadline},
+                values={"approval_deadline": deadline},
+                plan=_result_row("plan", 1, out),
                 now=now,
-            ):
-                session.rollback()
-                return None
-            after_commit(session, lambda: enqueue_notify("notify.post_plan", incident_id))
+            )
+            is None
+        ):
+            return None
+        _count_usage("plan", out)
+        post_commit(lambda: enqueue_notify("notify.post_plan", incident_id))
         return S.AWAITING_APPROVAL
 
     return _guard_db(task, commit)  # type: ignore[no-any-return]
@@ -694,54 +697,81 @@ def _rollback_completed(
     return notes
 
 
-@dataclass
-class _Outcome:
-    """A step's result, set on its row and committed with the next write."""
+# A step's outcome: the finished columns of its `running` row, stored with the
+# next write (the next claim, the final transition) or alone.
+_Outcome = dict[str, Any]
 
-    run: StepRun
-    run_id: int
-    status: str
-    exit_code: int | None
-    output: str
-    finished_at: Any
 
-    def apply(self) -> None:
-        self.run.status, self.run.exit_code = self.status, self.exit_code
-        self.run.output_tail, self.run.finished_at = self.output, self.finished_at
+def _store_outcome_alone(finished: _Outcome) -> None:
+    """Store a step's outcome in a transaction of its own (after a failed claim or
+    commit). A database restart fails the first statement on each stale connection;
+    the next connection works, and the outcome of a step that did run is kept
+    (otherwise it would read as `running` until its lease expires)."""
+    try:
+        with session_scope() as session:
+            session.execute(
+                update(StepRun)
+                .where(StepRun.id == finished["id"], StepRun.status == "running")
+                .values({k: v for k, v in finished.items() if k != "id"})
+            )
+    except OperationalError:
+        log.error("step outcome not stored: database unavailable", extra={"step_run_id": finished["id"]})
 
-    def save_alone(self) -> None:
-        """After a failed commit: store this outcome in a fresh transaction. A
-        database restart fails the first statement on each stale connection; the
-        next connection works, and the outcome of a step that did run is kept
-        (otherwise it would read as `running` until its lease expires)."""
-        try:
-            with session_scope() as session:
+
+def _claim_step(row: dict[str, Any], finished: _Outcome | None) -> int | None:
+    """Insert a step row (`running`, or `manual` already finished) together with the
+    previous step's outcome: one commit per step, and nothing runs unclaimed. Returns
+    the row id, or None when a concurrent delivery wrote that step first (the
+    previous outcome is then stored on its own, never lost)."""
+    try:
+        if get_engine().dialect.name == "postgresql":
+            with autocommit_connection() as conn:
+                return int(conn.execute(_claim_statement(tuple(row), finished is not None), {
+                    **{f"_c_{k}": v for k, v in row.items()},
+                    **({f"_s_{k}": v for k, v in finished.items()} | {"_s_running": "running"} if finished else {})
+                }).scalar_one())  # fmt: skip
+        with session_scope() as session:
+            if finished is not None:
                 session.execute(
                     update(StepRun)
-                    .where(StepRun.id == self.run_id, StepRun.status == "running")
-                    .values(
-                        status=self.status,
-                        exit_code=self.exit_code,
-                        output_tail=self.output,
-                        finished_at=self.finished_at,
-                    )
+                    .where(StepRun.id == finished["id"], StepRun.status == "running")
+                    .values({k: v for k, v in finished.items() if k != "id"})
                 )
-        except OperationalError:
-            log.error("step outcome not stored: database unavailable", extra={"step_run_id": self.run_id})
-
-
-def _commit_claim(session: Session, finished: _Outcome | None) -> bool:
-    """Commit a new step row (with the previous step's outcome). False when a
-    concurrent delivery wrote that step first; the previous outcome is then
-    committed on its own, never lost."""
-    try:
-        session.commit()
-        return True
-    except IntegrityError:
-        session.rollback()
+            return int(session.execute(insert(StepRun).values(row).returning(StepRun.id)).scalar_one())
+    except IntegrityError as exc:
         if finished is not None:
-            finished.save_alone()
-        return False
+            _store_outcome_alone(finished)
+        if not _is_unique_violation(exc):
+            raise  # a bug (a NOT NULL column left out), not a concurrent claim
+        return None
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    code = getattr(exc.orig, "pgcode", None)
+    return code == "23505" if code is not None else "UNIQUE constraint failed" in str(exc.orig)
+
+
+_OUTCOME_COLUMNS = ("status", "exit_code", "output_tail", "finished_at")
+
+
+@lru_cache(maxsize=8)
+def _claim_statement(columns: tuple[str, ...], with_previous: bool) -> Any:
+    """PostgreSQL: [WITH done AS (UPDATE step_runs SET <outcome> WHERE id AND status =
+    'running')] INSERT INTO step_runs ... RETURNING id: one statement in autocommit."""
+    table = StepRun.__table__
+    # Every parameter is prefixed: an execution parameter named like a column would
+    # also be taken as a SET value of the UPDATE in the CTE.
+    stmt = insert(table).values({table.c[c]: bindparam(f"_c_{c}", type_=table.c[c].type) for c in columns})
+    if with_previous:
+        done = (
+            update(table)
+            # A named parameter: a literal's anonymous one loses its value in a CTE of an INSERT.
+            .where(table.c.id == bindparam("_s_id"), table.c.status == bindparam("_s_running"))
+            .values({table.c[c]: bindparam(f"_s_{c}", type_=table.c[c].type) for c in _OUTCOME_COLUMNS})
+            .cte("done")
+        )
+        stmt = stmt.add_cte(done)
+    return stmt.returning(table.c.id)
 
 
 @app.task(name="incidents.execute_plan", bind=True, base=PipelineTask)
@@ -759,34 +789,34 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
 
 
 def _execute(self: PipelineTask, incident_id: str) -> bool:
-    """The remediation; True when the incident is in `closing` afterwards (its post-mortem is owed)."""
+    """The remediation; True when the incident is in `closing` afterwards (its post-mortem is owed).
+
+    Core statements in autocommit on PostgreSQL (`_claim_step`, `advance`): a step
+    costs one statement, its claim carrying the previous step's outcome."""
     settings = get_settings()
     executor = get_executor(settings)
-    session = new_session()
-    # The last step's outcome, set on its row but not committed yet: it goes out
-    # with the next claim, the final transition or the first rollback claim.
+    # The last step's outcome, not stored yet: it goes out with the next claim, the
+    # final transition, or on its own before a rollback or a retry.
     finished: _Outcome | None = None
     try:
-        incident = session.get(Incident, incident_id)
-        if incident is not None and incident.status == S.CLOSING.value:
-            return True  # redelivered or retried after the remediation closed
-        incident = _load(session, incident_id, S.EXECUTING)
-        if incident is None:
-            return False
-        plan_row = session.get(StageResult, incident.plan_id) if incident.plan_id else None
-        if plan_row is None:
-            raise RuntimeError(f"incident {incident_id} is executing without a plan")
-        plan = RemediationPlan.model_validate(plan_row.result)
-        runs = {
-            r.step_order: r
-            for r in session.scalars(
-                select(StepRun).where(
-                    StepRun.incident_id == incident_id,
-                    StepRun.plan_id == incident.plan_id,
-                    StepRun.kind == "apply",
-                )
-            )
-        }
+        with read_session() as session:
+            row = session.execute(_EXECUTION_STATE, {"id": incident_id}).first()
+            if row is None:
+                log.info("incident gone", extra={"incident_id": incident_id})
+                return False
+            if row.status == S.CLOSING.value:
+                return True  # redelivered or retried after the remediation closed
+            if row.status != S.EXECUTING.value:
+                log.info("stale delivery ignored", extra={"incident_id": incident_id, "status": row.status})
+                return False
+            if row.plan is None:
+                raise RuntimeError(f"incident {incident_id} is executing without a plan")
+            plan_id = row.plan_id
+            plan = RemediationPlan.model_validate(row.plan)
+            runs = {
+                r.step_order: r
+                for r in session.execute(_APPLIED_RUNS, {"id": incident_id, "plan_id": plan_id})
+            }
         failure: str | None = None
         manual: list[int] = []
         for step in sorted(plan.steps, key=lambda s: s.order):
@@ -801,58 +831,46 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
                     lease = _step_lease(settings)
                     if run.started_at > utcnow() - timedelta(seconds=lease):
                         return False  # another worker is running this step right now
-                    run.status = "unknown"
-                    run.finished_at = utcnow()
-                    run.output_tail = "worker lost while the step ran; outcome unknown, not re-run"
-                    session.commit()
-                failure = f"step {step.order} {run.status}"
+                    _store_outcome_alone({
+                        "id": run.id, "status": "unknown", "finished_at": utcnow(),
+                        "output_tail": "worker lost while the step ran; outcome unknown, not re-run",
+                    })  # fmt: skip
+                    metrics.emit_committed(("step", "apply", "unknown"))
+                    failure = f"step {step.order} unknown"
+                else:
+                    failure = f"step {step.order} {run.status}"
                 break
+            claim = {
+                "incident_id": incident_id, "plan_id": plan_id, "step_order": step.order, "kind": "apply",
+                "command": step.command, "rolled_back": False,
+            }  # fmt: skip
             if not step.executable:
                 # A manual step (a change IRAS has no safe command for, or a command
                 # the safety policy refused): never run, recorded for the human who
                 # approved the plan, and the next steps go on.
-                session.add(
-                    StepRun(
-                        incident_id=incident_id,
-                        plan_id=incident.plan_id,
-                        step_order=step.order,
-                        kind="apply",
-                        command=step.command,
-                        status="manual",
-                        output_tail=("manual step, not run by IRAS: " + "; ".join(step.safety_notes))[:4000],
-                        finished_at=utcnow(),
-                    )
-                )
-                if not _commit_claim(session, finished):
+                claim |= {"status": "manual", "started_at": utcnow(), "exit_code": None, "finished_at": utcnow(),
+                          "output_tail": ("manual step, not run by IRAS: " + "; ".join(step.safety_notes))[:4000]}  # fmt: skip
+                if _claim_step(claim, finished) is None:
                     return False  # a concurrent delivery recorded it first
+                metrics.emit_committed(("step", "apply", "manual"))
                 finished = None
                 manual.append(step.order)
                 continue
-            run = StepRun(
-                incident_id=incident_id,
-                plan_id=incident.plan_id,
-                step_order=step.order,
-                kind="apply",
-                command=step.command,
-                status="running",
-                started_at=utcnow(),
-            )
-            session.add(run)
-            # The previous step's outcome is committed together with this claim:
-            # one commit per step instead of two, and still nothing runs unclaimed.
-            if not _commit_claim(session, finished):
+            claim |= {"status": "running", "started_at": utcnow(), "exit_code": None, "finished_at": None,
+                      "output_tail": None}  # fmt: skip
+            run_id = _claim_step(claim, finished)
+            if run_id is None:
                 return False  # a concurrent delivery claimed this step first
-            run_id = run.id
+            if finished is not None:
+                metrics.emit_committed(("step", "apply", finished["status"]))
             result = executor.run(step.command)
-            finished = _Outcome(run, run_id, result.status, result.exit_code, result.output, utcnow())
-            finished.apply()
+            finished = {"id": run_id, "status": result.status, "exit_code": result.exit_code,
+                        "output_tail": result.output, "finished_at": utcnow()}  # fmt: skip
             if result.status != "succeeded":
                 failure = f"step {step.order} {result.status}: {result.output[-200:]}"
                 break
         if failure is None:
-            closing = False
-            if transition(
-                session,
+            moved = advance(
                 incident_id,
                 S.EXECUTING,
                 Event.REMEDIATION_SUCCEEDED,
@@ -862,11 +880,46 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
                     "manual_steps": manual,
                 },
                 values={"outcome": "resolved"},
-            ):
-                closing = True
-                after_commit(session, lambda: metrics.observe_remediation("succeeded"))
-            session.commit()
-            return closing
+                step_outcome=finished,
+            )
+            if finished is not None:
+                metrics.emit_committed(("step", "apply", finished["status"]))
+            if moved is None:
+                return False
+            metrics.observe_remediation("succeeded")
+            return True
+        if finished is not None:
+            _store_outcome_alone(finished)
+            metrics.emit_committed(("step", "apply", finished["status"]))
+            finished = None
+        return _fail_remediation(incident_id, plan, failure, executor)
+    except OperationalError as exc:
+        if finished is not None:
+            _store_outcome_alone(finished)
+        self.retry_later(exc)
+        return False  # not reached: retry_later raises
+
+
+# The incident's status and its approved plan, and the plan's applied steps: the
+# remediation's reads, without ORM objects.
+_EXECUTION_STATE = (
+    select(Incident.status, Incident.plan_id, StageResult.result.label("plan"))
+    .outerjoin(StageResult, StageResult.id == Incident.plan_id)
+    .where(Incident.id == bindparam("id"))
+)
+_APPLIED_RUNS = select(StepRun.id, StepRun.step_order, StepRun.status, StepRun.started_at).where(
+    StepRun.incident_id == bindparam("id"), StepRun.plan_id == bindparam("plan_id"), StepRun.kind == "apply"
+)
+
+
+def _fail_remediation(incident_id: str, plan: RemediationPlan, failure: str, executor: Any) -> bool:
+    """A step failed: roll back the completed ones in reverse and escalate. Rare, so
+    through the ORM session as it was written first."""
+    session = new_session()
+    try:
+        incident = _load(session, incident_id, S.EXECUTING)
+        if incident is None:
+            return False
         try:
             notes = _rollback_completed(session, incident, plan, executor)
         except _StepBusy:
@@ -883,12 +936,6 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
             after_commit(session, lambda: metrics.observe_remediation("failed"))
         session.commit()
         return False
-    except OperationalError as exc:
-        session.rollback()
-        if finished is not None:
-            finished.save_alone()
-        self.retry_later(exc)
-        return False  # not reached: retry_later raises
     finally:
         session.close()
 
@@ -991,20 +1038,12 @@ _PM_RUNS = select(
 ).order_by(StepRun.id)
 
 
-_INSERT_POSTMORTEM = insert(PostMortemRecord.__table__).values(
-    {
-        PostMortemRecord.__table__.c[name]: bindparam(name)
-        for name in ("incident_id", "outcome", "severity", "data", "analyst", "created_at")
-    }
-)
-
-
 def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     from iras.services import cost_summary
 
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
-        with new_session() as session:
+        with read_session() as session:
             incident = _load(session, incident_id, S.CLOSING)
             if incident is None:
                 return
@@ -1071,28 +1110,30 @@ def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     event = CLOSING_EVENT_FOR_OUTCOME.get(outcome, Event.CLOSED_RESOLVED)
 
     def commit() -> None:
-        with session_scope() as session:
-            if not transition(
-                session, incident_id, S.CLOSING, event, detail={"summary": "post-mortem written"}
-            ):
-                return
-            _add_result(session, incident_id, "postmortem", 1, out)
-            # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
-            session.execute(
-                _INSERT_POSTMORTEM,
-                {
-                    "incident_id": incident_id,
-                    "outcome": outcome,
-                    "severity": pm.severity.value if pm.severity else None,
-                    "data": pm.model_dump(mode="json"),
-                    "analyst": out.analyst,
-                    "created_at": utcnow(),
-                },
+        # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
+        postmortem = {
+            "outcome": outcome,
+            "severity": pm.severity.value if pm.severity else None,
+            "data": pm.model_dump(mode="json"),
+            "analyst": out.analyst,
+            "created_at": utcnow(),
+        }
+        if (
+            advance(
+                incident_id,
+                S.CLOSING,
+                event,
+                detail={"summary": "post-mortem written"},
+                rows=(("stage_results", _result_row("postmortem", 1, out)), ("postmortems", postmortem)),
             )
-            session.info.setdefault("iras_metrics", []).append(("closed", outcome))
-            after_commit(session, lambda: enqueue_notify("notify.post_postmortem", incident_id))
-            if outcome in ("resolved", "auto_resolved", "no_action"):
-                after_commit(session, lambda: enqueue_notify("notify.resolve_page", incident_id))
+            is None
+        ):
+            return
+        _count_usage("postmortem", out)
+        metrics.emit_committed(("closed", outcome))
+        post_commit(lambda: enqueue_notify("notify.post_postmortem", incident_id))
+        if outcome in ("resolved", "auto_resolved", "no_action"):
+            post_commit(lambda: enqueue_notify("notify.resolve_page", incident_id))
 
     _guard_db(task, commit)
 

@@ -256,3 +256,227 @@ def mermaid() -> str:
         lines.append(f"    {status.value} --> {target.value}: {event.value}")
     lines += [f"    {s.value} --> [*]" for s in order if s in TERMINAL]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- a transition committed alone
+
+
+def advance(
+    incident_id: str,
+    expected: IncidentStatus,
+    event: Event,
+    *,
+    actor: str = "iras",
+    detail: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    rows: tuple[tuple[str, dict[str, Any]], ...] = (),
+    plan: dict[str, Any] | None = None,
+    step_outcome: dict[str, Any] | None = None,
+    also_equal: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> int | None:
+    """`transition()` in a transaction of its own, together with the rows it produces.
+
+    `rows` are (table name, row) pairs written only if the compare-and-set matched
+    (a stage result, a post-mortem); `plan` is a stage result that becomes the
+    incident's `plan_id` (and the transition detail's); `step_outcome` (`id` and the
+    finished columns of a `running` step row) is stored whether or not it matched:
+    the step ran. `also_equal` adds `column = value` (`IS NULL` for None) conditions to
+    the compare-and-set. Returns None when the incident was not in `expected` (nothing of
+    `rows`/`plan` is written), else the new plan id (0 without a plan).
+
+    On PostgreSQL this is ONE statement run in autocommit: the compare-and-set, its
+    audit row and the produced rows are data-modifying CTEs of the same statement,
+    atomic without BEGIN/COMMIT. A stage commit was four round trips (BEGIN, the
+    transition, the result INSERT, COMMIT), each a wake-up of a PostgreSQL backend and a
+    pass through the ORM session: most of the database's CPU per incident
+    (bench/README.md). SQLite (embedded, in-process) keeps a plain transaction.
+    """
+    from iras.db import autocommit_connection, get_engine, session_scope
+
+    target = next_status(expected, event)
+    now = now or utcnow()
+    params = {**(values or {}), "status": target.value, "updated_at": now}
+    if get_engine().dialect.name != "postgresql":
+        with session_scope() as session:
+            return _advance_in_transaction(
+                session,
+                incident_id,
+                expected,
+                event,
+                actor,
+                detail,
+                params,
+                rows,
+                plan,
+                step_outcome,
+                also_equal,
+                now,
+            )
+    equal = also_equal or {}
+    shape = (
+        tuple(sorted(params)),
+        bool(detail),
+        tuple((table, tuple(sorted(row))) for table, row in rows),
+        tuple(sorted(plan)) if plan is not None else None,
+        tuple(sorted(step_outcome)) if step_outcome is not None else None,
+        tuple((name, equal[name] is None) for name in sorted(equal)),
+    )
+    bind: dict[str, Any] = {
+        **{f"_where_{name}": value for name, value in equal.items() if value is not None},
+        **{f"_v_{name}": value for name, value in params.items()},
+        "_id": incident_id,
+        "_expected": expected.value,
+        "_t_from_status": expected.value,
+        "_t_to_status": target.value,
+        "_t_event": event.value,
+        "_t_actor": actor,
+        "_t_at": now,
+        **({"_t_detail": detail} if detail else {}),
+    }
+    for i, (_table, row) in enumerate(rows):
+        bind.update({f"_r{i}_{name}": value for name, value in row.items()})
+    if plan is not None:
+        bind.update({f"_p_{name}": value for name, value in plan.items()})
+    if step_outcome is not None:
+        bind.update({f"_s_{name}": value for name, value in step_outcome.items()})
+    with autocommit_connection() as conn:
+        found = conn.execute(_advance_statement(*shape), bind).first()
+    if found is None:
+        return None
+    return int(found[0]) if plan is not None else 0
+
+
+def _advance_in_transaction(
+    session: Session,
+    incident_id: str,
+    expected: IncidentStatus,
+    event: Event,
+    actor: str,
+    detail: dict[str, Any] | None,
+    params: dict[str, Any],
+    rows: tuple[tuple[str, dict[str, Any]], ...],
+    plan: dict[str, Any] | None,
+    step_outcome: dict[str, Any] | None,
+    also_equal: dict[str, Any] | None,
+    now: datetime,
+) -> int | None:
+    from iras.models import Base, Incident
+
+    tables = Base.metadata.tables
+    if step_outcome is not None:
+        _store_step_outcome(session, step_outcome)
+    plan_id = 0
+    values = {k: v for k, v in params.items() if k not in ("status", "updated_at")}
+    if plan is not None:
+        table = tables["stage_results"]
+        plan_row = {"incident_id": incident_id, **plan}
+        plan_id = int(session.execute(insert(table).values(plan_row).returning(table.c.id)).scalar_one())
+        values["plan_id"] = plan_id
+        detail = {**(detail or {}), "plan_id": plan_id}
+    equal = {k: v for k, v in (also_equal or {}).items() if v is not None}
+    null = [Incident.__table__.c[k].is_(None) for k, v in (also_equal or {}).items() if v is None]
+    if not transition(
+        session, incident_id, expected, event, actor=actor, detail=detail, values=values, now=now,
+        also_equal=equal or None, also=null or None,
+    ):  # fmt: skip
+        session.rollback()  # the plan row goes with it; a step outcome is stored alone below
+        if step_outcome is not None:
+            _store_step_outcome(session, step_outcome)
+            session.commit()
+        return None
+    for table_name, row in rows:
+        session.execute(insert(tables[table_name]).values({"incident_id": incident_id, **row}))
+    return plan_id
+
+
+def _store_step_outcome(session: Session, outcome: dict[str, Any]) -> None:
+    from iras.models import StepRun
+
+    table = StepRun.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id == outcome["id"], table.c.status == "running")
+        .values({k: v for k, v in outcome.items() if k != "id"})
+    )
+
+
+@lru_cache(maxsize=64)
+def _advance_statement(
+    columns: tuple[str, ...],
+    with_detail: bool,
+    rows: tuple[tuple[str, tuple[str, ...]], ...],
+    plan: tuple[str, ...] | None,
+    step_outcome: tuple[str, ...] | None,
+    equal: tuple[tuple[str, bool], ...] = (),
+) -> Any:
+    """WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id, plan_id),
+    audit AS (INSERT INTO transitions ... FROM moved), r0 AS (INSERT ... FROM moved), ...
+    SELECT plan_id FROM moved. A plan row takes its id from the stage_results sequence
+    in the UPDATE itself (`plan_id = nextval(...)`), so it too exists only if it matched."""
+    from sqlalchemy import func, literal_column, type_coerce
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from iras.models import Base, Incident, StepRun, Transition
+
+    tables = Base.metadata.tables
+    incidents = Incident.__table__
+    update_stmt = (
+        update(incidents)
+        .where(
+            incidents.c.id == bindparam("_id"),
+            incidents.c.status == bindparam("_expected"),
+            *[
+                incidents.c[name].is_(None) if is_null else incidents.c[name] == bindparam(f"_where_{name}")
+                for name, is_null in equal
+            ],
+        )
+        .values(
+            {incidents.c[name]: bindparam(f"_v_{name}", type_=incidents.c[name].type) for name in columns}
+        )
+    )
+    if plan is not None:
+        update_stmt = update_stmt.values(
+            plan_id=func.nextval(func.pg_get_serial_sequence("stage_results", "id"))
+        )
+    moved = update_stmt.returning(incidents.c.id, incidents.c.plan_id).cte("moved")
+
+    def typed(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    audit = Transition.__table__
+    audit_columns = ["incident_id", "from_status", "to_status", "event", "actor", "at"]
+    audit_values = [moved.c.id] + [typed(f"_t_{c}", audit.c[c]) for c in audit_columns[1:]]
+    if with_detail or plan is not None:
+        detail: Any = bindparam("_t_detail", type_=JSONB) if with_detail else literal_column("'{}'::jsonb")
+        if plan is not None:
+            detail = type_coerce(detail.op("||")(func.jsonb_build_object("plan_id", moved.c.plan_id)), JSONB)
+        audit_columns.append("detail")
+        audit_values.append(detail)
+    ctes = [
+        insert(audit).from_select(audit_columns, select(*audit_values), include_defaults=False).cte("audit")
+    ]
+
+    def produced(table_name: str, names: tuple[str, ...], prefix: str, with_id: bool) -> Any:
+        table = tables[table_name]
+        cols = ["incident_id", *names]
+        vals = [moved.c.id, *[typed(f"{prefix}{n}", table.c[n]) for n in names]]
+        if with_id:
+            cols.insert(0, "id")
+            vals.insert(0, moved.c.plan_id)
+        return insert(table).from_select(cols, select(*vals), include_defaults=False)
+
+    for i, (table_name, names) in enumerate(rows):
+        ctes.append(produced(table_name, names, f"_r{i}_", False).cte(f"r{i}"))
+    if plan is not None:
+        ctes.append(produced("stage_results", plan, "_p_", True).cte("plan_row"))
+    if step_outcome is not None:
+        steps = StepRun.__table__
+        finished = [n for n in step_outcome if n != "id"]
+        ctes.append(
+            update(steps)
+            .where(steps.c.id == bindparam("_s_id"), steps.c.status == "running")
+            .values({steps.c[n]: typed(f"_s_{n}", steps.c[n]) for n in finished})
+            .cte("step_done")
+        )
+    return select(moved.c.plan_id).add_cte(*ctes)

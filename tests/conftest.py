@@ -88,13 +88,30 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
     reset_settings()
 
 
+_worker_running = False
+
+
 def _wait_for_idle_worker(timeout: float = 5.0) -> None:
     """Let the session's embedded worker finish what this test started, so a task
-    never runs against the next test's settings."""
+    never runs against the next test's settings: nothing running or reserved, and
+    no message waiting in the in-memory broker (a message published just before the
+    test ended is not yet reserved), for 0.1 s in a row."""
     from celery.worker import state
+    from kombu.transport import memory
 
     deadline = time.monotonic() + timeout
-    while (state.active_requests or state.reserved_requests) and time.monotonic() < deadline:
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = bool(state.active_requests or state.reserved_requests) or (
+            _worker_running and any(q.qsize() for q in list(memory.Channel.queues.values()))
+        )
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since > 0.1:
+            return
         time.sleep(0.02)
 
 
@@ -109,9 +126,12 @@ def client(iras_env: str) -> FlaskClient:
 def embedded_worker() -> Iterator[Any]:
     from iras.embedded import EmbeddedWorker
 
+    global _worker_running
     worker = EmbeddedWorker(concurrency=4, beat=False)
     worker.start()
+    _worker_running = True
     yield worker
+    _worker_running = False
     worker.stop()
 
 

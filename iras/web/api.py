@@ -9,7 +9,7 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from iras.auth import auth_enabled, require_role
-from iras.db import new_session
+from iras.db import read_session
 from iras.models import Incident
 from iras.schemas import Severity
 from iras.services import DecisionError, decide, serialize_incident
@@ -56,7 +56,7 @@ def list_incidents() -> Any:
             raise ValueError
     except ValueError:
         return error(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    with new_session() as session:
+    with read_session() as session:
         rows = list(session.scalars(query.limit(limit)))
         return jsonify(incidents=[serialize_incident(session, r, full=False) for r in rows], count=len(rows))
 
@@ -66,7 +66,7 @@ def list_incidents() -> Any:
 def get_incident(incident_id: str) -> Any:
     if not _valid_id(incident_id):
         return error(404, f"incident {incident_id[:64]!r} not found")
-    with new_session() as session:
+    with read_session() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             return error(404, f"incident {incident_id} not found")
@@ -99,7 +99,7 @@ def _decision(incident_id: str, approve: bool) -> Any:
         return error(
             400, "'plan_id' must be an integer (the plan id from GET /incidents/<id>)", field="plan_id"
         )
-    with new_session() as session:
+    with read_session() as session:
         try:
             incident = decide(
                 session,

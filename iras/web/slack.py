@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from iras.db import new_session
+from iras.db import read_session
 from iras.integrations.slack import handle_slack_action
 from iras.services import decide
 
@@ -21,7 +21,7 @@ bp = Blueprint("slack", __name__)
 
 
 def _decide(incident_id: str, action: str, actor: str, reason: str, plan_id: int | None) -> None:
-    with new_session() as session:
+    with read_session() as session:
         decide(
             session,
             incident_id,

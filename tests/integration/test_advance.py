@@ -1,0 +1,248 @@
+"""`workflow.advance`: a transition committed alone with the rows it produces. On
+PostgreSQL one autocommit statement of data-modifying CTEs, on SQLite a plain
+transaction; both must behave the same: the rows exist only if the
+compare-and-set matched, a plan row's id becomes the incident's plan_id, a
+finished step's outcome is stored even when it did not match."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from iras.config import reset_settings
+from iras.db import new_session, reset_engine, session_scope
+from iras.models import Incident, PostMortemRecord, StageResult, StepRun, Transition
+from iras.schemas import utcnow
+from iras.workflow import Event, IncidentStatus, advance
+from tests.support.services import PostgresServer
+
+S = IncidentStatus
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield request.getfixturevalue("iras_env")
+        return
+    request.applymarker(pytest.mark.integration)
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    from sqlalchemy import create_engine, text
+
+    from iras.migrate import upgrade
+
+    name = f"advance_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset_settings()
+    reset_engine()
+    yield url
+    reset_engine()
+    reset_settings()
+
+
+def incident(status: IncidentStatus) -> str:
+    incident_id = str(uuid.uuid4())
+    with session_scope() as session:
+        session.add(
+            Incident(
+                id=incident_id,
+                title="disk full",
+                source="generic",
+                fingerprint=incident_id,
+                status=status.value,
+            )
+        )
+    return incident_id
+
+
+def result(stage: str, attempt: int = 1) -> dict[str, object]:
+    return {"stage": stage, "attempt": attempt, "result": {"stage": stage, "é": [1, None]}, "analyst": "test",
+            "model": None, "input_tokens": 3, "output_tokens": 4, "cache_read_tokens": 0,
+            "cache_creation_tokens": 0, "latency_ms": 1.5, "note": None, "created_at": utcnow()}  # fmt: skip
+
+
+def counts(incident_id: str) -> tuple[int, int, int]:
+    with new_session() as s:
+        return (
+            s.scalar(
+                select(func.count()).select_from(Transition).where(Transition.incident_id == incident_id)
+            )
+            or 0,
+            s.scalar(
+                select(func.count()).select_from(StageResult).where(StageResult.incident_id == incident_id)
+            )
+            or 0,
+            s.scalar(
+                select(func.count())
+                .select_from(PostMortemRecord)
+                .where(PostMortemRecord.incident_id == incident_id)
+            )
+            or 0,
+        )
+
+
+def test_a_stage_result_is_written_with_its_transition_once(database: str) -> None:
+    iid = incident(S.TRIAGING)
+    moved = advance(iid, S.TRIAGING, Event.TRIAGED, detail={"summary": "P1"}, values={"severity": "P1"},
+                    rows=(("stage_results", result("triage")),))  # fmt: skip
+    assert moved == 0
+    # A duplicate delivery: the compare-and-set fails, nothing more is written.
+    again = advance(iid, S.TRIAGING, Event.TRIAGED, detail={"summary": "P1"}, values={"severity": "P2"},
+                    rows=(("stage_results", result("triage", 2)),))  # fmt: skip
+    assert again is None
+    assert counts(iid) == (1, 1, 0)
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.severity) == ("gathering_context", "P1")
+        t = s.scalars(select(Transition).where(Transition.incident_id == iid)).one()
+        assert (t.from_status, t.to_status, t.event, t.detail) == (
+            "triaging",
+            "gathering_context",
+            "triaged",
+            {"summary": "P1"},
+        )
+        r = s.scalars(select(StageResult).where(StageResult.incident_id == iid)).one()
+        assert (r.stage, r.result, r.input_tokens, r.latency_ms) == (
+            "triage",
+            {"stage": "triage", "é": [1, None]},
+            3,
+            1.5,
+        )
+
+
+def test_a_transition_without_detail_stores_sql_null(database: str) -> None:
+    iid = incident(S.TRIAGING)
+    assert advance(iid, S.TRIAGING, Event.TRIAGED) == 0
+    with new_session() as s:
+        detail = s.scalar(select(func.count()).select_from(Transition).where(
+            Transition.incident_id == iid, Transition.detail.is_(None)))  # fmt: skip
+        assert detail == 1
+
+
+def test_a_plan_row_becomes_the_incidents_plan_only_if_it_matched(database: str) -> None:
+    iid = incident(S.PLANNING)
+    deadline = utcnow() + timedelta(minutes=15)
+    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, detail={"summary": "2 steps"},
+                      values={"approval_deadline": deadline}, plan=result("plan"))  # fmt: skip
+    assert isinstance(plan_id, int) and plan_id > 0
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.plan_id) == ("awaiting_approval", plan_id)
+        assert (
+            inc.approval_deadline is not None and abs((inc.approval_deadline - deadline).total_seconds()) < 1
+        )
+        row = s.get(StageResult, plan_id)
+        assert row is not None and (row.incident_id, row.stage) == (iid, "plan")
+        t = s.scalars(select(Transition).where(Transition.incident_id == iid)).one()
+        assert t.detail == {"summary": "2 steps", "plan_id": plan_id}
+    # Lost the race (someone else moved it): no orphan plan row.
+    assert advance(iid, S.PLANNING, Event.PLAN_READY, plan=result("plan", 2)) is None
+    assert counts(iid) == (1, 1, 0)
+
+
+def test_a_post_mortem_and_its_result_go_with_the_closing_transition(database: str) -> None:
+    iid = incident(S.CLOSING)
+    pm = {
+        "outcome": "resolved",
+        "severity": "P2",
+        "data": {"summary": "ok"},
+        "analyst": "test",
+        "created_at": utcnow(),
+    }
+    rows = (("stage_results", result("postmortem")), ("postmortems", pm))
+    assert (
+        advance(iid, S.CLOSING, Event.CLOSED_RESOLVED, detail={"summary": "post-mortem written"}, rows=rows)
+        == 0
+    )
+    assert advance(iid, S.CLOSING, Event.CLOSED_RESOLVED, rows=rows) is None
+    assert counts(iid) == (1, 1, 1)
+    with new_session() as s:
+        record = s.get(PostMortemRecord, iid)
+        assert record is not None and (record.outcome, record.data) == ("resolved", {"summary": "ok"})
+
+
+def test_a_finished_steps_outcome_is_stored_even_when_the_transition_lost(database: str) -> None:
+    iid = incident(S.EXECUTING)
+    with session_scope() as session:
+        run = StepRun(incident_id=iid, plan_id=1, step_order=1, kind="apply", command="true", status="running",
+                      started_at=utcnow())  # fmt: skip
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    outcome = {
+        "id": run_id,
+        "status": "succeeded",
+        "exit_code": 0,
+        "output_tail": "ok",
+        "finished_at": utcnow(),
+    }
+    # Someone else moved the incident first: the step still ran, its outcome is kept.
+    assert advance(iid, S.ESCALATING, Event.ESCALATED, step_outcome=outcome) is None
+    with new_session() as s:
+        stored = s.get(StepRun, run_id)
+        assert stored is not None and (stored.status, stored.exit_code, stored.output_tail) == (
+            "succeeded",
+            0,
+            "ok",
+        )
+    assert counts(iid) == (0, 0, 0)
+
+
+def test_a_remediation_claims_each_step_once_and_closes(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remediation's own statements (`_claim_step` carrying the previous step's
+    outcome, the final `advance`) on both databases: every step succeeded and
+    recorded once, the incident in `closing`, a second delivery changes nothing."""
+    import iras.tasks
+    from iras.schemas import RemediationPlan, RemediationStep
+
+    monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
+    reset_settings()
+    monkeypatch.setattr(iras.tasks, "_close", lambda *_: None)
+    steps = [
+        RemediationStep(
+            order=i,
+            action="restart_service",
+            description=f"step {i}",
+            command=f"kubectl rollout restart deployment/api-{i}",
+            rollback_command=f"kubectl rollout undo deployment/api-{i}",
+            risk_level="low",
+        )  # fmt: skip
+        for i in (1, 2, 3)
+    ]
+    plan = RemediationPlan(summary="restart", steps=steps)
+    iid = incident(S.PLANNING)
+    plan_id = advance(
+        iid, S.PLANNING, Event.PLAN_READY, plan={**result("plan"), "result": plan.model_dump(mode="json")}
+    )
+    assert plan_id
+    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
+    iras.tasks.execute_plan.apply(args=[iid])
+    iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.outcome) == ("closing", "resolved")
+        runs = s.scalars(select(StepRun).where(StepRun.incident_id == iid).order_by(StepRun.step_order)).all()
+        assert [(r.step_order, r.kind, r.status, r.exit_code) for r in runs] == [
+            (1, "apply", "succeeded", 0), (2, "apply", "succeeded", 0), (3, "apply", "succeeded", 0),
+        ]  # fmt: skip
+        assert all(r.finished_at is not None and r.plan_id == plan_id for r in runs)
+
+
+def test_a_decision_on_a_replaced_plan_does_not_match(database: str) -> None:
+    iid = incident(S.PLANNING)
+    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=result("plan"))
+    assert plan_id
+    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id + 1000}) is None
+    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": None}) is None
+    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
