@@ -7,4 +7,4 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps -e .
 ENV PYTHONUNBUFFERED=1
 EXPOSE 8080
-CMD ["gunicorn", "--workers", "4", "--threads", "4", "--bind", "0.0.0.0:8080", "wsgi:app"]
+CMD ["granian", "--interface", "wsgi", "--workers", "2", "--blocking-threads", "16", "--host", "0.0.0.0", "--port", "8080", "--backlog", "4096", "--respawn-failed-workers", "--workers-kill-timeout", "25", "--no-access-log", "wsgi:app"]

@@ -1,4 +1,4 @@
-"""WSGI entry point: `gunicorn wsgi:app`."""
+"""WSGI entry point: `granian --interface wsgi wsgi:app` (see the Procfile)."""
 
 from iras.logging_setup import configure_logging
 from iras.web import create_app

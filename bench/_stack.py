@@ -1,5 +1,5 @@
 """Shared benchmark plumbing: private PostgreSQL/Redis (unless URLs are given),
-the IRAS processes (gunicorn, Celery workers, beat) as real subprocesses, the
+the IRAS processes (granian, Celery workers, beat) as real subprocesses, the
 benchmark evidence bundle and alert payloads, and database probes (commit
 counts, WAL position, table sizes).
 
@@ -186,7 +186,7 @@ class Backends:
 
 
 class BenchProcess(IrasProcess):
-    """An IrasProcess whose Celery app module and gunicorn options are chosen by the bench."""
+    """An IrasProcess whose Celery app module (and web workers/threads) the bench chooses."""
 
     def __init__(self, kind: str, env: dict[str, str], *, app: str = "celeryconfig", **kwargs: Any) -> None:
         super().__init__(kind, env, **kwargs)
@@ -199,7 +199,7 @@ class BenchProcess(IrasProcess):
         return cmd
 
     def pids(self) -> list[int]:
-        """The process and its children (gunicorn workers, prefork children)."""
+        """The process and its children (granian workers, prefork children)."""
         if self.proc is None:
             return []
         out = [self.proc.pid]
@@ -225,7 +225,8 @@ class WorkerSpec:
 
 
 class Stack:
-    """gunicorn + Celery workers (+ beat) against the given backends."""
+    """The web process (granian: `web_workers` processes x `web_threads` Python threads,
+    `web_extra` more granian options) + Celery workers (+ beat) against the given backends."""
 
     def __init__(
         self,
@@ -266,7 +267,9 @@ class Stack:
             self.env,
             port=self.port,
             log_dir=self.tmp,
-            extra=["--workers", str(web_workers), "--threads", str(web_threads), *(web_extra or [])],
+            web_workers=web_workers,
+            web_threads=web_threads,
+            extra=list(web_extra or []),
         )
         self.workers = [
             BenchProcess(
@@ -396,7 +399,7 @@ def _children(pid: int) -> list[int]:
 def tree_cpu_seconds(roots: list[int]) -> float:
     """CPU of process trees: each root and every live descendant, plus the exited
     children the parents reaped (a PostgreSQL backend that ended, a recycled
-    gunicorn worker), so nothing that ran between two readings is lost."""
+    granian worker), so nothing that ran between two readings is lost."""
     seen: set[int] = set()
     stack = list(roots)
     while stack:

@@ -1,4 +1,4 @@
-"""Ingest benchmark: `POST /webhook/alert` on gunicorn + PostgreSQL + Redis.
+"""Ingest benchmark: `POST /webhook/alert` on granian + PostgreSQL + Redis.
 
 Phases (each bounded in count and time), load from this process on loopback:
 1. warm-up;
@@ -15,13 +15,16 @@ No Celery worker consumes during the run (the triage messages wait in Redis), so
 the numbers are the ingest path's own; `--with-workers` runs one anyway.
 
     python bench/ingest.py [--count 20000] [--rate 1000] [--web-workers 2] [--web-threads 16]
+                           [--web-args "--backlog 4096"]
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,12 +80,17 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     # Many requests in flight per process: they share the group commit (iras/ingest/batch.py).
     parser.add_argument("--web-threads", type=int, default=16)
-    parser.add_argument("--web-class", default="gthread", help="gunicorn worker class")
+    parser.add_argument(
+        "--web-args", default="", help='more granian options, e.g. "--backlog 4096 --backpressure 64"'
+    )
     parser.add_argument("--max-seconds", type=float, default=60, help="bound on each phase")
     parser.add_argument(
         "--with-workers", action="store_true", help="run a Celery worker consuming triage meanwhile"
     )
     args = parser.parse_args()
+    web = f"granian {version('granian')} {args.web_workers} worker(s) x {args.web_threads} blocking thread(s)"
+    if args.web_args:
+        web += f", {args.web_args}"
 
     with backends_from(args) as backends:
         assert backends.database_url and backends.broker_url
@@ -91,7 +99,7 @@ def main() -> None:
             backends.broker_url,
             web_workers=args.web_workers,
             web_threads=args.web_threads,
-            web_extra=["--worker-class", args.web_class, "--keep-alive", "5", "--backlog", "4096"],
+            web_extra=shlex.split(args.web_args),
             workers=[WorkerSpec(concurrency=8)] if args.with_workers else [],
         )
         engine = engine_for(backends.database_url)
@@ -100,7 +108,7 @@ def main() -> None:
             url = f"{stack.base}/webhook/alert"
             _load.HEADERS.update(WEBHOOK_HEADERS)
             run = f"{time.time_ns():x}"
-            log(f"web on {stack.base} ({args.web_workers} x {args.web_class}, {args.web_threads} threads)")
+            log(f"web on {stack.base} ({web})")
 
             closed_loop(
                 url, lambda i: alert_body(f"{run}-warm-{i}"), count=1000, concurrency=args.concurrency
@@ -202,12 +210,12 @@ def main() -> None:
             "closed_loop_new": s_new,
             "closed_loop_dedup": s_dedup,
             "web_cpu_ms_per_new_alert": round(cpu_new * 1000 / max(1, new.ok), 3),
-            # gunicorn + PostgreSQL + Redis (every process of theirs), not the load generator.
+            # granian + PostgreSQL + Redis (every process of theirs), not the load generator.
             "server_cpu_ms_per_new_alert": round(server_new * 1000 / max(1, new.ok), 3),
             "server_cpu_ms_per_dedup_alert": round(server_dedup * 1000 / max(1, dedup.ok), 3),
             "commits_per_new_alert": round(commits_new / max(1, new.ok), 2),
             "checks": checks,
-            "web": f"gunicorn {args.web_workers} x {args.web_class} worker(s), {args.web_threads} thread(s)",
+            "web": web,
             "concurrency": args.concurrency,
             "backends": backends.settings(),
             "machine": machine_notes(),

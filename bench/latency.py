@@ -1,6 +1,6 @@
 """Model-latency benchmark: the real Claude analyst (anthropic SDK + instructor)
 against the fake Anthropic Messages API (tests/fakes/anthropic_server.py) with
-realistic per-call latencies (Haiku 0.8 s, Sonnet 4 s by default), on gunicorn
+realistic per-call latencies (Haiku 0.8 s, Sonnet 4 s by default), on granian
 + Celery + PostgreSQL + Redis.
 
 The stages that call a model run on the `analysis` queue, served by a worker

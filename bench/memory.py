@@ -2,7 +2,7 @@
 workers while 10,000 incidents go through the whole pipeline (alert, analysis
 with the instant analyst, approval, remediation, post-mortem, notifications).
 
-RSS (VmRSS from /proc) of every gunicorn worker and every Celery process is
+RSS (VmRSS from /proc) of every granian worker and every Celery process is
 sampled after each batch; growth is reported from the end of warm-up (the
 first `--warmup` incidents: imports, caches and pools filled) to the end.
 "No growth after warm-up" means a flat line, not a slope per incident.
@@ -42,7 +42,7 @@ from bench._stack import (  # noqa: E402
 
 
 def rss_by_process(stack: Stack) -> dict[str, int]:
-    """kB per process: gunicorn workers (not the master), Celery pool processes."""
+    """kB per process: granian workers (not the main process), Celery pool processes."""
     out: dict[str, int] = {}
 
     def children(proc: BenchProcess) -> list[int]:
@@ -150,7 +150,7 @@ def main() -> None:
             "warmup_incidents": after_warmup["incidents"],
             "growth_kb": growth,
             "samples": samples,
-            "workers": "web: gunicorn 2 x 8 threads; analysis: threads x 16; ops: prefork x 2",
+            "workers": "web: granian 2 x 8 blocking threads; analysis: threads x 16; ops: prefork x 2",
             "backends": backends.settings(),
             "machine": machine_notes(),
         }

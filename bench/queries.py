@@ -10,7 +10,7 @@ Measured:
   each beat job runs (EXPLAIN ANALYZE, median of runs) and the whole job
   called in-process (it escalates / re-enqueues what is due);
 - `GET /incidents?status=...` and the console list page `GET /ui/...` over
-  HTTP against gunicorn (median and p95 of `--repeat` requests).
+  HTTP against granian (median and p95 of `--repeat` requests).
 Target: each under 20 ms. The EXPLAIN plans go to stderr and into the summary.
 
     python bench/queries.py [--incidents 200000]

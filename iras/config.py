@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # token for every source. Unset = open, said at startup and in /health (iras/web/ingest_guard.py).
     webhook_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # Per-source token bucket (sustained requests/s, burst); rate 0 disables it. Shared
-    # across gunicorn workers through Redis when CELERY_BROKER_URL is redis://.
+    # across web worker processes through Redis when CELERY_BROKER_URL is redis://.
     webhook_rate_limit_per_second: float = Field(50, ge=0)
     webhook_rate_limit_burst: int = Field(500, ge=1)
     # Bytes of a rejected webhook body kept in the dead-letter table (the rest is cut).
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     # plainly when it is off.
     auth_enabled: bool = False
     # Signs the console session cookie. Unset: a random key per process (logged as
-    # a warning), so sessions end at restart and differ between gunicorn workers.
+    # a warning), so sessions end at restart and differ between web worker processes.
     secret_key: str | None = Field(None, min_length=32)
     console_session_hours: float = Field(12, gt=0)
     # Celery workers serve /metrics on this port when set (the web app serves its own).

@@ -341,7 +341,7 @@ def redis_url() -> Iterator[str]:
 
 
 def test_redis_bucket_is_shared_by_several_web_processes(redis_url: str) -> None:
-    # Two limiters = two gunicorn workers: together they allow the burst once, not twice.
+    # Two limiters = two web worker processes: together they allow the burst once, not twice.
     workers = [RedisLimiter(redis_url), RedisLimiter(redis_url)]
     waits = [workers[i % 2].acquire("shared-test", rate=0.5, burst=5) for i in range(10)]
     assert sum(1 for w in waits if w == 0) == 5

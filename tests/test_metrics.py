@@ -263,7 +263,7 @@ print(generate_latest(metrics.scrape_registry()).decode())
 
 
 def test_multiprocess_mode_sums_counters_across_processes(iras_env: str, tmp_path: Any) -> None:
-    """gunicorn workers and Celery prefork children each count in their own
+    """granian workers and Celery prefork children each count in their own
     process; with PROMETHEUS_MULTIPROC_DIR one scrape sums them."""
     import os
     import subprocess
@@ -286,6 +286,65 @@ def test_multiprocess_mode_sums_counters_across_processes(iras_env: str, tmp_pat
     }
     assert value(samples, "iras_webhook_requests_total", source="grafana", status="202") == 5
     assert value(samples, "iras_metrics_database_up") == 1, "the database gauges are there too"
+
+
+def test_every_granian_worker_scrape_counts_the_requests_of_all_workers(iras_env: str, tmp_path: Any) -> None:
+    """The real web server (2 granian worker processes, each importing the app after
+    it started): alerts land on either worker, and a scrape, whichever worker
+    answers it, counts them all."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from tests.support.services import IrasProcess, free_port
+
+    prom_dir = tmp_path / "prometheus"  # emptied, its own: every *.db in it is read as metrics
+    prom_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir), "WEBHOOK_RATE_LIMIT_PER_SECOND": "0"}
+    web = IrasProcess("web", env, port=free_port(), log_dir=tmp_path, web_workers=2, web_threads=4)
+    base = f"http://127.0.0.1:{web.port}"
+    n = 60
+
+    def post(i: int) -> int:
+        alert = {"title": f"multiprocess {i}", "timestamp": "2026-11-25T10:00:00Z", "service": "svc"}
+        # A connection per request: the kernel hands them to both workers.
+        return requests.post(f"{base}/webhook/alert", json=alert, timeout=30).status_code
+
+    def scraped() -> float:
+        text = requests.get(f"{base}/metrics", timeout=30).text
+        samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        return value(samples, "iras_webhook_requests_total", source="auto", status="202")
+
+    web.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(post, range(n))) == [202] * n
+        scrapes = [scraped() for _ in range(8)]
+        # What each worker counted itself, read from its own file.
+        per_worker = []
+        for i, db in enumerate(sorted(prom_dir.glob("counter_*.db"))):
+            alone = tmp_path / f"alone-{i}"
+            alone.mkdir()
+            shutil.copy(db, alone / db.name)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(alone))
+            counted = registry.get_sample_value(
+                "iras_webhook_requests_total", {"source": "auto", "status": "202"}
+            )
+            per_worker.append(int(counted or 0))
+    finally:
+        web.stop()
+    print(f"requests per granian worker: {per_worker}")
+    assert scrapes == [n] * len(scrapes), web.log_tail()
+    assert sum(per_worker) == n
+    assert sum(1 for c in per_worker if c) == 2, f"both workers served alerts: {per_worker}"
 
 
 @app.task(name="tests.log_a_line")

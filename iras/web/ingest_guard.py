@@ -13,7 +13,7 @@ start-up banner say so.
 
 Rate limit: one token bucket per source (WEBHOOK_RATE_LIMIT_PER_SECOND,
 WEBHOOK_RATE_LIMIT_BURST). With a Redis broker the bucket lives in Redis (one
-atomic Lua script), so N gunicorn workers share one limit instead of allowing
+atomic Lua script), so N web worker processes share one limit instead of allowing
 N times it; otherwise, and while Redis is unreachable, it is per process.
 """
 
@@ -364,7 +364,7 @@ _limiter_lock = threading.Lock()
 
 def get_limiter(settings: Settings | None = None, app: Any = None) -> Limiter:
     """The app's limiter, kept in `app.extensions`: each app (each test) starts with
-    full buckets. Re-created after a fork, so gunicorn workers never share a Redis
+    full buckets. Re-created after a fork, so web worker processes never share a Redis
     socket, and when the broker setting changes."""
     if app is None:
         from flask import current_app

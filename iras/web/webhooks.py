@@ -32,7 +32,7 @@ bp = Blueprint("webhooks", __name__)
 
 @bp.record_once
 def _warn_if_open(state: Any) -> None:
-    # gunicorn has no banner of its own: say it in the log once per app.
+    # The WSGI server has no IRAS banner: say it in the log once per app (per worker).
     if ingest_guard.ingest_auth_mode() == "open":
         log.warning(ingest_guard.OPEN_WARNING)
 

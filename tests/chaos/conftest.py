@@ -1,4 +1,4 @@
-"""Fault-injection suite: real gunicorn, Celery workers and beat as separate
+"""Fault-injection suite: real granian, Celery workers and beat as separate
 processes on private PostgreSQL and Redis instances, with faults injected from
 the test (kill -9, stopped broker, restarted database, restarted web).
 

@@ -1,11 +1,11 @@
-"""An alert storm against gunicorn on PostgreSQL (+ Redis as the broker and the
+"""An alert storm against granian on PostgreSQL (+ Redis as the broker and the
 rate-limit store), each scenario with its own database:
 
 1. 5,000 alerts over 50 fingerprints, posted concurrently from a bounded thread
    pool (half generic JSON, half single-alert Alertmanager notifications): exactly
    50 incidents, 5,000 alert events, every alert_count 100, none lost, and only 50
    pipelines enqueued (a storm must not become 5,000 investigations).
-2. A storm over the rate limit: the limit is shared by the gunicorn workers
+2. A storm over the rate limit: the limit is shared by the granian workers
    through Redis, every 429 says when to retry, and a sender that honours it
    loses nothing.
 
@@ -73,9 +73,7 @@ class Web:
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = env
         # 4 workers x 8 threads: more than one process, so the dedup race is a real one.
-        self.proc = IrasProcess(
-            "web", env, port=self.port, extra=["--workers", "4", "--threads", "8"], log_dir=tmp
-        )
+        self.proc = IrasProcess("web", env, port=self.port, web_workers=4, web_threads=8, log_dir=tmp)
 
     def __enter__(self) -> Web:
         self.proc.start()
@@ -177,7 +175,7 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
     rate = len(work) / elapsed
     print(
         f"\nSTORM: {len(work)} alerts over {FINGERPRINTS} fingerprints, {THREADS} client threads, "
-        f"gunicorn 4x8 on PostgreSQL: {elapsed:.2f} s, {rate:.0f} alerts/s, "
+        f"granian 4x8 on PostgreSQL: {elapsed:.2f} s, {rate:.0f} alerts/s, "
         f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
     )
 
@@ -185,7 +183,7 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
 def test_a_storm_over_the_rate_limit_loses_nothing_when_the_sender_honours_retry_after(
     storm_env: dict[str, str], tmp_path: Any
 ) -> None:
-    # Well under what this gunicorn accepts unthrottled (~150+/s on a busy 2-core box),
+    # Well under what this web process accepts unthrottled (~150+/s on a busy 2-core box),
     # so the limiter, not the machine, sets the pace.
     rate, burst, total = 40, 20, 200
     env = {**storm_env, "WEBHOOK_RATE_LIMIT_PER_SECOND": str(rate), "WEBHOOK_RATE_LIMIT_BURST": str(burst)}
@@ -215,7 +213,7 @@ def test_a_storm_over_the_rate_limit_loses_nothing_when_the_sender_honours_retry
     assert refusals, "the storm did go over the limit"
     assert all(r["error"] == "too_many_requests" and r["source"] == "generic" for r in refusals)
     assert all(int(r["header"]) >= 1 and 0 < r["retry_after"] <= 1 for r in refusals)
-    # 4 gunicorn workers share one bucket in Redis: accepting `total` takes at least
+    # 4 granian workers share one bucket in Redis: accepting `total` takes at least
     # (total - burst) / rate seconds. Four per-process buckets would take a quarter of it.
     assert elapsed >= (total - burst) / rate * 0.9, elapsed
     [(events,)] = _count(env["DATABASE_URL"], "SELECT count(*) FROM alert_events")

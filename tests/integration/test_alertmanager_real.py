@@ -1,5 +1,5 @@
 """A real Prometheus Alertmanager (Debian package prometheus-alertmanager) with a
-webhook receiver pointing at a running IRAS: gunicorn and a Celery worker as
+webhook receiver pointing at a running IRAS: granian and a Celery worker as
 separate processes on PostgreSQL + Redis.
 
 Alerts go to Alertmanager's own API (`POST /api/v2/alerts`); Alertmanager groups

@@ -1,4 +1,4 @@
-"""The same end-to-end flow on PostgreSQL + Redis, with gunicorn, a Celery worker
+"""The same end-to-end flow on PostgreSQL + Redis, with granian, a Celery worker
 and Celery beat as separate processes; then a restart of all of them while an
 incident awaits approval."""
 

@@ -1,5 +1,5 @@
 """Private PostgreSQL and Redis instances on free loopback ports, and IRAS
-processes (gunicorn, Celery worker/beat) as real subprocesses.
+processes (the granian web server, Celery worker/beat) as real subprocesses.
 
 Used by the integration tests, the chaos suite and bench/. Each server lives in
 its own temporary directory and is stopped (and removed) by `stop()`.
@@ -222,8 +222,44 @@ def wait_for_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
 
 
+def granian_command(
+    port: int, *, workers: int = 2, threads: int = 4, host: str = "127.0.0.1", extra: list[str] | None = None
+) -> list[str]:
+    """The web process as the Procfile and docker-compose.yml run it: granian's WSGI
+    interface, `workers` processes of `threads` Python threads each, a crashed
+    worker respawned, in-flight requests finished on SIGTERM (a worker still busy
+    after 10 s is killed: under IrasProcess.stop's 15 s), no access log. The backlog
+    also sets granian's --backpressure (backlog / workers): the open connections a
+    worker takes, idle keep-alive ones included; more wait in the kernel's queue."""
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backlog",
+        "4096",
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--respawn-failed-workers",
+        "--workers-kill-timeout",
+        "10",
+        "--no-access-log",
+        *(extra or []),
+        "wsgi:app",
+    ]
+
+
 class IrasProcess:
-    """One IRAS process (gunicorn, a Celery worker or beat) with its own environment."""
+    """One IRAS process (the granian web server, a Celery worker or beat) with its own
+    environment. `extra` is appended to the command line; for "web", `web_workers`
+    and `web_threads` set granian's worker processes and Python threads per worker."""
 
     def __init__(
         self,
@@ -233,32 +269,25 @@ class IrasProcess:
         port: int | None = None,
         extra: list[str] | None = None,
         log_dir: Path | None = None,
+        web_workers: int = 2,
+        web_threads: int = 4,
     ) -> None:
         self.kind = kind
         self.port = port
         self.env = {**os.environ, **env}
         self.extra = extra or []
+        self.web_workers = web_workers
+        self.web_threads = web_threads
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"iras-{kind}-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         py = sys.executable
         if self.kind == "web":
-            return [
-                py,
-                "-m",
-                "gunicorn",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--timeout",
-                "60",
-                *self.extra,
-                "wsgi:app",
-            ]
+            assert self.port, "a web process needs a port"
+            return granian_command(
+                self.port, workers=self.web_workers, threads=self.web_threads, extra=self.extra
+            )
         if self.kind == "beat":
             return [
                 py,

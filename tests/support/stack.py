@@ -1,4 +1,4 @@
-"""A whole IRAS deployment for integration and chaos tests: gunicorn, a Celery
+"""A whole IRAS deployment for integration and chaos tests: granian, a Celery
 worker and Celery beat as separate processes on a private PostgreSQL + Redis."""
 
 from __future__ import annotations
