@@ -264,7 +264,8 @@ class Stack:
         self.base = f"http://127.0.0.1:{self.port}"
         self.web = BenchProcess(
             "web",
-            self.env,
+            # As the Procfile: one pooled connection per request thread.
+            {"IRAS_DB_POOL_SIZE": str(max(10, web_threads)), **self.env},
             port=self.port,
             log_dir=self.tmp,
             web_workers=web_workers,
@@ -337,6 +338,24 @@ def xact_commits(engine: Engine) -> int:
         conn.execute(text("SELECT pg_stat_clear_snapshot()"))
         return int(
             conn.scalar(text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
+        )
+
+
+def next_xid(engine: Engine) -> int:
+    """The next transaction id PostgreSQL will assign (without taking one): its delta
+    over a run is the number of transactions that wrote something, each a durable
+    commit. Read-only statements in autocommit (each a transaction of its own, counted
+    in `xact_commit`) and ROLLBACKs take none."""
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")))
+
+
+def backend_sessions(engine: Engine) -> int:
+    """Connections ever established to this database (pg_stat_database.sessions)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(
+            conn.scalar(text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()"))
         )
 
 

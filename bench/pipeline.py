@@ -11,8 +11,10 @@ benchmark evidence bundle (50 log lines of ~150 characters, 10 metrics,
    from the first approval until all N post-mortems are stored (remediation:
    3 steps through the dry-run executor, each step's execution record written
    before and after it runs) -> `to_completion_per_s`.
-3. Cost per incident: `commits_per_incident` (pg_stat_database.xact_commit delta
-   over the whole run / N, everything included: web, workers, notifications),
+3. Cost per incident: `commits_per_incident` (write transactions: transaction ids
+   assigned over the whole run / N, everything included: web, workers,
+   notifications; each is a durable commit), `xact_commits_per_incident`
+   (pg_stat_database.xact_commit delta / N: read-only autocommit statements too),
    `bytes_per_incident` (pg_total_relation_size of every IRAS table: heap, TOAST
    and indexes, / N, on a fresh database), WAL bytes, server CPU.
 
@@ -39,11 +41,13 @@ from bench._stack import (  # noqa: E402
     Stack,
     WorkerSpec,
     alert_body,
+    backend_sessions,
     backends_from,
     common_args,
     engine_for,
     log,
     machine_notes,
+    next_xid,
     print_summary,
     server_roots,
     status_counts,
@@ -148,6 +152,8 @@ def main() -> None:
                     conn.execute(text("SELECT pg_stat_statements_reset()"))
             lsn0 = wal_lsn(engine)
             commits0 = xact_commits(engine)
+            xid0 = next_xid(engine)
+            sessions0 = backend_sessions(engine)
             cpu0 = tree_cpu_seconds(roots)
             parts0 = {r: tree_cpu_seconds([r]) for r in roots}
 
@@ -199,6 +205,8 @@ def main() -> None:
             time.sleep(2.0)
 
             commits = xact_commits(engine) - commits0 - 1
+            writes = next_xid(engine) - xid0
+            sessions = backend_sessions(engine) - sessions0
             wal = wal_bytes_since(engine, lsn0)
             cpu = tree_cpu_seconds(roots) - cpu0
             kinds = {p.proc.pid: f"{p.kind}{i}" for i, p in enumerate(stack.processes) if p.proc is not None}
@@ -268,7 +276,10 @@ def main() -> None:
             "to_approval_per_s": round(n / to_approval_s, 1),
             "to_completion_per_s": round(n / to_completion_s, 1),
             "bytes_per_incident": round(sum(sizes.values()) / n),
-            "commits_per_incident": round(commits / n, 2),
+            "commits_per_incident": round(writes / n, 2),
+            "xact_commits_per_incident": round(commits / n, 2),
+            # New PostgreSQL connections (a backend process each) during the run.
+            "connections_opened": sessions,
             "wal_bytes_per_incident": round(wal / n),
             "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
             "server_cpu_ms_per_incident_by_process": cpu_parts,

@@ -61,7 +61,7 @@ def make_engine(url: str) -> Engine:
         return engine
     engine = create_engine(
         url,
-        pool_size=int(os.environ.get("IRAS_DB_POOL_SIZE", "10")),
+        pool_size=int(os.environ.get("IRAS_DB_POOL_SIZE") or "10"),
         max_overflow=20,
         connect_args={"connect_timeout": 10},
     )
@@ -179,7 +179,7 @@ def read_session() -> Iterator[Session]:
         with new_session() as session:
             yield session
         return
-    with autocommit_connection() as conn, Session(bind=conn) as session:
+    with autocommit_connection() as conn, Session(bind=conn, expire_on_commit=False) as session:
         yield session
 
 

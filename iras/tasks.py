@@ -26,6 +26,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 from sqlalchemy import bindparam, case, func, insert, null, select, type_coerce, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -160,18 +161,19 @@ def _load(session: Session, incident_id: str, expected: IncidentStatus) -> Incid
 
 
 def _facts(
-    session: Session,
-    incident: Incident,
+    db: Session | Connection,
+    incident: Any,
     *,
     read_triage: bool = True,
     triage: TriageResult | None = None,
 ) -> IncidentFacts:
-    """The alert facts the analyst sees. `read_triage=False` when the caller knows the
-    triage result already (or that there is none yet): one statement less."""
+    """The alert facts the analyst sees (`incident`: an Incident or a row of its
+    columns). `read_triage=False` when the caller knows the triage result already
+    (or that there is none yet): one statement less."""
     # The incident's payload is the request body kept with its first alert event
     # (migration 0007); the other events' bodies are not decoded.
     first_id = select(func.min(AlertEvent.id)).where(AlertEvent.incident_id == incident.id).scalar_subquery()
-    rows = session.execute(
+    rows = db.execute(
         select(AlertEvent.alert, case((AlertEvent.id == first_id, AlertEvent.raw), else_=None))
         .where(AlertEvent.incident_id == incident.id)
         .order_by(AlertEvent.id)
@@ -180,8 +182,8 @@ def _facts(
     alerts = [NormalizedAlert.model_validate({**doc, "raw": {}}) for doc, _ in rows]
     payload = (rows[0][1] if rows else None) or {}
     if read_triage:
-        row = _latest(session, incident.id, "triage")
-        triage = TriageResult.model_validate(row.result) if row else None
+        found = _latest_result(db, incident.id, "triage")
+        triage = TriageResult.model_validate(found) if found is not None else None
     return IncidentFacts(
         incident_id=incident.id,
         title=incident.title,
@@ -193,13 +195,32 @@ def _facts(
     )
 
 
-def _latest(session: Session, incident_id: str, stage: str) -> StageResult | None:
-    return session.scalar(
-        select(StageResult)
+def _latest_result(db: Session | Connection, incident_id: str, stage: str) -> Any:
+    """The result document of the stage's latest attempt, or None."""
+    return db.execute(
+        select(StageResult.result)
         .where(StageResult.incident_id == incident_id, StageResult.stage == stage)
         .order_by(StageResult.attempt.desc(), StageResult.id.desc())
         .limit(1)
-    )
+    ).scalar()
+
+
+_INCIDENT_ROW = select(Incident.__table__).where(Incident.id == bindparam("id"))
+
+
+def _load_row(conn: Connection, incident_id: str, expected: IncidentStatus) -> Any:
+    """`_load` as a row of the incident's columns (Core: no ORM object to build)."""
+    row = conn.execute(_INCIDENT_ROW, {"id": incident_id}).first()
+    if row is None:
+        log.info("incident gone", extra={"incident_id": incident_id})
+        return None
+    if row.status != expected.value:
+        log.info(
+            "stale delivery ignored",
+            extra={"incident_id": incident_id, "expected": expected.value, "status": row.status},
+        )
+        return None
+    return row
 
 
 def _result_row(stage: str, attempt: int, out: StageOutput[Any]) -> dict[str, Any]:
@@ -354,7 +375,8 @@ class _Carry:
 def _start_analysis(incident_id: str) -> tuple[IncidentStatus, _Carry] | None:
     """Load what the incident's current analysis stage needs, or None if there is nothing to do."""
     with read_session() as session:
-        incident = session.get(Incident, incident_id)
+        conn = session.connection()
+        incident = conn.execute(_INCIDENT_ROW, {"id": incident_id}).first()
         if incident is None:
             log.info("incident gone", extra={"incident_id": incident_id})
             return None
@@ -363,18 +385,18 @@ def _start_analysis(incident_id: str) -> tuple[IncidentStatus, _Carry] | None:
             log.info("stale delivery ignored", extra={"incident_id": incident_id, "status": incident.status})
             return None
         # Nothing is triaged yet in `triaging` (the first delivery): no triage to read.
-        facts = _facts(session, incident, read_triage=status != S.TRIAGING)
+        facts = _facts(conn, incident, read_triage=status != S.TRIAGING)
         carry = _Carry(facts, incident.rca_attempts, incident.severity)
         if status in (S.ANALYZING, S.PLANNING):
-            context = _latest(session, incident_id, "context")
+            context = _latest_result(conn, incident_id, "context")
             if context is None:  # cannot happen through the table; be explicit if it does
                 raise RuntimeError(f"incident {incident_id} reached analysis without evidence")
-            carry.bundle = ContextBundle.model_validate(context.result)
+            carry.bundle = ContextBundle.model_validate(context)
         if status == S.PLANNING:
-            rca_row = _latest(session, incident_id, "rca")
-            if rca_row is None:
+            rca = _latest_result(conn, incident_id, "rca")
+            if rca is None:
                 raise RuntimeError(f"incident {incident_id} reached planning without a root cause")
-            carry.rca = RootCauseHypothesis.model_validate(rca_row.result)
+            carry.rca = RootCauseHypothesis.model_validate(rca)
     return status, carry
 
 
@@ -1044,17 +1066,18 @@ def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
         with read_session() as session:
-            incident = _load(session, incident_id, S.CLOSING)
+            conn = session.connection()  # Core reads: rows, no ORM objects
+            incident = _load_row(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
-            results = list(session.execute(_PM_RESULTS.where(StageResult.incident_id == incident_id)))
+            results = list(conn.execute(_PM_RESULTS.where(StageResult.incident_id == incident_id)))
             by_stage: dict[str, Any] = {}
             for r in results:
                 by_stage[r.stage] = r  # ordered by id: the latest attempt wins
             triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
-            facts = _facts(session, incident, read_triage=False, triage=triage)
-            transitions = list(session.execute(_PM_TRANSITIONS.where(Transition.incident_id == incident_id)))
-            runs = list(session.execute(_PM_RUNS.where(StepRun.incident_id == incident_id)))
+            facts = _facts(conn, incident, read_triage=False, triage=triage)
+            transitions = list(conn.execute(_PM_TRANSITIONS.where(Transition.incident_id == incident_id)))
+            runs = list(conn.execute(_PM_RUNS.where(StepRun.incident_id == incident_id)))
             outcome = incident.outcome or "resolved"
             final_severity = incident.severity
             decision = (
