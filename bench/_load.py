@@ -229,6 +229,7 @@ end
 function init(args)
   quota = tonumber(args[1])
   prefix = args[2]
+  cycle = tonumber(args[3])
 end
 
 function request()
@@ -237,6 +238,9 @@ function request()
   end
   counter = counter + 1
   local key = prefix .. "-" .. thread_id .. "-" .. counter
+  if cycle > 0 then
+    key = prefix .. "-" .. (counter %% cycle)
+  end
   local body = string.gsub(template, "__KEY__", key)
   return wrk.format("POST", nil, headers, body)
 end
@@ -260,10 +264,12 @@ def wrk_closed_loop(
     max_count: int,
     concurrency: int,
     threads: int = 1,
+    cycle: int = 0,
 ) -> LoadResult:
     """A closed loop driven by wrk (C, epoll) instead of this module's asyncio client,
     for `seconds`: POSTs of `template` with `__KEY__` replaced by a key of their own
-    (`{prefix}-{thread}-{n}`) over `concurrency` keep-alive connections; each wrk
+    (`{prefix}-{thread}-{n}`; with `cycle`, `{prefix}-{n % cycle}`: duplicates) over
+    `concurrency` keep-alive connections; each wrk
     thread stops after `max_count / threads` requests (a bound, not the goal: reaching
     it would make the rate read low, so it raises). The asyncio client costs ~0.22 ms
     of CPU per request on the cores the server shares; wrk a fraction of that, so the
@@ -297,6 +303,7 @@ def wrk_closed_loop(
                 "--",
                 str(per_thread),
                 prefix,
+                str(cycle),
             ],  # fmt: skip
             capture_output=True,
             text=True,

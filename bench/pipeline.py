@@ -1,5 +1,5 @@
 """Pipeline throughput benchmark: N incidents through the whole pipeline on
-gunicorn + Celery workers + PostgreSQL + Redis, with an analyst that answers
+granian + Celery workers + PostgreSQL + Redis, with an analyst that answers
 instantly (bench/_analyst.py: valid typed results, a 3-step plan) and the
 benchmark evidence bundle (50 log lines of ~150 characters, 10 metrics,
 3 deployments) served by the context tools.
@@ -294,7 +294,7 @@ def main() -> None:
             "stored_column_bytes": column_bytes,
             "dead_tuples_at_end": dead,
             "statuses": counts,
-            "web": f"gunicorn {args.web_workers} worker(s) x {args.web_threads} thread(s)",
+            "web": f"granian {args.web_workers} worker(s) x {args.web_threads} blocking thread(s)",
             "workers": {
                 "analysis": f"{args.analysis_workers} x {args.analysis_pool} x {args.analysis_concurrency}",
                 "ops": f"{args.ops_workers} x {args.ops_pool} x {args.ops_concurrency}",
