@@ -514,7 +514,7 @@ def _grouped(session: Session, *where: Any) -> dict[str, int]:
 def count_by_status(session: Session) -> dict[str, int]:
     """Incidents per status, exact, without scanning the closed history each time."""
     counts = _grouped(session, Incident.status.not_in(_TERMINAL_VALUES))
-    key = f"{os.getpid()}:{session.get_bind().url}"
+    key = f"{os.getpid()}:{session.get_bind().engine.url}"
     with _history_lock:
         cached = _history.get(key)
     if cached is None or time.monotonic() - cached[0] > _HISTORY_TTL_SECONDS:

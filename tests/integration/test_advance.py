@@ -246,3 +246,21 @@ def test_a_decision_on_a_replaced_plan_does_not_match(database: str) -> None:
     assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id + 1000}) is None
     assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": None}) is None
     assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
+
+
+def test_the_read_paths_answer_on_both_databases(database: str) -> None:
+    """The API and console reads run on `read_session` (on PostgreSQL a session bound
+    to an autocommit connection, not to the engine): every list and detail page."""
+    from iras.web import create_app
+
+    client = create_app().test_client()
+    iid = incident(S.PLANNING)
+    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=result("plan"))
+    for url in ("/incidents", "/incidents?status=awaiting_approval", f"/incidents/{iid}", "/ui/",
+                "/ui/?status=open", f"/ui/incidents/{iid}", "/postmortems"):  # fmt: skip
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code, response.text[:300])
+    approved = client.post(f"/incidents/{iid}/approve", json={"by": "alice", "plan_id": plan_id})
+    assert approved.status_code == 200 and approved.get_json()["status"] == "executing"
+    again = client.post(f"/incidents/{iid}/approve", json={"by": "bob"})
+    assert again.status_code == 409
