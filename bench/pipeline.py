@@ -340,6 +340,9 @@ def _statement_stats(engine: Any, n: int) -> dict[str, Any]:
         "per_incident": round(sum(c for _, c, _ in rows) / n, 1),
         "exec_ms_per_incident": round(sum(ms for *_, ms in rows) / n, 2),
         "top_per_incident": {" ".join(q.split())[:160]: round(c / n, 2) for q, c, _ in rows[:30]},
+        "top_exec_ms_per_incident": {
+            " ".join(q.split())[:160]: round(ms / n, 3) for q, _, ms in sorted(rows, key=lambda r: -r[2])[:10]
+        },
     }
 
 
