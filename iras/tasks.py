@@ -146,20 +146,6 @@ def _stage_task(name: str) -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-def _load(session: Session, incident_id: str, expected: IncidentStatus) -> Incident | None:
-    incident = session.get(Incident, incident_id)
-    if incident is None:
-        log.info("incident gone", extra={"incident_id": incident_id})
-        return None
-    if incident.status != expected.value:
-        log.info(
-            "stale delivery ignored",
-            extra={"incident_id": incident_id, "expected": expected.value, "status": incident.status},
-        )
-        return None
-    return incident
-
-
 def _facts(
     db: Session | Connection,
     incident: Any,
@@ -208,8 +194,9 @@ def _latest_result(db: Session | Connection, incident_id: str, stage: str) -> An
 _INCIDENT_ROW = select(Incident.__table__).where(Incident.id == bindparam("id"))
 
 
-def _load_row(conn: Connection, incident_id: str, expected: IncidentStatus) -> Any:
-    """`_load` as a row of the incident's columns (Core: no ORM object to build)."""
+def _load(conn: Connection, incident_id: str, expected: IncidentStatus) -> Any:
+    """The incident as a row of its columns (Core: no ORM object to build), or None if
+    it is gone or not in `expected` (a duplicate delivery, or someone else moved it)."""
     row = conn.execute(_INCIDENT_ROW, {"id": incident_id}).first()
     if row is None:
         log.info("incident gone", extra={"incident_id": incident_id})
@@ -661,9 +648,7 @@ def _step_lease(settings: Any) -> float:
     return float(settings.remediation_step_timeout_seconds) + 15
 
 
-def _rollback_completed(
-    session: Session, incident: Incident, plan: RemediationPlan, executor: Any
-) -> list[str]:
+def _rollback_completed(session: Session, incident: Any, plan: RemediationPlan, executor: Any) -> list[str]:
     """Roll back, in reverse order, every step that succeeded. Returns a log of what happened."""
     notes: list[str] = []
     runs = {
@@ -939,7 +924,7 @@ def _fail_remediation(incident_id: str, plan: RemediationPlan, failure: str, exe
     through the ORM session as it was written first."""
     session = new_session()
     try:
-        incident = _load(session, incident_id, S.EXECUTING)
+        incident = _load(session.connection(), incident_id, S.EXECUTING)
         if incident is None:
             return False
         try:
@@ -970,10 +955,10 @@ def escalate(self: PipelineTask, incident_id: str) -> None:
 
     def commit() -> bool:
         with session_scope() as session:
-            incident = session.get(Incident, incident_id)
-            if incident is not None and incident.status == S.CLOSING.value:
+            status = session.scalar(select(Incident.status).where(Incident.id == incident_id))
+            if status == S.CLOSING.value:
                 return True  # redelivered or retried after the escalation committed
-            incident = _load(session, incident_id, S.ESCALATING)
+            incident = _load(session.connection(), incident_id, S.ESCALATING)
             if incident is None:
                 return False
             if not transition(
@@ -1067,7 +1052,7 @@ def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     try:
         with read_session() as session:
             conn = session.connection()  # Core reads: rows, no ORM objects
-            incident = _load_row(conn, incident_id, S.CLOSING)
+            incident = _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
             results = list(conn.execute(_PM_RESULTS.where(StageResult.incident_id == incident_id)))

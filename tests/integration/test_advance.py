@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from iras.config import reset_settings
-from iras.db import new_session, reset_engine, session_scope
+from iras.db import new_session, session_scope
 from iras.models import Incident, PostMortemRecord, StageResult, StepRun, Transition
 from iras.schemas import utcnow
 from iras.workflow import Event, IncidentStatus, advance
-from tests.support.services import PostgresServer
 
 S = IncidentStatus
 
@@ -29,24 +28,7 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         yield request.getfixturevalue("iras_env")
         return
     request.applymarker(pytest.mark.integration)
-    postgres: PostgresServer = request.getfixturevalue("postgres")
-    from sqlalchemy import create_engine, text
-
-    from iras.migrate import upgrade
-
-    name = f"advance_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_settings()
-    reset_engine()
-    yield url
-    reset_engine()
-    reset_settings()
+    yield request.getfixturevalue("pg_database")
 
 
 def incident(status: IncidentStatus) -> str:

@@ -6,42 +6,23 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from iras.config import reset_settings
-from iras.db import new_session, reset_engine
+from iras.db import new_session
 from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
 from iras.models import AlertEvent, Incident, Transition
-from tests.support.services import PostgresServer, RedisServer
+from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pg(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    from iras.migrate import upgrade
-
-    name = f"batch_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_settings()
-    reset_engine()
-    yield url
-    reset_engine()
-    reset_settings()
+def pg(pg_database: str) -> str:
+    return pg_database
 
 
 def item(fp: str, status: str = "firing", raw: bool = True, **extra: Any) -> Prepared:
