@@ -59,10 +59,15 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # Kept open: IRAS_DB_POOL_SIZE (one per thread that may use it, set per process
+    # type). Overflow connections (closed on return) cap a process at 30 connections,
+    # or pool + 5 beyond that, so a larger pool does not raise the worst case on
+    # PostgreSQL's max_connections much.
+    pool_size = int(os.environ.get("IRAS_DB_POOL_SIZE") or "10")
     engine = create_engine(
         url,
-        pool_size=int(os.environ.get("IRAS_DB_POOL_SIZE") or "10"),
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max(5, 30 - pool_size),
         connect_args={"connect_timeout": 10},
     )
     _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
