@@ -34,8 +34,8 @@ ALERTMANAGER_CONFIG = """
 route:
   receiver: iras
   group_by: [alertname]
-  # Long enough that every alert of one API post is in the group's first notification
-  # even on a loaded machine (with 1s, CI once saw a first notification of 2 of 3).
+  # Longer than Alertmanager may take to receive a post on a loaded machine (the
+  # alerts' startsAt is the time they were built: see alert()).
   group_wait: 3s
   group_interval: 2s
   repeat_interval: 1h
@@ -120,7 +120,10 @@ def alert(name: str, instance: str, *, resolved: bool = False) -> dict[str, Any]
             "summary": f"{name} on {instance}",
             "runbook_url": "https://runbooks.example/checkout",
         },
-        "startsAt": (now - timedelta(minutes=5)).isoformat(),
+        # A firing alert starts now: Alertmanager flushes a new group at once, without
+        # its group_wait, when the first alert's startsAt + group_wait is already past,
+        # and the alerts posted with it may then miss that first notification.
+        "startsAt": (now - timedelta(minutes=5) if resolved else now).isoformat(),
         # In the past = resolved now; otherwise firing for the next 10 minutes.
         "endsAt": ((now - timedelta(seconds=1)) if resolved else (now + timedelta(minutes=10))).isoformat(),
         "generatorURL": "http://prometheus.example/graph?g0.expr=up",
