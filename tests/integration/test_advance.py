@@ -246,3 +246,39 @@ def test_the_read_paths_answer_on_both_databases(database: str) -> None:
     assert approved.status_code == 200 and approved.get_json()["status"] == "executing"
     again = client.post(f"/incidents/{iid}/approve", json={"by": "bob"})
     assert again.status_code == 409
+
+
+def test_a_step_is_claimed_once_and_a_broken_claim_raises(database: str) -> None:
+    """`_claim_step`: a second claim of the same step is a concurrent delivery (None,
+    the previous step's outcome still stored); any other integrity error is a bug
+    and raises instead of silently skipping the step."""
+    from sqlalchemy.exc import IntegrityError
+
+    from iras.tasks import _claim_step
+
+    iid = incident(S.EXECUTING)
+    row = {"incident_id": iid, "plan_id": 1, "step_order": 1, "kind": "apply", "command": "true",
+           "rolled_back": False, "status": "running", "started_at": utcnow(), "exit_code": None,
+           "finished_at": None, "output_tail": None}  # fmt: skip
+    first = _claim_step(row, None)
+    assert isinstance(first, int)
+    second_row = {**row, "step_order": 2}
+    finished = {
+        "id": first,
+        "status": "succeeded",
+        "exit_code": 0,
+        "output_tail": "ok",
+        "finished_at": utcnow(),
+    }
+    second = _claim_step(second_row, finished)
+    assert isinstance(second, int) and second != first
+    # A duplicate delivery claims step 2 again with step 1's outcome: refused, nothing lost.
+    assert _claim_step(second_row, finished) is None
+    with pytest.raises(IntegrityError):
+        _claim_step({**row, "step_order": 3, "command": None}, None)  # NOT NULL: a bug, not a race
+    with new_session() as s:
+        runs = s.scalars(select(StepRun).where(StepRun.incident_id == iid).order_by(StepRun.step_order)).all()
+        assert [(r.step_order, r.status, r.output_tail) for r in runs] == [
+            (1, "succeeded", "ok"),
+            (2, "running", None),
+        ]
