@@ -81,7 +81,7 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
     mock.set_fixture(None)
     mock.SENT.clear()
     yield url
-    _wait_for_idle_worker()
+    wait_for_idle_worker()
     set_analyst(None)
     mock.set_fixture(None)
     reset_engine()
@@ -91,7 +91,7 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
 _worker_running = False
 
 
-def _wait_for_idle_worker(timeout: float = 5.0) -> None:
+def wait_for_idle_worker(timeout: float = 5.0) -> None:
     """Let the session's embedded worker finish what this test started, so a task
     never runs against the next test's settings: nothing running or reserved, and
     no message waiting in the in-memory broker (a message published just before the

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -54,23 +53,9 @@ def wait_until_worker_idle(timeout: float = 10.0) -> None:
     still running lets them touch the database during the next test's setup,
     when the settings cache is being swapped: they can re-cache the default
     DATABASE_URL and the next test fails with "no such table"."""
-    from celery.worker import state
-    from kombu.transport import memory
+    from tests.conftest import wait_for_idle_worker
 
-    deadline = time.monotonic() + timeout
-    quiet_since: float | None = None
-    while time.monotonic() < deadline:
-        busy = bool(state.active_requests or state.reserved_requests) or any(
-            q.qsize() for q in list(memory.Channel.queues.values())
-        )
-        now = time.monotonic()
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since > 0.1:
-            return
-        time.sleep(0.02)
+    wait_for_idle_worker(timeout)
 
 
 @pytest.fixture(autouse=True)
