@@ -73,6 +73,8 @@ from iras.workflow import (
     Event,
     IncidentStatus,
     advance,
+    step_outcome_cte,
+    store_step_outcome,
     transition,
 )
 
@@ -716,11 +718,7 @@ def _store_outcome_alone(finished: _Outcome) -> None:
     (otherwise it would read as `running` until its lease expires)."""
     try:
         with session_scope() as session:
-            session.execute(
-                update(StepRun)
-                .where(StepRun.id == finished["id"], StepRun.status == "running")
-                .values({k: v for k, v in finished.items() if k != "id"})
-            )
+            store_step_outcome(session, finished)
     except OperationalError:
         log.error("step outcome not stored: database unavailable", extra={"step_run_id": finished["id"]})
 
@@ -739,11 +737,7 @@ def _claim_step(row: dict[str, Any], finished: _Outcome | None) -> int | None:
                 }).scalar_one())  # fmt: skip
         with session_scope() as session:
             if finished is not None:
-                session.execute(
-                    update(StepRun)
-                    .where(StepRun.id == finished["id"], StepRun.status == "running")
-                    .values({k: v for k, v in finished.items() if k != "id"})
-                )
+                store_step_outcome(session, finished)
             return int(session.execute(insert(StepRun).values(row).returning(StepRun.id)).scalar_one())
     except IntegrityError as exc:
         if finished is not None:
@@ -763,21 +757,14 @@ _OUTCOME_COLUMNS = ("status", "exit_code", "output_tail", "finished_at")
 
 @lru_cache(maxsize=8)
 def _claim_statement(columns: tuple[str, ...], with_previous: bool) -> Any:
-    """PostgreSQL: [WITH done AS (UPDATE step_runs SET <outcome> WHERE id AND status =
+    """PostgreSQL: [WITH step_done AS (UPDATE step_runs SET <outcome> WHERE id AND status =
     'running')] INSERT INTO step_runs ... RETURNING id: one statement in autocommit."""
     table = StepRun.__table__
     # Every parameter is prefixed: an execution parameter named like a column would
     # also be taken as a SET value of the UPDATE in the CTE.
     stmt = insert(table).values({table.c[c]: bindparam(f"_c_{c}", type_=table.c[c].type) for c in columns})
     if with_previous:
-        done = (
-            update(table)
-            # A named parameter: a literal's anonymous one loses its value in a CTE of an INSERT.
-            .where(table.c.id == bindparam("_s_id"), table.c.status == bindparam("_s_running"))
-            .values({table.c[c]: bindparam(f"_s_{c}", type_=table.c[c].type) for c in _OUTCOME_COLUMNS})
-            .cte("done")
-        )
-        stmt = stmt.add_cte(done)
+        stmt = stmt.add_cte(step_outcome_cte(_OUTCOME_COLUMNS))
     return stmt.returning(table.c.id)
 
 

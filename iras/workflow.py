@@ -156,14 +156,7 @@ def transition(
             {
                 **params,
                 **{f"_where_{name}": value for name, value in equal.items()},
-                "_id": incident_id,
-                "_expected": expected.value,
-                "_t_from_status": expected.value,
-                "_t_to_status": target.value,
-                "_t_event": event.value,
-                "_t_actor": actor,
-                "_t_at": now,
-                **({"_t_detail": detail} if detail else {}),
+                **_audit_params(incident_id, expected, target, event, actor, now, detail),
             },
         )
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
@@ -192,6 +185,28 @@ def transition(
         row["detail"] = detail
     session.execute(_insert_transition(bool(detail)), row)
     return True
+
+
+def _audit_params(
+    incident_id: str,
+    expected: IncidentStatus,
+    target: IncidentStatus,
+    event: Event,
+    actor: str,
+    now: datetime,
+    detail: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The parameters of a compare-and-set statement with its audit row (PostgreSQL)."""
+    return {
+        "_id": incident_id,
+        "_expected": expected.value,
+        "_t_from_status": expected.value,
+        "_t_to_status": target.value,
+        "_t_event": event.value,
+        "_t_actor": actor,
+        "_t_at": now,
+        **({"_t_detail": detail} if detail else {}),
+    }
 
 
 # The statements are built once per shape and reused: building an UPDATE/INSERT and
@@ -325,21 +340,14 @@ def advance(
     bind: dict[str, Any] = {
         **{f"_where_{name}": value for name, value in equal.items() if value is not None},
         **{f"_v_{name}": value for name, value in params.items()},
-        "_id": incident_id,
-        "_expected": expected.value,
-        "_t_from_status": expected.value,
-        "_t_to_status": target.value,
-        "_t_event": event.value,
-        "_t_actor": actor,
-        "_t_at": now,
-        **({"_t_detail": detail} if detail else {}),
+        **_audit_params(incident_id, expected, target, event, actor, now, detail),
     }
     for i, (_table, row) in enumerate(rows):
         bind.update({f"_r{i}_{name}": value for name, value in row.items()})
     if plan is not None:
         bind.update({f"_p_{name}": value for name, value in plan.items()})
     if step_outcome is not None:
-        bind.update({f"_s_{name}": value for name, value in step_outcome.items()})
+        bind.update({f"_s_{name}": value for name, value in step_outcome.items()}, _s_running="running")
     with autocommit_connection() as conn:
         found = conn.execute(_advance_statement(*shape), bind).first()
     if found is None:
@@ -365,7 +373,7 @@ def _advance_in_transaction(
 
     tables = Base.metadata.tables
     if step_outcome is not None:
-        _store_step_outcome(session, step_outcome)
+        store_step_outcome(session, step_outcome)
     plan_id = 0
     values = {k: v for k, v in params.items() if k not in ("status", "updated_at")}
     if plan is not None:
@@ -382,7 +390,7 @@ def _advance_in_transaction(
     ):  # fmt: skip
         session.rollback()  # the plan row goes with it; a step outcome is stored alone below
         if step_outcome is not None:
-            _store_step_outcome(session, step_outcome)
+            store_step_outcome(session, step_outcome)
             session.commit()
         return None
     for table_name, row in rows:
@@ -390,7 +398,9 @@ def _advance_in_transaction(
     return plan_id
 
 
-def _store_step_outcome(session: Session, outcome: dict[str, Any]) -> None:
+def store_step_outcome(session: Session, outcome: dict[str, Any]) -> None:
+    """Store a finished step's outcome (`id` and its finished columns) on its row, if
+    that row is still `running`. The caller commits."""
     from iras.models import StepRun
 
     table = StepRun.__table__
@@ -417,7 +427,7 @@ def _advance_statement(
     from sqlalchemy import func, literal_column, type_coerce
     from sqlalchemy.dialects.postgresql import JSONB
 
-    from iras.models import Base, Incident, StepRun, Transition
+    from iras.models import Base, Incident, Transition
 
     tables = Base.metadata.tables
     incidents = Incident.__table__
@@ -471,12 +481,21 @@ def _advance_statement(
     if plan is not None:
         ctes.append(produced("stage_results", plan, "_p_", True).cte("plan_row"))
     if step_outcome is not None:
-        steps = StepRun.__table__
-        finished = [n for n in step_outcome if n != "id"]
-        ctes.append(
-            update(steps)
-            .where(steps.c.id == bindparam("_s_id"), steps.c.status == "running")
-            .values({steps.c[n]: typed(f"_s_{n}", steps.c[n]) for n in finished})
-            .cte("step_done")
-        )
+        ctes.append(step_outcome_cte(tuple(n for n in step_outcome if n != "id")))
     return select(moved.c.plan_id).add_cte(*ctes)
+
+
+def step_outcome_cte(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: `store_step_outcome` as a data-modifying CTE of a larger statement:
+    UPDATE step_runs SET <columns> = :_s_<column> WHERE id = :_s_id AND status =
+    :_s_running (pass "running"). Every parameter is named: a literal's anonymous
+    parameter loses its value in a CTE of an INSERT."""
+    from iras.models import StepRun
+
+    steps = StepRun.__table__
+    return (
+        update(steps)
+        .where(steps.c.id == bindparam("_s_id"), steps.c.status == bindparam("_s_running"))
+        .values({steps.c[n]: bindparam(f"_s_{n}", type_=steps.c[n].type) for n in columns})
+        .cte("step_done")
+    )

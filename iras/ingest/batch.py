@@ -241,6 +241,22 @@ class _Rows:
             )
 
 
+def _alert_rows(iid: str, it: Prepared, now: Any) -> list[dict[str, Any]]:
+    """The alert_events rows of one request: the request body is kept once, with its
+    first alert (for a new incident, that is the incident's payload)."""
+    return [
+        {
+            "incident_id": iid,
+            "received_at": now,
+            "status": a.status,
+            "fingerprint": a.fingerprint,
+            "alert": doc,
+            "raw": it.payload if i == 0 else None,
+        }
+        for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
+    ]
+
+
 def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOutcome], list[str]]:
     """Write `items` in the session's transaction (the caller commits).
 
@@ -267,17 +283,7 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
             continue
         if iid is not None:
             rows.joins[iid] = rows.joins.get(iid, 0) + n
-            rows.alerts.extend(
-                {
-                    "incident_id": iid,
-                    "received_at": now,
-                    "status": a.status,
-                    "fingerprint": a.fingerprint,
-                    "alert": doc,
-                    "raw": it.payload if i == 0 else None,  # the request body once per request
-                }
-                for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
-            )
+            rows.alerts.extend(_alert_rows(iid, it, now))
             outcomes.append(IngestOutcome(iid, "deduplicated" if it.any_firing else "resolved_noted", n))
             continue
         firing = next((a for a in it.alerts if a.status == "firing"), None)
@@ -302,18 +308,7 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
                 "updated_at": now,
             }
         )
-        rows.alerts.extend(
-            {
-                "incident_id": iid,
-                "received_at": now,
-                "status": a.status,
-                "fingerprint": a.fingerprint,
-                "alert": doc,
-                # The request body once, with the first alert: the incident's payload.
-                "raw": it.payload if i == 0 else None,
-            }
-            for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
-        )
+        rows.alerts.extend(_alert_rows(iid, it, now))
         rows.transitions.append(
             {
                 "incident_id": iid,
