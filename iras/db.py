@@ -195,8 +195,9 @@ def after_commit(session: Session, callback: Callable[[], Any]) -> None:
 
 def post_commit(callback: Callable[[], Any]) -> None:
     """Run what follows a commit already made outside a session (`iras.workflow.advance`):
-    as with `after_commit`, a failure (a broker outage) is logged, never raised: the
-    change is committed, and the sweeper re-sends a stage whose message was lost."""
+    as with `after_commit`'s callbacks (which run through here), a failure (a broker
+    outage) is logged, never raised: a broker outage must not undo a committed
+    incident, and the sweeper re-sends a stage whose message was lost."""
     try:
         callback()
     except Exception:  # noqa: BLE001
@@ -205,14 +206,8 @@ def post_commit(callback: Callable[[], Any]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
-    callbacks = session.info.pop("after_commit", [])
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # noqa: BLE001
-            # A broker outage must not undo a committed incident: the sweeper
-            # re-enqueues incidents that sit in a working state for too long.
-            log.exception("post-commit enqueue failed; the sweeper will pick it up")
+    for callback in session.info.pop("after_commit", []):
+        post_commit(callback)
 
 
 @event.listens_for(Session, "after_rollback")
