@@ -160,13 +160,7 @@ def _facts(
     (or that there is none yet): one statement less."""
     # The incident's payload is the request body kept with its first alert event
     # (migration 0007); the other events' bodies are not decoded.
-    first_id = select(func.min(AlertEvent.id)).where(AlertEvent.incident_id == incident.id).scalar_subquery()
-    rows = db.execute(
-        select(AlertEvent.alert, case((AlertEvent.id == first_id, AlertEvent.raw), else_=None))
-        .where(AlertEvent.incident_id == incident.id)
-        .order_by(AlertEvent.id)
-        .limit(50)
-    ).all()
+    rows = db.execute(_ALERTS, {"incident_id": incident.id}).all()
     alerts = [NormalizedAlert.model_validate({**doc, "raw": {}}) for doc, _ in rows]
     payload = (rows[0][1] if rows else None) or {}
     if read_triage:
@@ -185,12 +179,28 @@ def _facts(
 
 def _latest_result(db: Session | Connection, incident_id: str, stage: str) -> Any:
     """The result document of the stage's latest attempt, or None."""
-    return db.execute(
-        select(StageResult.result)
-        .where(StageResult.incident_id == incident_id, StageResult.stage == stage)
-        .order_by(StageResult.attempt.desc(), StageResult.id.desc())
-        .limit(1)
-    ).scalar()
+    return db.execute(_LATEST_RESULT, {"incident_id": incident_id, "stage": stage}).scalar()
+
+
+# The reads above, built once with bind parameters: building a statement (and its
+# cache key) per call was a tenth of the post-mortem's CPU (py-spy, bench/pipeline.py).
+_FIRST_ALERT_ID = (
+    select(func.min(AlertEvent.id))
+    .where(AlertEvent.incident_id == bindparam("incident_id"))
+    .scalar_subquery()
+)
+_ALERTS = (
+    select(AlertEvent.alert, case((AlertEvent.id == _FIRST_ALERT_ID, AlertEvent.raw), else_=None))
+    .where(AlertEvent.incident_id == bindparam("incident_id"))
+    .order_by(AlertEvent.id)
+    .limit(50)
+)
+_LATEST_RESULT = (
+    select(StageResult.result)
+    .where(StageResult.incident_id == bindparam("incident_id"), StageResult.stage == bindparam("stage"))
+    .order_by(StageResult.attempt.desc(), StageResult.id.desc())
+    .limit(1)
+)
 
 
 _INCIDENT_ROW = select(Incident.__table__).where(Incident.id == bindparam("id"))
@@ -1007,29 +1017,39 @@ def _close(task: PipelineTask, incident_id: str) -> None:
 # The stage results the post-mortem reads: the cost columns of every row, and the
 # result of every row but the evidence bundle (the largest document by far, which
 # the post-mortem does not use: decoding it was most of the load's CPU).
-_PM_RESULTS = select(
-    StageResult.id,
-    StageResult.stage,
-    StageResult.model,
-    StageResult.input_tokens,
-    StageResult.output_tokens,
-    StageResult.cache_read_tokens,
-    StageResult.cache_creation_tokens,
-    type_coerce(
-        case((StageResult.stage == "context", null()), else_=StageResult.result), StageResult.result.type
-    ).label("result"),
-).order_by(StageResult.id)
-_PM_TRANSITIONS = select(Transition.at, Transition.event, Transition.actor, Transition.detail).order_by(
-    Transition.id
+_PM_RESULTS = (
+    select(
+        StageResult.id,
+        StageResult.stage,
+        StageResult.model,
+        StageResult.input_tokens,
+        StageResult.output_tokens,
+        StageResult.cache_read_tokens,
+        StageResult.cache_creation_tokens,
+        type_coerce(
+            case((StageResult.stage == "context", null()), else_=StageResult.result), StageResult.result.type
+        ).label("result"),
+    )
+    .where(StageResult.incident_id == bindparam("incident_id"))
+    .order_by(StageResult.id)
 )
-_PM_RUNS = select(
-    StepRun.step_order,
-    StepRun.kind,
-    StepRun.command,
-    StepRun.status,
-    StepRun.output_tail,
-    StepRun.rolled_back,
-).order_by(StepRun.id)
+_PM_TRANSITIONS = (
+    select(Transition.at, Transition.event, Transition.actor, Transition.detail)
+    .where(Transition.incident_id == bindparam("incident_id"))
+    .order_by(Transition.id)
+)
+_PM_RUNS = (
+    select(
+        StepRun.step_order,
+        StepRun.kind,
+        StepRun.command,
+        StepRun.status,
+        StepRun.output_tail,
+        StepRun.rolled_back,
+    )
+    .where(StepRun.incident_id == bindparam("incident_id"))
+    .order_by(StepRun.id)
+)
 
 
 def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
@@ -1042,14 +1062,14 @@ def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
             incident = _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
-            results = list(conn.execute(_PM_RESULTS.where(StageResult.incident_id == incident_id)))
+            results = list(conn.execute(_PM_RESULTS, {"incident_id": incident_id}))
             by_stage: dict[str, Any] = {}
             for r in results:
                 by_stage[r.stage] = r  # ordered by id: the latest attempt wins
             triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
             facts = _facts(conn, incident, read_triage=False, triage=triage)
-            transitions = list(conn.execute(_PM_TRANSITIONS.where(Transition.incident_id == incident_id)))
-            runs = list(conn.execute(_PM_RUNS.where(StepRun.incident_id == incident_id)))
+            transitions = list(conn.execute(_PM_TRANSITIONS, {"incident_id": incident_id}))
+            runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
             outcome = incident.outcome or "resolved"
             final_severity = incident.severity
             decision = (
