@@ -36,6 +36,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": OPS_QUEUE,
         "task_routes": {
             "incidents.run_triage": {"queue": ANALYSIS_QUEUE},
+            "incidents.analyze_batch": {"queue": ANALYSIS_QUEUE},
             "incidents.gather_context": {"queue": ANALYSIS_QUEUE},
             "incidents.run_rca": {"queue": ANALYSIS_QUEUE},
             "incidents.run_plan": {"queue": ANALYSIS_QUEUE},

@@ -633,6 +633,61 @@ def run_triage(self: PipelineTask, incident_id: str) -> None:
     _run_analysis(self, incident_id)
 
 
+# How many incidents of one ingest commit share an `analyze_batch` message: enough to
+# spread a task's delivery, acknowledgement and bookkeeping over several incidents,
+# few enough that a burst still spreads over every worker thread and process.
+ANALYSIS_BATCH = 8
+
+
+class _MemberRetried(Exception):
+    """A batch member hit a transient error and was re-sent as a task of its own."""
+
+
+class _BatchMember:
+    """The task as one incident of an `analyze_batch` sees it: a transient error
+    (model overload, database restart) re-sends that incident alone, as `run_triage`
+    (which resumes at whatever stage it is in) with the usual backoff, and the batch
+    goes on with the next incident instead of retrying all of them."""
+
+    def __init__(self, task: PipelineTask, incident_id: str) -> None:
+        self.task, self.incident_id = task, incident_id
+        self.name, self.request, self.max_retries = task.name, task.request, task.max_retries
+
+    def retry_later(self, exc: Exception, retry_after: float | None = None) -> Any:
+        countdown = max(retry_after or 0.0, 2 * random.uniform(0.5, 1.0))
+        log.warning(
+            "transient error in a batch; the incident is retried alone",
+            extra={"incident_id": self.incident_id, "countdown": countdown, "error": str(exc)},
+        )
+        run_triage.apply_async((self.incident_id,), countdown=countdown)
+        raise _MemberRetried
+
+
+@app.task(name="incidents.analyze_batch", bind=True, base=PipelineTask)
+def analyze_batch(self: PipelineTask, incident_ids: list[str]) -> None:
+    """The analysis of several incidents opened by one ingest commit, one after the
+    other in this task. Each incident is handled exactly as by `run_triage` (every
+    stage its own compare-and-set commit; a redelivery resumes each at its stage and
+    is a no-op for the finished ones); only the message is shared.
+
+    Only for an analyst that answers locally (`_analyst_is_local`): a model-backed
+    analyst waits seconds per call, so each incident gets a task of its own and the
+    calls overlap on the worker's threads."""
+    if not _analyst_is_local():
+        for incident_id in incident_ids:
+            enqueue_stage(incident_id, S.TRIAGING)
+        return
+    for incident_id in incident_ids:
+        try:
+            _run_analysis(_BatchMember(self, incident_id), incident_id)  # type: ignore[arg-type]
+        except _MemberRetried:
+            continue
+        except Exception as exc:  # noqa: BLE001 - one incident's failure is not the batch's
+            # What the task's on_failure does for a single incident: escalate it.
+            log.exception("analysis failed in a batch", extra={"incident_id": incident_id})
+            _mark_stage_failed(incident_id, self.name, exc)
+
+
 @_stage_task("incidents.gather_context")
 def gather_context_task(self: PipelineTask, incident_id: str) -> None:
     _run_analysis(self, incident_id)
@@ -784,7 +839,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
     ones in reverse. A step is recorded as `running` (committed) before its command
     starts, so a redelivery after a crash never runs it a second time. Once the
     remediation succeeded (committed) the post-mortem follows in this task when it
-    is cheap (`_postmortem_inline`); a redelivery or retry finding the incident in
+    is cheap (`_analyst_is_local`); a redelivery or retry finding the incident in
     `closing` resumes there."""
     with _timed("execute"):
         closing = _execute(self, incident_id)
@@ -982,15 +1037,14 @@ def write_postmortem(self: PipelineTask, incident_id: str) -> None:
     _write_postmortem(self, incident_id)
 
 
-def _postmortem_inline() -> bool:
-    """Whether the post-mortem is written in the task that closed the remediation or
-    the escalation (ops queue) instead of a task of its own (analysis queue).
-
-    Only when the analyst answers locally (the offline rules, a test or benchmark
-    analyst): then writing it costs a few milliseconds, less than publishing,
-    delivering and acknowledging another task and loading the incident again. A
-    model-backed analyst (Claude) waits seconds on the model: that belongs on the
-    analysis queue's threads, not on the few ops processes that run remediation.
+def _analyst_is_local() -> bool:
+    """Whether the analyst answers locally (the offline rules, a test or benchmark
+    analyst): then a stage costs a few milliseconds, less than publishing, delivering
+    and acknowledging a task and loading the incident again. So the post-mortem is
+    written in the task that closed the remediation or the escalation (ops queue)
+    instead of a task of its own, and an `analyze_batch` runs its incidents in turn.
+    A model-backed analyst (Claude) waits seconds on the model: that belongs on the
+    analysis queue's threads, one incident per task, not on the few ops processes.
     """
     from iras import analysts
 
@@ -1001,7 +1055,7 @@ def _postmortem_inline() -> bool:
 
 def _close(task: PipelineTask, incident_id: str) -> None:
     """The incident entered `closing` (committed): write its post-mortem now or enqueue it."""
-    if not _postmortem_inline():
+    if not _analyst_is_local():
         enqueue_stage(incident_id, S.CLOSING)
         return
     try:
