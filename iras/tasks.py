@@ -51,7 +51,7 @@ from iras.db import (
     session_scope,
 )
 from iras.executor import get_executor
-from iras.integrations import chat_configured, chat_notifier, pager, pager_configured
+from iras.integrations import chat_configured, chat_notifier, context_is_local, pager, pager_configured
 from iras.integrations.base import TransientNotifyError
 from iras.integrations.context import gather_context
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
@@ -670,10 +670,11 @@ def analyze_batch(self: PipelineTask, incident_ids: list[str]) -> None:
     stage its own compare-and-set commit; a redelivery resumes each at its stage and
     is a no-op for the finished ones); only the message is shared.
 
-    Only for an analyst that answers locally (`_analyst_is_local`): a model-backed
-    analyst waits seconds per call, so each incident gets a task of its own and the
-    calls overlap on the worker's threads."""
-    if not _analyst_is_local():
+    Only when every stage answers locally (`_analyst_is_local`, `context_is_local`): a
+    model-backed analyst or a real log/metric/deployment source waits on the network,
+    so then each incident gets a task of its own and the waits overlap on the worker's
+    threads."""
+    if not (_analyst_is_local() and context_is_local(get_settings())):
         for incident_id in incident_ids:
             enqueue_stage(incident_id, S.TRIAGING)
         return

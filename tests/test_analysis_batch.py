@@ -120,3 +120,20 @@ def test_a_model_backed_analyst_gets_a_task_per_incident(
     tasks.analyze_batch(ids)
     assert sent == [(ids[0], "triaging"), (ids[1], "triaging")]
     assert [_results(i) for i in ids] == [0, 0]
+
+
+def test_a_real_evidence_source_gets_a_task_per_incident(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offline analyst with Prometheus configured: gathering waits on the network,
+    so the incidents are not analysed one after the other in one task."""
+    from iras.config import reset_settings
+
+    sent: list[str] = []
+    set_analyst(ScriptedAnalyst(confidence=0.9))
+    monkeypatch.setenv("PROMETHEUS_URL", "http://127.0.0.1:9")
+    reset_settings()
+    monkeypatch.setattr(tasks, "enqueue_stage", lambda i, status: sent.append(i))
+    ids = _open("remote a", "remote b")
+    tasks.analyze_batch(ids)
+    assert sent == ids and [_results(i) for i in ids] == [0, 0]

@@ -47,6 +47,14 @@ def deployment_source(settings: Settings) -> DeploymentSource:
     return MockDeploymentSource()
 
 
+def context_is_local(settings: Settings) -> bool:
+    """Every evidence source is the in-process mock (no Loki, Elasticsearch, Prometheus
+    or GitHub configured): gathering the evidence waits on no network."""
+    return not (
+        settings.loki_url or settings.elasticsearch_url or settings.prometheus_url or settings.github_token
+    )
+
+
 def chat_configured(settings: Settings) -> bool:
     """A real chat client is configured (otherwise chat_notifier is the mock)."""
     return bool(settings.slack_bot_token)
