@@ -227,30 +227,86 @@ def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) ->
     assert counts()[0] == 3
 
 
-def test_the_redis_message_is_the_one_celery_builds() -> None:
-    """Same headers and properties as `run_triage.delay(id)` through kombu, a body
-    Celery decodes to the same call."""
+@pytest.mark.parametrize(
+    ("task", "args", "queue"),
+    [
+        ("incidents.run_triage", ("inc-1",), "analysis"),
+        ("incidents.execute_plan", ("inc-1",), "ops"),
+        ("incidents.escalate", ("inc-1",), "ops"),
+        ("incidents.write_postmortem", ("inc-1",), "analysis"),
+        ("notify.post_decision", ["inc-1"], "analysis"),
+    ],
+)
+def test_the_redis_message_is_the_one_celery_builds(task: str, args: Any, queue: str) -> None:
+    """Same headers and properties as `<task>.delay(id)` / `send_task` through kombu
+    (`AMQP.as_task_v2`), the queue Celery's router gives the task, a body Celery
+    decodes to the same call."""
     from celery.app.amqp import AMQP
 
     from iras.celery_app import celery_app
+    from iras.publish import RedisPublisher
 
-    pub = TriagePublisher.__new__(TriagePublisher)
-    pub._describe()
-    ours = json.loads(pub.message("inc-1", 123.0))
-    celery_msg = AMQP.as_task_v2(
-        celery_app.amqp, "task-id", "incidents.run_triage", args=("inc-1",), kwargs={}, ignore_result=True
-    )
+    pub = RedisPublisher("redis://127.0.0.1:1/0")  # no connection is made to build one
+    ours = json.loads(pub.message(task, args, 123.0))
+    celery_msg = AMQP.as_task_v2(celery_app.amqp, "task-id", task, args=args, kwargs={}, ignore_result=True)
     assert set(ours["headers"]) - {"iras_sent_at"} == set(celery_msg.headers)
-    assert ours["headers"]["task"] == "incidents.run_triage" and ours["headers"]["ignore_result"] is True
+    assert ours["headers"]["task"] == task and ours["headers"]["ignore_result"] is True
     assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
+    assert ours["headers"]["parent_id"] is None
+    assert ours["headers"]["argsrepr"] == celery_msg.headers["argsrepr"] == repr(args)
     assert ours["headers"]["iras_sent_at"] == 123.0
-    args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
-    assert (args, kwargs) == (["inc-1"], {})
+    body_args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
+    assert (body_args, kwargs) == (list(args), {})
     assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     assert set(ours["properties"]) == {
         "correlation_id", "reply_to", "delivery_mode", "delivery_info", "priority", "body_encoding", "delivery_tag",
     }  # fmt: skip
-    assert ours["properties"]["delivery_info"]["routing_key"] == pub.queue == "analysis"
+    assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
+    assert (ours["properties"]["delivery_mode"], ours["properties"]["priority"]) == (2, 0)
+    route = pub.route(task)
+    assert route is not None and route.queue == queue
+    assert pub.route(task) is route  # resolved once per task name
+
+
+def test_a_message_sent_from_a_task_records_its_parent() -> None:
+    """As `apply_async` inside a running task: root_id and parent_id from the task."""
+    from celery._state import _task_stack
+
+    from iras.publish import RedisPublisher
+    from iras.tasks import run_triage
+
+    pub = RedisPublisher("redis://127.0.0.1:1/0")
+    run_triage.push_request(id="parent-1", root_id="root-1", called_directly=False)
+    _task_stack.push(run_triage)
+    try:
+        headers = json.loads(pub.message("incidents.execute_plan", ("inc-1",), 1.0))["headers"]
+    finally:
+        _task_stack.pop()
+        run_triage.pop_request()
+    assert (headers["root_id"], headers["parent_id"]) == ("root-1", "parent-1")
+
+
+def test_a_route_a_ready_made_message_cannot_take_goes_through_kombu() -> None:
+    """A priority or a topic exchange: `send` says no (the caller uses kombu)."""
+    from celery import Celery
+    from kombu import Exchange, Queue
+
+    from iras.celery_app import build_config
+    from iras.config import Settings
+    from iras.publish import RedisPublisher
+
+    app = Celery("other")
+    app.conf.update(build_config(Settings(celery_broker_url="redis://127.0.0.1:1/0")))
+    app.conf.task_routes = {
+        "x.urgent": {"queue": "ops", "priority": 9},
+        "x.topic": {"queue": Queue("t", Exchange("t", type="topic"), routing_key="t.#")},
+    }
+    pub = RedisPublisher("redis://127.0.0.1:1/0", app=app)
+    assert pub.route("x.urgent") is None and pub.route("x.topic") is None
+    assert pub.send("x.urgent", ("inc-1",)) is False
+    assert pub.route("x.plain") is not None and pub.route("x.plain").queue == "ops"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        pub.message("x.topic", ("inc-1",), 1.0)
 
 
 def test_the_fast_path_answers_and_counts_like_flask(client: FlaskClient) -> None:

@@ -27,20 +27,17 @@ inside the same transaction, after the rows written before it in the batch.
 
 The same writer serves the embedded SQLite mode: there the triage messages go
 through Celery one at a time (`iras.tasks.enqueue_stage`), with Redis they are
-LPUSHed in one pipeline as ready-made Celery (protocol 2) messages.
+LPUSHed in one round trip as ready-made Celery (protocol 2) messages
+(`iras.publish`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import queue
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from iras.ingest import normalize
 from iras.models import OPEN_INCIDENT_WHERE, AlertEvent, Incident, Transition, new_id
+from iras.publish import is_redis_url, publisher_for
 from iras.schemas import NormalizedAlert, utcnow
 from iras.services import IngestOutcome, _join, incident_key
 from iras.workflow import TERMINAL, IncidentStatus
@@ -357,104 +355,44 @@ def _is_outage(exc: BaseException) -> bool:
 class TriagePublisher:
     """Sends `incidents.run_triage` for new incidents after their commit.
 
-    With a Redis broker: the Celery protocol-2 messages kombu would build, LPUSHed
-    for the whole batch in one pipeline (kombu's publish path costs ~1 ms of CPU per
-    message here: routing, producer pool, signals, a round trip each). Otherwise
-    (the embedded broker): `iras.tasks.enqueue_stage`, one message at a time.
+    With a Redis broker: ready-made Celery messages (`iras.publish`) for the whole
+    batch in one LPUSH (kombu's publish path costs ~1 ms of CPU per message here:
+    routing, producer pool, signals, a round trip each). Otherwise (the embedded
+    broker): `iras.tasks.enqueue_stage`, one message at a time.
 
     A failed publish is logged and not retried here: the rows are committed and the
     stuck-incident sweeper re-sends their triage (as for any failed publish).
     """
 
+    TASK = "incidents.run_triage"
+
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
-        self.redis: Any = None
-        if broker_url.startswith(("redis://", "rediss://")):
-            import redis
-
-            self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=3)
-            self._describe()
-
-    def _describe(self) -> None:
-        from iras.celery_app import celery_app
-
-        route = celery_app.amqp.router.route({}, "incidents.run_triage", ("x",), {})
-        self.queue = route["queue"].name
-        self.routing_key = route.get("routing_key") or route["queue"].routing_key or self.queue
-        self.exchange = route.get("exchange") or ""
-        if not isinstance(self.exchange, str):
-            self.exchange = self.exchange.name or ""
-        self.reply_to = celery_app.thread_oid
-        self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
-
-    def message(self, incident_id: str, sent_at: float) -> str:
-        """One Celery protocol-2 message for `run_triage(incident_id)`, as kombu encodes it."""
-        task_id = str(uuid.uuid4())
-        body = json.dumps(
-            [[incident_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-        )
-        return json.dumps(
-            {
-                "body": base64.b64encode(body.encode()).decode("ascii"),
-                "content-encoding": "utf-8",
-                "content-type": "application/json",
-                "headers": {
-                    "lang": "py",
-                    "task": "incidents.run_triage",
-                    "id": task_id,
-                    "shadow": None,
-                    "eta": None,
-                    "expires": None,
-                    "group": None,
-                    "group_index": None,
-                    "retries": 0,
-                    "timelimit": [None, None],
-                    "root_id": task_id,
-                    "parent_id": None,
-                    "argsrepr": repr((incident_id,)),
-                    "kwargsrepr": "{}",
-                    "origin": self.origin,
-                    "ignore_result": True,
-                    "replaced_task_nesting": 0,
-                    "stamped_headers": None,
-                    "stamps": {},
-                    # iras.metrics measures queue lag from this stamp (before_task_publish).
-                    "iras_sent_at": sent_at,
-                },
-                "properties": {
-                    "correlation_id": task_id,
-                    "reply_to": self.reply_to,
-                    "delivery_mode": 2,
-                    "delivery_info": {"exchange": self.exchange, "routing_key": self.routing_key},
-                    "priority": 0,
-                    "body_encoding": "base64",
-                    "delivery_tag": str(uuid.uuid4()),
-                },
-            }
-        )
+        self.to_redis = is_redis_url(broker_url)
 
     def publish(self, incident_ids: Iterable[str]) -> None:
         ids = list(incident_ids)
         if not ids:
             return
-        if self.redis is None:
-            from iras import tasks
+        # Looked up per batch: the process's publisher is a new one after a fork.
+        sender = publisher_for(self.broker_url) if self.to_redis else None
+        if sender is not None:
+            try:
+                if sender.publish(self.TASK, [(iid,) for iid in ids]):
+                    return
+            except Exception:  # noqa: BLE001 - committed rows: the sweeper re-sends
+                log.exception(
+                    "post-commit enqueue of %d triage message(s) failed; the sweeper will pick them up",
+                    len(ids),
+                )
+                return
+        from iras import tasks
 
-            for iid in ids:
-                try:
-                    tasks.enqueue_stage(iid, IncidentStatus.TRIAGING)
-                except Exception:  # noqa: BLE001
-                    log.exception("post-commit enqueue failed; the sweeper will pick it up")
-            return
-        now = time.time()
-        try:
-            # LPUSH with several values pushes them in order; the worker pops from the
-            # other end, so the first incident of the batch is triaged first.
-            self.redis.lpush(self.queue, *(self.message(iid, now) for iid in ids))
-        except Exception:  # noqa: BLE001 - committed rows: the sweeper re-sends
-            log.exception(
-                "post-commit enqueue of %d triage message(s) failed; the sweeper will pick them up", len(ids)
-            )
+        for iid in ids:
+            try:
+                tasks.enqueue_stage(iid, IncidentStatus.TRIAGING)
+            except Exception:  # noqa: BLE001
+                log.exception("post-commit enqueue failed; the sweeper will pick it up")
 
 
 # --------------------------------------------------------------------------- the writer thread
