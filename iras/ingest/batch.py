@@ -353,41 +353,46 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 class TriagePublisher:
-    """Sends `incidents.run_triage` for new incidents after their commit.
+    """Sends the analysis of new incidents after their commit: `incidents.analyze_batch`
+    with up to `iras.tasks.ANALYSIS_BATCH` incident ids a message (a worker analyses
+    them in turn when every stage answers locally, else sends each its own
+    `run_triage`).
 
     With a Redis broker: ready-made Celery messages (`iras.publish`) for the whole
     batch in one LPUSH (kombu's publish path costs ~1 ms of CPU per message here:
     routing, producer pool, signals, a round trip each). Otherwise (the embedded
-    broker): `iras.tasks.enqueue_stage`, one message at a time.
+    broker and its in-process worker of a few threads): `iras.tasks.enqueue_stage`,
+    a `run_triage` message an incident, as before.
 
     A failed publish is logged and not retried here: the rows are committed and the
     stuck-incident sweeper re-sends their triage (as for any failed publish).
     """
 
-    TASK = "incidents.run_triage"
+    TASK = "incidents.analyze_batch"
 
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
         self.to_redis = is_redis_url(broker_url)
 
     def publish(self, incident_ids: Iterable[str]) -> None:
+        from iras import tasks
+
         ids = list(incident_ids)
-        if not ids:
+        chunks = [(ids[i : i + tasks.ANALYSIS_BATCH],) for i in range(0, len(ids), tasks.ANALYSIS_BATCH)]
+        if not chunks:
             return
         # Looked up per batch: the process's publisher is a new one after a fork.
         sender = publisher_for(self.broker_url) if self.to_redis else None
         if sender is not None:
             try:
-                if sender.publish(self.TASK, [(iid,) for iid in ids]):
+                if sender.publish(self.TASK, chunks):
                     return
             except Exception:  # noqa: BLE001 - committed rows: the sweeper re-sends
                 log.exception(
-                    "post-commit enqueue of %d triage message(s) failed; the sweeper will pick them up",
+                    "post-commit enqueue of the analysis of %d incident(s) failed; the sweeper will pick them up",
                     len(ids),
                 )
                 return
-        from iras import tasks
-
         for iid in ids:
             try:
                 tasks.enqueue_stage(iid, IncidentStatus.TRIAGING)

@@ -91,18 +91,23 @@ def test_writers_of_several_processes_race_on_the_same_keys(pg: str) -> None:
     assert sorted(rows) == sorted((f"generic:k{k}", sum(1 for fp in fps if fp == f"k{k}")) for k in range(7))
 
 
-def test_the_triage_messages_of_a_batch_go_in_one_lpush(pg: str, redis_server: RedisServer) -> None:
+def test_the_analysis_messages_of_a_batch_go_in_one_lpush(pg: str, redis_server: RedisServer) -> None:
+    """Up to ANALYSIS_BATCH incidents a message, every message of the batch in one push."""
     import redis
+
+    from iras.tasks import ANALYSIS_BATCH
 
     client = redis.Redis.from_url(redis_server.url)
     client.delete("analysis")
     publisher = TriagePublisher(redis_server.url)
-    publisher.publish(["i1", "i2", "i3"])
+    ids = [f"i{n}" for n in range(ANALYSIS_BATCH + 3)]
+    publisher.publish(ids)
     raw = client.lrange("analysis", 0, -1)
     messages = [json.loads(m) for m in reversed(raw)]  # LPUSH: the first one is popped first
-    assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [["i1"], ["i2"], ["i3"]]
-    assert all(m["headers"]["task"] == "incidents.run_triage" for m in messages)
-    assert len({m["properties"]["delivery_tag"] for m in messages}) == 3
+    bodies = [json.loads(base64.b64decode(m["body"]))[0] for m in messages]
+    assert bodies == [[ids[:ANALYSIS_BATCH]], [ids[ANALYSIS_BATCH:]]]
+    assert all(m["headers"]["task"] == "incidents.analyze_batch" for m in messages)
+    assert len({m["properties"]["delivery_tag"] for m in messages}) == 2
 
 
 def test_values_postgresql_cannot_hold_are_answered_not_crashed_on(pg: str, monkeypatch: Any) -> None:
