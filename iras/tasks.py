@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 from celery import Task
@@ -855,11 +856,13 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
     with _timed("execute"):
         closing = _execute(self, incident_id)
     if closing:
-        _close(self, incident_id)
+        _close(self, incident_id, None if closing is True else closing)
 
 
-def _execute(self: PipelineTask, incident_id: str) -> bool:
-    """The remediation; True when the incident is in `closing` afterwards (its post-mortem is owed).
+def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
+    """The remediation; truthy when the incident is in `closing` afterwards (its
+    post-mortem is owed): the incident's row as the closing transition left it when
+    this delivery closed it (the post-mortem need not read it again), else True.
 
     Core statements in autocommit on PostgreSQL (`_claim_step`, `advance`): a step
     costs one statement, its claim carrying the previous step's outcome."""
@@ -957,7 +960,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
             if moved is None:
                 return False
             metrics.observe_remediation("succeeded")
-            return True
+            return SimpleNamespace(**{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"})
         if finished is not None:
             _store_outcome_alone(finished)
             metrics.emit_committed(("step", "apply", finished["status"]))
@@ -970,10 +973,10 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
         return False  # not reached: retry_later raises
 
 
-# The incident's status and its approved plan, and the plan's applied steps: the
-# remediation's reads, without ORM objects.
+# The incident (every column: the post-mortem written after it uses them) and its
+# approved plan, and the plan's applied steps: the remediation's reads, without ORM objects.
 _EXECUTION_STATE = (
-    select(Incident.status, Incident.plan_id, StageResult.result.label("plan"))
+    select(Incident.__table__, StageResult.result.label("plan"))
     .outerjoin(StageResult, StageResult.id == Incident.plan_id)
     .where(Incident.id == bindparam("id"))
 )
@@ -1064,14 +1067,15 @@ def _analyst_is_local() -> bool:
     return not get_settings().use_claude  # decided without constructing a client
 
 
-def _close(task: PipelineTask, incident_id: str) -> None:
-    """The incident entered `closing` (committed): write its post-mortem now or enqueue it."""
+def _close(task: PipelineTask, incident_id: str, incident: Any = None) -> None:
+    """The incident entered `closing` (committed): write its post-mortem now or enqueue
+    it. `incident`: its row in `closing`, when the caller has it."""
     if not _analyst_is_local():
         enqueue_stage(incident_id, S.CLOSING)
         return
     try:
         with _timed("postmortem"):
-            _write_postmortem(task, incident_id)
+            _write_postmortem(task, incident_id, incident)
     except Retry:
         raise  # a transient error: the task is retried and resumes at `closing`
     except Exception:  # noqa: BLE001 - the post-mortem task has retries of its own
@@ -1117,14 +1121,15 @@ _PM_RUNS = (
 )
 
 
-def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
+def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -> None:
+    """`known`: the incident's row in `closing`, from the task that closed it (one read less)."""
     from iras.services import cost_summary
 
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
         with read_session() as session:
             conn = session.connection()  # Core reads: rows, no ORM objects
-            incident = _load(conn, incident_id, S.CLOSING)
+            incident = known if known is not None else _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
             results = list(conn.execute(_PM_RESULTS, {"incident_id": incident_id}))

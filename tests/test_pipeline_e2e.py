@@ -84,6 +84,8 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     ]
     pm = doc["postmortem"]
     assert pm["outcome"] == "resolved"
+    # Written in the remediation's task from the row it read: the incident's own facts.
+    assert pm["severity"] == doc["severity"] and doc["title"] in pm["markdown"]
     assert "## Timeline" in pm["markdown"] and "Plan approved (api:alice)" in pm["markdown"]
     assert rca["primary_cause"][:40] in pm["markdown"]
     assert _eventually(lambda: {"kind": "pagerduty.resolve", "dedup_key": incident_id} in mock.SENT)
