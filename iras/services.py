@@ -9,20 +9,19 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from iras import metrics
-from iras.db import after_commit, post_commit
+from iras.db import after_commit, get_engine, post_commit
 from iras.ingest import normalize
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition, new_id
 from iras.schemas import NormalizedAlert, utcnow
-from iras.workflow import TERMINAL, Event, IncidentStatus, advance, transition
+from iras.workflow import TERMINAL, Event, IncidentStatus, advance, advance_decision, transition
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +300,20 @@ class DecisionError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a decision wrote on the incident: what its callers answer with (the API
+    returns id, status and decided_by), without loading the incident."""
+
+    id: str
+    status: str
+    plan_id: int | None
+    decided_by: str
+    decided_via: str
+    decided_at: datetime
+    decision_reason: str | None
+
+
 def decide(
     session: Session,
     incident_id: str,
@@ -310,16 +323,15 @@ def decide(
     via: str,
     reason: str | None = None,
     plan_id: int | None = None,
-) -> Incident:
+) -> Decision:
     """Approve or reject the pending plan: one compare-and-set, so two approvers
-    (or an approver racing the timeout) cannot both win. Raises DecisionError."""
-    incident = session.get(Incident, incident_id)
-    if incident is None:
-        raise DecisionError(404, f"incident {incident_id} not found")
-    if incident.status != IncidentStatus.AWAITING_APPROVAL.value:
-        raise DecisionError(409, f"incident is {incident.status}, not awaiting approval")
-    if plan_id is not None and plan_id != incident.plan_id:
-        raise DecisionError(409, f"plan {plan_id} is no longer the current plan ({incident.plan_id})")
+    (or an approver racing the timeout) cannot both win. Raises DecisionError.
+
+    `plan_id`: the plan the decider reviewed; the decision applies only while it is
+    the incident's plan. On PostgreSQL the compare-and-set comes first, as one
+    statement (`workflow.advance_decision`) that also reports the incident's plan and
+    when it was ready; the incident is read only to say why it did not match. SQLite
+    reads first (the read's transaction is ended before the write)."""
     now = utcnow()
     event = Event.APPROVED if approve else Event.REJECTED
     values: dict[str, Any] = {
@@ -330,6 +342,80 @@ def decide(
     }
     if not approve:
         values["outcome"] = "escalated"
+    detail = {"reason": reason, "via": via, "by": actor}
+    if get_engine().dialect.name == "postgresql":
+        decided = advance_decision(
+            incident_id,
+            event,
+            actor=f"{via}:{actor}"[:255],
+            detail=detail,  # + the incident's plan_id, added by the statement
+            values=values,
+            also_equal={"plan_id": plan_id} if plan_id is not None else None,
+            now=now,
+        )
+        if decided is None:
+            raise _refusal(_decision_state(session, incident_id), incident_id, plan_id)
+        current_plan, ready = decided.plan_id, decided.plan_ready_at
+    else:
+        current_plan, ready = _decide_after_reading(
+            session, incident_id, event, actor, via, detail, values, plan_id, now
+        )
+    from iras.tasks import enqueue_notify, enqueue_stage
+
+    next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
+    post_commit(lambda: enqueue_stage(incident_id, next_status))
+    post_commit(lambda: enqueue_notify("notify.post_decision", incident_id))
+    post_commit(lambda: metrics.observe_approval_wait(via, event.value, ready, now))
+    return Decision(
+        id=incident_id,
+        status=next_status.value,
+        plan_id=current_plan,
+        decided_by=values["decided_by"],
+        decided_via=via,
+        decided_at=now,
+        decision_reason=reason,
+    )
+
+
+def _decision_state(session: Session, incident_id: str) -> Any:
+    """The incident's status and plan_id (a row), None if there is no such incident."""
+    return session.execute(_DECISION_STATE, {"incident_id": incident_id}).first()
+
+
+def _refusal(incident: Any, incident_id: str, plan_id: int | None) -> DecisionError:
+    """Why a decision cannot apply to `incident` (`_decision_state`) as it is now."""
+    if incident is None:
+        return DecisionError(404, f"incident {incident_id} not found")
+    if incident.status != IncidentStatus.AWAITING_APPROVAL.value:
+        return DecisionError(409, f"incident is {incident.status}, not awaiting approval")
+    if plan_id is not None and plan_id != incident.plan_id:
+        return DecisionError(409, f"plan {plan_id} is no longer the current plan ({incident.plan_id})")
+    return DecisionError(409, "the incident was decided by someone else first")
+
+
+_DECISION_STATE = select(Incident.status, Incident.plan_id).where(Incident.id == bindparam("incident_id"))
+
+
+def _decide_after_reading(
+    session: Session,
+    incident_id: str,
+    event: Event,
+    actor: str,
+    via: str,
+    detail: dict[str, Any],
+    values: dict[str, Any],
+    plan_id: int | None,
+    now: datetime,
+) -> tuple[int | None, datetime | None]:
+    """SQLite: read the incident, then the compare-and-set with "the plan reviewed is
+    still the current plan". Returns the incident's plan_id and when it was ready."""
+    incident = _decision_state(session, incident_id)
+    if (
+        incident is None
+        or incident.status != IncidentStatus.AWAITING_APPROVAL.value
+        or (plan_id is not None and plan_id != incident.plan_id)
+    ):
+        raise _refusal(incident, incident_id, plan_id)
     # For the approval-wait metric, read with the incident (no session of its own).
     ready = metrics.plan_ready_at(session, incident_id)
     # The decision is its own statement (`advance`): end the read first. On SQLite
@@ -340,7 +426,7 @@ def decide(
         IncidentStatus.AWAITING_APPROVAL,
         event,
         actor=f"{via}:{actor}"[:255],
-        detail={"reason": reason, "via": via, "by": actor, "plan_id": incident.plan_id},
+        detail={**detail, "plan_id": incident.plan_id},
         values=values,
         # "The plan reviewed is still the current plan".
         also_equal={"plan_id": incident.plan_id},
@@ -348,16 +434,7 @@ def decide(
     )
     if moved is None:
         raise DecisionError(409, "the incident was decided by someone else first")
-    from iras.tasks import enqueue_notify, enqueue_stage
-
-    next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
-    post_commit(lambda: enqueue_stage(incident_id, next_status))
-    post_commit(lambda: enqueue_notify("notify.post_decision", incident_id))
-    post_commit(lambda: metrics.observe_approval_wait(via, event.value, ready, now))
-    # What the compare-and-set wrote, without reading the row back (one round trip less).
-    for key, value in {**values, "status": next_status.value, "updated_at": now}.items():
-        set_committed_value(incident, key, value)
-    return incident
+    return incident.plan_id, ready
 
 
 # --------------------------------------------------------------------------- reading

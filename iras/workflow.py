@@ -12,6 +12,7 @@ A (status, event) pair that is not in the table is a programming error and raise
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -307,7 +308,7 @@ def advance(
     pass through the ORM session: most of the database's CPU per incident
     (bench/README.md). SQLite (embedded, in-process) keeps a plain transaction.
     """
-    from iras.db import autocommit_connection, get_engine, session_scope
+    from iras.db import get_engine, session_scope
 
     target = next_status(expected, event)
     now = now or utcnow()
@@ -328,7 +329,72 @@ def advance(
                 also_equal,
                 now,
             )
-    equal = also_equal or {}
+    found = _advance_pg(
+        incident_id, expected, target, event, actor, detail, params, rows, plan, step_outcome,
+        also_equal or {}, now, report=False,
+    )  # fmt: skip
+    if found is None:
+        return None
+    return int(found[0]) if plan is not None else 0
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What `advance_decision` reports of the incident it moved."""
+
+    plan_id: int | None
+    plan_ready_at: datetime | None
+
+
+def advance_decision(
+    incident_id: str,
+    event: Event,
+    *,
+    actor: str,
+    detail: dict[str, Any],
+    values: dict[str, Any],
+    also_equal: dict[str, Any] | None = None,
+    now: datetime,
+) -> Decided | None:
+    """PostgreSQL only: `advance` out of awaiting_approval (a decision) as ONE statement
+    that also reports what the decision would otherwise read first: the incident's
+    plan_id (added to the audit detail as `plan_id`) and when that plan was ready (its
+    latest `plan_ready` transition, for the approval-wait metric). None when the
+    compare-and-set did not match; nothing is written then."""
+    from iras.db import get_engine
+
+    assert get_engine().dialect.name == "postgresql", "SQLite decides with a read first (services.decide)"
+    expected = IncidentStatus.AWAITING_APPROVAL
+    target = next_status(expected, event)
+    params = {**values, "status": target.value, "updated_at": now}
+    found = _advance_pg(
+        incident_id, expected, target, event, actor, detail, params, (), None, None,
+        also_equal or {}, now, report=True,
+    )  # fmt: skip
+    return None if found is None else Decided(found[0], found[1])
+
+
+def _advance_pg(
+    incident_id: str,
+    expected: IncidentStatus,
+    target: IncidentStatus,
+    event: Event,
+    actor: str,
+    detail: dict[str, Any] | None,
+    params: dict[str, Any],
+    rows: tuple[tuple[str, dict[str, Any]], ...],
+    plan: dict[str, Any] | None,
+    step_outcome: dict[str, Any] | None,
+    equal: dict[str, Any],
+    now: datetime,
+    *,
+    report: bool,
+) -> Any:
+    """Run `_advance_statement` in autocommit: its row (plan_id[, plan_ready_at]), or
+    None when the compare-and-set did not match. Every parameter is prefixed (see
+    `_advance_statement`)."""
+    from iras.db import autocommit_connection
+
     shape = (
         tuple(sorted(params)),
         bool(detail),
@@ -336,6 +402,7 @@ def advance(
         tuple(sorted(plan)) if plan is not None else None,
         tuple(sorted(step_outcome)) if step_outcome is not None else None,
         tuple((name, equal[name] is None) for name in sorted(equal)),
+        report,
     )
     bind: dict[str, Any] = {
         **{f"_where_{name}": value for name, value in equal.items() if value is not None},
@@ -349,10 +416,7 @@ def advance(
     if step_outcome is not None:
         bind.update({f"_s_{name}": value for name, value in step_outcome.items()}, _s_running="running")
     with autocommit_connection() as conn:
-        found = conn.execute(_advance_statement(*shape), bind).first()
-    if found is None:
-        return None
-    return int(found[0]) if plan is not None else 0
+        return conn.execute(_advance_statement(*shape), bind).first()
 
 
 def _advance_in_transaction(
@@ -419,11 +483,16 @@ def _advance_statement(
     plan: tuple[str, ...] | None,
     step_outcome: tuple[str, ...] | None,
     equal: tuple[tuple[str, bool], ...] = (),
+    report: bool = False,
 ) -> Any:
     """WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id, plan_id),
     audit AS (INSERT INTO transitions ... FROM moved), r0 AS (INSERT ... FROM moved), ...
     SELECT plan_id FROM moved. A plan row takes its id from the stage_results sequence
-    in the UPDATE itself (`plan_id = nextval(...)`), so it too exists only if it matched."""
+    in the UPDATE itself (`plan_id = nextval(...)`), so it too exists only if it matched.
+
+    `report` (a decision, `advance_decision`): the audit detail gets the moved row's
+    plan_id, and the SELECT also returns the time of the incident's latest `plan_ready`
+    transition (the statement's snapshot: its own audit row is not seen)."""
     from sqlalchemy import func, literal_column, type_coerce
     from sqlalchemy.dialects.postgresql import JSONB
 
@@ -457,9 +526,9 @@ def _advance_statement(
     audit = Transition.__table__
     audit_columns = ["incident_id", "from_status", "to_status", "event", "actor", "at"]
     audit_values = [moved.c.id] + [typed(f"_t_{c}", audit.c[c]) for c in audit_columns[1:]]
-    if with_detail or plan is not None:
+    if with_detail or plan is not None or report:
         detail: Any = bindparam("_t_detail", type_=JSONB) if with_detail else literal_column("'{}'::jsonb")
-        if plan is not None:
+        if plan is not None or report:
             detail = type_coerce(detail.op("||")(func.jsonb_build_object("plan_id", moved.c.plan_id)), JSONB)
         audit_columns.append("detail")
         audit_values.append(detail)
@@ -482,7 +551,17 @@ def _advance_statement(
         ctes.append(produced("stage_results", plan, "_p_", True).cte("plan_row"))
     if step_outcome is not None:
         ctes.append(step_outcome_cte(tuple(n for n in step_outcome if n != "id")))
-    return select(moved.c.plan_id).add_cte(*ctes)
+    if not report:
+        return select(moved.c.plan_id).add_cte(*ctes)
+    # Literals, not parameters: every parameter of this statement is named (see above).
+    plan_ready_at = (
+        select(audit.c.at)
+        .where(audit.c.incident_id == moved.c.id, audit.c.event == literal_column(f"'{E.PLAN_READY.value}'"))
+        .order_by(audit.c.id.desc())
+        .limit(literal_column("1"))
+        .scalar_subquery()
+    )
+    return select(moved.c.plan_id, plan_ready_at).add_cte(*ctes)
 
 
 def step_outcome_cte(columns: tuple[str, ...]) -> Any:

@@ -101,7 +101,7 @@ def _decision(incident_id: str, approve: bool) -> Any:
         )
     with read_session() as session:
         try:
-            incident = decide(
+            decision = decide(
                 session,
                 incident_id,
                 approve=approve,
@@ -112,7 +112,7 @@ def _decision(incident_id: str, approve: bool) -> Any:
             )
         except DecisionError as exc:
             return error(exc.status_code, exc.message)
-        return jsonify(id=incident.id, status=incident.status, decided_by=incident.decided_by)
+        return jsonify(id=decision.id, status=decision.status, decided_by=decision.decided_by)
 
 
 @bp.post("/incidents/<incident_id>/approve")

@@ -282,3 +282,164 @@ def test_a_step_is_claimed_once_and_a_broken_claim_raises(database: str) -> None
             (1, "succeeded", "ok"),
             (2, "running", None),
         ]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """What a decision sends after its commit: its stage, its notification, its
+    approval-wait observation (recorded, not sent)."""
+    import iras.tasks
+    from iras import metrics
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda i, s: calls.append(("stage", i, s.value)))
+    monkeypatch.setattr(iras.tasks, "enqueue_notify", lambda n, i: calls.append(("notify", n, i)))
+    monkeypatch.setattr(
+        metrics,
+        "observe_approval_wait",
+        lambda via, event, ready, now: calls.append(("wait", via, event, ready)),
+    )
+    return calls
+
+
+def decide_now(iid: str, approve: bool = True, by: str = "alice", plan_id: int | None = None) -> object:
+    from iras.db import read_session
+    from iras.services import decide
+
+    with read_session() as session:
+        return decide(
+            session, iid, approve=approve, actor=by, via="api", reason=f"{by} decides", plan_id=plan_id
+        )
+
+
+def awaiting() -> tuple[str, int, object]:
+    """An incident awaiting approval: its id, plan id and the plan_ready time."""
+    iid = incident(S.PLANNING)
+    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=result("plan"))
+    assert plan_id
+    with new_session() as s:
+        ready = s.scalars(select(Transition.at).where(Transition.incident_id == iid)).one()
+    return iid, plan_id, ready
+
+
+def test_a_decision_reports_its_plan_and_is_recorded_once(database: str, sent: list[tuple[str, ...]]) -> None:
+    """With the plan reviewed or without: the audit detail names the incident's plan, the
+    approval wait is measured from its plan_ready transition, the answer carries the new
+    state; a second decision is refused with today's message, nothing written."""
+    from iras.services import Decision, DecisionError
+
+    iid, plan_id, ready = awaiting()
+    decision = decide_now(iid, plan_id=plan_id)
+    assert isinstance(decision, Decision)
+    assert (decision.id, decision.status, decision.decided_by, decision.plan_id) == (
+        iid, "executing", "alice", plan_id,
+    )  # fmt: skip
+    assert sent == [("stage", iid, "executing"), ("notify", "notify.post_decision", iid),
+                    ("wait", "api", "approved", ready)]  # fmt: skip
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.decided_by, inc.decided_via, inc.decision_reason) == (
+            "executing", "alice", "api", "alice decides",
+        )  # fmt: skip
+        t = s.scalars(
+            select(Transition).where(Transition.incident_id == iid, Transition.event == "approved")
+        ).one()
+        assert (t.from_status, t.to_status, t.actor) == ("awaiting_approval", "executing", "api:alice")
+        assert t.detail == {"reason": "alice decides", "via": "api", "by": "alice", "plan_id": plan_id}
+    with pytest.raises(DecisionError) as refused:
+        decide_now(iid, by="bob")
+    assert (refused.value.status_code, refused.value.message) == (
+        409,
+        "incident is executing, not awaiting approval",
+    )
+    assert counts(iid) == (2, 1, 0)
+
+    # A rejection without naming the plan: the detail still names it.
+    other, other_plan, other_ready = awaiting()
+    rejected = decide_now(other, approve=False, by="carol")
+    assert (rejected.status, rejected.plan_id) == ("escalating", other_plan)  # type: ignore[attr-defined]
+    assert sent[-1] == ("wait", "api", "rejected", other_ready)
+    with new_session() as s:
+        inc = s.get(Incident, other)
+        assert inc is not None and (inc.status, inc.outcome) == ("escalating", "escalated")
+        detail = s.scalars(select(Transition.detail).where(Transition.incident_id == other,
+                                                           Transition.event == "rejected")).one()  # fmt: skip
+        assert detail == {"reason": "carol decides", "via": "api", "by": "carol", "plan_id": other_plan}
+
+
+def test_a_refused_decision_says_why_and_writes_nothing(database: str, sent: list[tuple[str, ...]]) -> None:
+    from iras.services import DecisionError
+
+    iid, plan_id, _ready = awaiting()
+    missing = str(uuid.uuid4())
+    with pytest.raises(DecisionError) as refused:
+        decide_now(missing)
+    assert (refused.value.status_code, refused.value.message) == (404, f"incident {missing} not found")
+    with pytest.raises(DecisionError) as refused:
+        decide_now(iid, plan_id=plan_id + 1000)
+    assert (refused.value.status_code, refused.value.message) == (
+        409, f"plan {plan_id + 1000} is no longer the current plan ({plan_id})",
+    )  # fmt: skip
+    with pytest.raises(DecisionError) as refused:
+        decide_now(incident(S.PLANNING))
+    assert (refused.value.status_code, refused.value.message) == (
+        409,
+        "incident is planning, not awaiting approval",
+    )
+    assert sent == [] and counts(iid) == (1, 1, 0)
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.decided_by) == ("awaiting_approval", None)
+
+
+def test_concurrent_decisions_one_wins(database: str, sent: list[tuple[str, ...]]) -> None:
+    """Approvers and rejecters at once: exactly one decision, every other one a 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from iras.services import DecisionError
+
+    iid, plan_id, _ready = awaiting()
+
+    def attempt(k: int) -> object:
+        try:
+            return decide_now(iid, approve=k % 2 == 0, by=f"user{k}", plan_id=plan_id if k % 3 else None)
+        except DecisionError as exc:
+            return exc.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(attempt, range(8)))
+    winners = [a for a in answers if not isinstance(a, int)]
+    assert len(winners) == 1 and sorted(a for a in answers if isinstance(a, int)) == [409] * 7, answers
+    with new_session() as s:
+        moved = s.scalars(select(Transition).where(Transition.incident_id == iid,
+                                                   Transition.from_status == "awaiting_approval")).all()  # fmt: skip
+        inc = s.get(Incident, iid)
+        assert len(moved) == 1 and inc is not None
+        assert inc.decided_by == winners[0].decided_by == moved[0].detail["by"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.integration
+def test_a_decision_on_postgresql_is_one_statement(pg_database: str, sent: list[tuple[str, ...]]) -> None:
+    """No read before the compare-and-set: one statement for a decision that applies,
+    one more (the read that says why) for one that does not."""
+    from sqlalchemy import event
+
+    from iras.db import get_engine
+    from iras.services import DecisionError
+
+    iid, plan_id, _ready = awaiting()
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        decide_now(iid, plan_id=plan_id)
+        assert len(statements) == 1 and statements[0].lstrip().startswith("WITH moved AS"), statements
+        with pytest.raises(DecisionError):
+            decide_now(iid)
+        assert len(statements) == 3 and statements[2].lstrip().startswith("SELECT"), statements
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
