@@ -16,6 +16,8 @@ second incident and blur the count).
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections import Counter
@@ -27,6 +29,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from iras.tasks import ANALYSIS_BATCH
 from tests.support.services import IrasProcess, PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -168,8 +171,16 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
     per_incident = {row[0] for row in _count(url, "SELECT count(*) FROM alert_events GROUP BY incident_id")}
     assert (incidents, distinct_keys, events) == (FINGERPRINTS, FINGERPRINTS, FINGERPRINTS * PER_FINGERPRINT)
     assert counts == per_incident == {PER_FINGERPRINT}
-    # One triage message per incident, not per alert.
-    assert redis.Redis.from_url(env["CELERY_BROKER_URL"]).llen("analysis") == FINGERPRINTS
+    # Each incident's analysis sent exactly once (not once per alert), in messages of
+    # up to ANALYSIS_BATCH incidents.
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    sent = [
+        json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in broker.lrange("analysis", 0, -1)
+    ]
+    assert all(1 <= len(ids) <= ANALYSIS_BATCH for ids in sent)
+    assert sorted(i for ids in sent for i in ids) == sorted(
+        i for ids in ids_by_fingerprint.values() for i in ids
+    )
 
     latencies.sort()
     rate = len(work) / elapsed
