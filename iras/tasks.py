@@ -26,7 +26,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Retry
-from sqlalchemy import bindparam, case, func, insert, null, select, type_coerce, update
+from sqlalchemy import bindparam, case, exists, func, insert, null, select, type_coerce, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -886,10 +886,17 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
                 raise RuntimeError(f"incident {incident_id} is executing without a plan")
             plan_id = row.plan_id
             plan = RemediationPlan.model_validate(row.plan)
-            runs = {
-                r.step_order: r
-                for r in session.execute(_APPLIED_RUNS, {"id": incident_id, "plan_id": plan_id})
-            }
+            # A first delivery finds no step rows at all (the usual case): nothing to read.
+            runs = (
+                {
+                    r.step_order: r
+                    for r in session.execute(_APPLIED_RUNS, {"id": incident_id, "plan_id": plan_id})
+                }
+                if row.has_runs
+                else {}
+            )
+        # The step rows this delivery writes, as the post-mortem reads them (`_PM_RUNS`).
+        written: list[SimpleNamespace] = []
         failure: str | None = None
         manual: list[int] = []
         for step in sorted(plan.steps, key=lambda s: s.order):
@@ -926,6 +933,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
                 if _claim_step(claim, finished) is None:
                     return False  # a concurrent delivery recorded it first
                 metrics.emit_committed(("step", "apply", "manual"))
+                written.append(SimpleNamespace(**claim))
                 finished = None
                 manual.append(step.order)
                 continue
@@ -939,6 +947,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
             result = executor.run(step.command)
             finished = {"id": run_id, "status": result.status, "exit_code": result.exit_code,
                         "output_tail": result.output, "finished_at": utcnow()}  # fmt: skip
+            written.append(SimpleNamespace(**{**claim, **finished}))
             if result.status != "succeeded":
                 failure = f"step {step.order} {result.status}: {result.output[-200:]}"
                 break
@@ -960,7 +969,11 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
             if moved is None:
                 return False
             metrics.observe_remediation("succeeded")
-            return SimpleNamespace(**{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"})
+            return SimpleNamespace(
+                **{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"},
+                # Every step row of the incident, unless an earlier delivery wrote some.
+                step_runs=None if row.has_runs else written,
+            )
         if finished is not None:
             _store_outcome_alone(finished)
             metrics.emit_committed(("step", "apply", finished["status"]))
@@ -976,7 +989,11 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
 # The incident (every column: the post-mortem written after it uses them) and its
 # approved plan, and the plan's applied steps: the remediation's reads, without ORM objects.
 _EXECUTION_STATE = (
-    select(Incident.__table__, StageResult.result.label("plan"))
+    select(
+        Incident.__table__,
+        StageResult.result.label("plan"),
+        exists().where(StepRun.incident_id == Incident.id).label("has_runs"),
+    )
     .outerjoin(StageResult, StageResult.id == Incident.plan_id)
     .where(Incident.id == bindparam("id"))
 )
@@ -1122,7 +1139,8 @@ _PM_RUNS = (
 
 
 def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -> None:
-    """`known`: the incident's row in `closing`, from the task that closed it (one read less)."""
+    """`known`: the incident's row in `closing`, from the task that closed it (one read
+    less), with its `step_runs` when that task wrote every one of them (another)."""
     from iras.services import cost_summary
 
     # A database restart while loading is transient: retry (the task is not escalated).
@@ -1139,7 +1157,9 @@ def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -
             triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
             facts = _facts(conn, incident, read_triage=False, triage=triage)
             transitions = list(conn.execute(_PM_TRANSITIONS, {"incident_id": incident_id}))
-            runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
+            runs = getattr(known, "step_runs", None)
+            if runs is None:
+                runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
             outcome = incident.outcome or "resolved"
             final_severity = incident.severity
             decision = (
