@@ -75,14 +75,15 @@ def main() -> None:
     parser.add_argument(
         "--analysis-workers", type=int, default=2, help="processes serving the analysis queue"
     )
-    parser.add_argument("--ops-pool", default="threads")
+    # The ops worker as the Procfile runs it: prefork x 4.
+    parser.add_argument("--ops-pool", default="prefork")
     parser.add_argument(
         "--ops-workers",
         type=int,
         default=1,
-        help="processes serving the ops queue (remediation, post-mortem); 2 measured no clear gain at N=1000",
+        help="worker processes serving the ops queue (remediation, post-mortem)",
     )
-    parser.add_argument("--ops-concurrency", type=int, default=16)
+    parser.add_argument("--ops-concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300, help="bound on each phase (s)")
     parser.add_argument("--sql", action="append", default=[], help="SQL to run before the run (experiments)")
     parser.add_argument(
