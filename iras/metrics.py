@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
@@ -287,6 +288,18 @@ class LogContextFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+@contextmanager
+def incident_log_context(incident_id: str) -> Iterator[None]:
+    """Log lines inside carry `incident_id`: for a task that works on several incidents
+    in turn (`incidents.analyze_batch`), whose arguments name no single one."""
+    outer = _log_context.get()
+    token = _log_context.set({**(outer or {}), "incident_id": incident_id})
+    try:
+        yield
+    finally:
+        _log_context.reset(token)
 
 
 def _incident_arg(args: Any) -> str | None:

@@ -690,14 +690,15 @@ def analyze_batch(self: PipelineTask, incident_ids: list[str]) -> None:
             enqueue_stage(incident_id, S.TRIAGING)
         return
     for incident_id in incident_ids:
-        try:
-            _run_analysis(_BatchMember(self, incident_id), incident_id)  # type: ignore[arg-type]
-        except _MemberRetried:
-            continue
-        except Exception as exc:  # noqa: BLE001 - one incident's failure is not the batch's
-            # What the task's on_failure does for a single incident: escalate it.
-            log.exception("analysis failed in a batch", extra={"incident_id": incident_id})
-            _mark_stage_failed(incident_id, self.name, exc)
+        with metrics.incident_log_context(incident_id):
+            try:
+                _run_analysis(_BatchMember(self, incident_id), incident_id)  # type: ignore[arg-type]
+            except _MemberRetried:
+                continue
+            except Exception as exc:  # noqa: BLE001 - one incident's failure is not the batch's
+                # What the task's on_failure does for a single incident: escalate it.
+                log.exception("analysis failed in a batch", extra={"incident_id": incident_id})
+                _mark_stage_failed(incident_id, self.name, exc)
 
 
 @_stage_task("incidents.gather_context")

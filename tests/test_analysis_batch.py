@@ -137,3 +137,33 @@ def test_a_real_evidence_source_gets_a_task_per_incident(
     ids = _open("remote a", "remote b")
     tasks.analyze_batch(ids)
     assert sent == ids and [_results(i) for i in ids] == [0, 0]
+
+
+def test_log_lines_inside_a_batch_carry_the_member_incident_id(client: FlaskClient) -> None:
+    """The task's arguments name no single incident: each member's lines name theirs."""
+    import logging
+
+    from iras.metrics import LogContextFilter
+
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    class Chatty(ScriptedAnalyst):
+        def triage(self, facts: IncidentFacts) -> StageOutput[TriageResult]:
+            logging.getLogger("tests.chatty").warning("triaging now")
+            return super().triage(facts)
+
+    handler = Capture()
+    handler.addFilter(LogContextFilter())
+    logger = logging.getLogger("tests.chatty")
+    logger.addHandler(handler)
+    try:
+        set_analyst(Chatty(confidence=0.9))
+        ids = _open("chatty a", "chatty b")
+        tasks.analyze_batch(ids)
+    finally:
+        logger.removeHandler(handler)
+    assert [getattr(r, "incident_id", None) for r in records] == ids
