@@ -221,6 +221,67 @@ def test_a_remediation_claims_each_step_once_and_closes(
         assert all(r.finished_at is not None and r.plan_id == plan_id for r in runs)
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["first delivery", "resumed after step 1"])
+def test_the_post_mortem_sees_every_step_row_of_the_remediation(
+    database: str, monkeypatch: pytest.MonkeyPatch, resumed: bool
+) -> None:
+    """The post-mortem written in the remediation's task gets the step rows that task
+    wrote (no read) on a first delivery, and reads them when an earlier delivery had
+    written some: either way exactly the rows stored."""
+    import iras.tasks
+    from iras.analysts import set_analyst
+    from iras.analysts.base import PostMortemInput
+    from iras.schemas import RemediationPlan, RemediationStep
+    from tests.support.analysts import ScriptedAnalyst
+
+    seen: list[PostMortemInput] = []
+
+    class Recording(ScriptedAnalyst):
+        def postmortem(self, data: PostMortemInput) -> object:  # type: ignore[override]
+            seen.append(data)
+            return super().postmortem(data)
+
+    set_analyst(Recording())
+    monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
+    reset_settings()
+    steps = [
+        RemediationStep(
+            order=i,
+            action="restart_service",
+            description=f"step {i}",
+            command=f"kubectl rollout restart deployment/api-{i}",
+            rollback_command=f"kubectl rollout undo deployment/api-{i}",
+            risk_level="low",
+        )  # fmt: skip
+        for i in (1, 2)
+    ]
+    iid = incident(S.PLANNING)
+    plan = {
+        **result("plan"),
+        "result": RemediationPlan(summary="restart", steps=steps).model_dump(mode="json"),
+    }
+    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=plan)
+    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
+    if resumed:  # an earlier delivery ran step 1, stored its outcome, then died
+        with session_scope() as session:
+            session.add(
+                StepRun(
+                    incident_id=iid, plan_id=plan_id, step_order=1, kind="apply", command=steps[0].command,
+                    status="succeeded", exit_code=0, output_tail="earlier delivery", started_at=utcnow(),
+                    finished_at=utcnow(), rolled_back=False,
+                )
+            )  # fmt: skip
+    iras.tasks.execute_plan.apply(args=[iid])
+    with new_session() as s:
+        assert s.scalar(select(Incident.status).where(Incident.id == iid)) == "resolved"
+        rows = s.scalars(select(StepRun).where(StepRun.incident_id == iid).order_by(StepRun.id)).all()
+    assert [(r.step_order, r.status) for r in rows] == [(1, "succeeded"), (2, "succeeded")]
+    assert [(v.order, v.command, v.status, v.output_tail) for v in seen[0].step_runs] == [
+        (r.step_order, r.command, r.status, (r.output_tail or "")[-500:]) for r in rows
+    ]
+    assert ("earlier delivery" in seen[0].step_runs[0].output_tail) is resumed
+
+
 def test_a_decision_on_a_replaced_plan_does_not_match(database: str) -> None:
     iid = incident(S.PLANNING)
     plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=result("plan"))
