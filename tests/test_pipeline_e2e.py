@@ -12,12 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from iras.analysts import set_analyst
-from iras.analysts.base import PostMortemInput, StageOutput
 from iras.config import reset_settings
 from iras.db import new_session
 from iras.integrations import mock
 from iras.models import Incident, StageResult, StepRun
-from iras.schemas import PostMortem, RemediationPlan, RemediationStep, RiskLevel, RunbookAction
+from iras.schemas import RemediationPlan, RemediationStep, RiskLevel, RunbookAction
 from iras.tasks import expire_approvals
 from tests.conftest import WaitFor, fire
 from tests.support.analysts import ScriptedAnalyst
@@ -321,20 +320,12 @@ def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
     pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _shell_executor(monkeypatch)
-    seen: list[PostMortemInput] = []
-
-    class Recording(ScriptedAnalyst):
-        def postmortem(self, data: PostMortemInput) -> StageOutput[PostMortem]:
-            seen.append(data)
-            return super().postmortem(data)
-
     # Step 2 claims low risk, but --force is destructive: safety makes it manual.
-    set_analyst(
-        Recording(
-            confidence=0.9,
-            plan=_plan(("echo one", "echo undo-one"), ("echo --force wipe", "true"), ("echo three", "true")),
-        )
+    analyst = ScriptedAnalyst(
+        confidence=0.9,
+        plan=_plan(("echo one", "echo undo-one"), ("echo --force wipe", "true"), ("echo three", "true")),
     )
+    set_analyst(analyst)
     incident_id = _fire_scenario(pipeline)
     doc = wait_for(incident_id, "awaiting_approval")
     assert doc["plan"]["steps"][1]["executable"] is False and doc["plan"]["steps"][1]["risk_level"] == "high"
@@ -346,7 +337,10 @@ def test_a_manual_step_is_never_run_and_the_next_steps_go_on(
     assert "Confirm manual step 2 was carried out" in doc["postmortem"]["markdown"]
     # The post-mortem saw the step rows the remediation wrote (kept in memory, not
     # read back): exactly what the database holds.
-    assert [(v.order, v.command, v.status, v.output_tail, v.rolled_back) for v in seen[0].step_runs] == [
+    assert [
+        (v.order, v.command, v.status, v.output_tail, v.rolled_back)
+        for v in analyst.postmortem_inputs[0].step_runs
+    ] == [
         (r["step"], r["command"], r["status"], (r["output_tail"] or "")[-500:], r["rolled_back"])
         for r in doc["step_runs"]
     ]

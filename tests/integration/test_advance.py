@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -179,19 +180,14 @@ def test_a_finished_steps_outcome_is_stored_even_when_the_transition_lost(databa
     assert counts(iid) == (0, 0, 0)
 
 
-def test_a_remediation_claims_each_step_once_and_closes(
-    database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The remediation's own statements (`_claim_step` carrying the previous step's
-    outcome, the final `advance`) on both databases: every step succeeded and
-    recorded once, the incident in `closing`, a second delivery changes nothing."""
-    import iras.tasks
+def approved_plan(steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, list[Any]]:
+    """An incident in `executing` whose approved plan has `steps` low-risk steps, run by
+    the dry-run executor: (incident id, plan id, the steps)."""
     from iras.schemas import RemediationPlan, RemediationStep
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
     reset_settings()
-    monkeypatch.setattr(iras.tasks, "_close", lambda *_: None)
-    steps = [
+    plan_steps = [
         RemediationStep(
             order=i,
             action="restart_service",
@@ -200,15 +196,28 @@ def test_a_remediation_claims_each_step_once_and_closes(
             rollback_command=f"kubectl rollout undo deployment/api-{i}",
             risk_level="low",
         )  # fmt: skip
-        for i in (1, 2, 3)
+        for i in range(1, steps + 1)
     ]
-    plan = RemediationPlan(summary="restart", steps=steps)
+    plan = RemediationPlan(summary="restart", steps=plan_steps)
     iid = incident(S.PLANNING)
     plan_id = advance(
         iid, S.PLANNING, Event.PLAN_READY, plan={**result("plan"), "result": plan.model_dump(mode="json")}
     )
     assert plan_id
     assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
+    return iid, plan_id, plan_steps
+
+
+def test_a_remediation_claims_each_step_once_and_closes(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remediation's own statements (`_claim_step` carrying the previous step's
+    outcome, the final `advance`) on both databases: every step succeeded and
+    recorded once, the incident in `closing`, a second delivery changes nothing."""
+    import iras.tasks
+
+    monkeypatch.setattr(iras.tasks, "_close", lambda *_: None)
+    iid, plan_id, _ = approved_plan(3, monkeypatch)
     iras.tasks.execute_plan.apply(args=[iid])
     iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
     with new_session() as s:
@@ -230,38 +239,11 @@ def test_the_post_mortem_sees_every_step_row_of_the_remediation(
     written some: either way exactly the rows stored."""
     import iras.tasks
     from iras.analysts import set_analyst
-    from iras.analysts.base import PostMortemInput
-    from iras.schemas import RemediationPlan, RemediationStep
     from tests.support.analysts import ScriptedAnalyst
 
-    seen: list[PostMortemInput] = []
-
-    class Recording(ScriptedAnalyst):
-        def postmortem(self, data: PostMortemInput) -> object:  # type: ignore[override]
-            seen.append(data)
-            return super().postmortem(data)
-
-    set_analyst(Recording())
-    monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
-    reset_settings()
-    steps = [
-        RemediationStep(
-            order=i,
-            action="restart_service",
-            description=f"step {i}",
-            command=f"kubectl rollout restart deployment/api-{i}",
-            rollback_command=f"kubectl rollout undo deployment/api-{i}",
-            risk_level="low",
-        )  # fmt: skip
-        for i in (1, 2)
-    ]
-    iid = incident(S.PLANNING)
-    plan = {
-        **result("plan"),
-        "result": RemediationPlan(summary="restart", steps=steps).model_dump(mode="json"),
-    }
-    plan_id = advance(iid, S.PLANNING, Event.PLAN_READY, plan=plan)
-    assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
+    analyst = ScriptedAnalyst()
+    set_analyst(analyst)
+    iid, plan_id, steps = approved_plan(2, monkeypatch)
     if resumed:  # an earlier delivery ran step 1, stored its outcome, then died
         with session_scope() as session:
             session.add(
@@ -276,10 +258,11 @@ def test_the_post_mortem_sees_every_step_row_of_the_remediation(
         assert s.scalar(select(Incident.status).where(Incident.id == iid)) == "resolved"
         rows = s.scalars(select(StepRun).where(StepRun.incident_id == iid).order_by(StepRun.id)).all()
     assert [(r.step_order, r.status) for r in rows] == [(1, "succeeded"), (2, "succeeded")]
-    assert [(v.order, v.command, v.status, v.output_tail) for v in seen[0].step_runs] == [
+    seen = analyst.postmortem_inputs[0].step_runs
+    assert [(v.order, v.command, v.status, v.output_tail) for v in seen] == [
         (r.step_order, r.command, r.status, (r.output_tail or "")[-500:]) for r in rows
     ]
-    assert ("earlier delivery" in seen[0].step_runs[0].output_tail) is resumed
+    assert ("earlier delivery" in seen[0].output_tail) is resumed
 
 
 def test_a_decision_on_a_replaced_plan_does_not_match(database: str) -> None:

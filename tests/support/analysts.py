@@ -27,6 +27,7 @@ class ScriptedAnalyst:
         self.fixed_plan = plan
         self.fail = fail or {}
         self.calls: list[tuple[str, Any]] = []
+        self.postmortem_inputs: list[PostMortemInput] = []  # what each post-mortem was written from
 
     def _maybe_fail(self, stage: str) -> None:
         if stage in self.fail:
@@ -60,4 +61,5 @@ class ScriptedAnalyst:
 
     def postmortem(self, data: PostMortemInput) -> StageOutput[PostMortem]:
         self.calls.append(("postmortem", data.outcome))
+        self.postmortem_inputs.append(data)
         return self.inner.postmortem(data)
