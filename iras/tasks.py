@@ -57,7 +57,7 @@ from iras.integrations.base import TransientNotifyError
 from iras.integrations.context import gather_context
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
 from iras.postmortem import timeline_from
-from iras.publish import configured_publisher, publisher_for
+from iras.publish import configured_publisher
 from iras.safety import enforce_invariants
 from iras.schemas import (
     ContextBundle,
@@ -330,7 +330,7 @@ def enqueue_notify(name: str, incident_id: str) -> None:
     settings = get_settings()
     pager_kind = name in _PAGER_NOTIFICATIONS
     if pager_configured(settings) if pager_kind else chat_configured(settings):
-        publisher = publisher_for(settings.celery_broker_url)
+        publisher = configured_publisher()
         if publisher is None or not publisher.send(name, [incident_id]):
             app.send_task(name, args=[incident_id])
         return
@@ -661,7 +661,7 @@ class _BatchMember:
     goes on with the next incident instead of retrying all of them."""
 
     def __init__(self, task: PipelineTask, incident_id: str) -> None:
-        self.task, self.incident_id = task, incident_id
+        self.incident_id = incident_id
         self.name, self.request, self.max_retries = task.name, task.request, task.max_retries
 
     def retry_later(self, exc: Exception, retry_after: float | None = None) -> Any:
