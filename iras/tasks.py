@@ -953,15 +953,24 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
                 failure = f"step {step.order} {result.status}: {result.output[-200:]}"
                 break
         if failure is None:
+            succeeded = {
+                "summary": f"{len(plan.steps) - len(manual)} step(s) applied ({executor.name})"
+                + (f"; manual step(s) {', '.join(map(str, manual))} left to a human" if manual else ""),
+                "manual_steps": manual,
+            }
+            if not row.has_runs and _analyst_is_local():
+                resolved = _resolve_with_postmortem(self, row, written, finished, succeeded)
+                if resolved is not None:
+                    if finished is not None:
+                        metrics.emit_committed(("step", "apply", finished["status"]))
+                    if resolved:
+                        metrics.observe_remediation("succeeded")
+                    return False  # resolved: nothing is owed
             moved = advance(
                 incident_id,
                 S.EXECUTING,
                 Event.REMEDIATION_SUCCEEDED,
-                detail={
-                    "summary": f"{len(plan.steps) - len(manual)} step(s) applied ({executor.name})"
-                    + (f"; manual step(s) {', '.join(map(str, manual))} left to a human" if manual else ""),
-                    "manual_steps": manual,
-                },
+                detail=succeeded,
                 values={"outcome": "resolved"},
                 step_outcome=finished,
             )
@@ -985,6 +994,51 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
             _store_outcome_alone(finished)
         self.retry_later(exc)
         return False  # not reached: retry_later raises
+
+
+def _resolve_with_postmortem(
+    task: PipelineTask, row: Any, written: list[Any], finished: _Outcome | None, succeeded: dict[str, Any]
+) -> bool | None:
+    """The remediation succeeded on a first delivery and the analyst answers locally:
+    its success and its post-mortem commit together, executing -> closing -> resolved as
+    ONE statement on PostgreSQL (both audit rows, the post-mortem's rows, the last step's
+    outcome). One commit, one update of the incident's row and one pass through the
+    pool fewer than closing first and writing the post-mortem after.
+
+    True when committed; False when the compare-and-set lost (a concurrent delivery
+    moved the incident; the last step's outcome is stored anyway); None when the
+    post-mortem could not be written: the caller then closes the remediation alone and
+    the post-mortem follows as it does after an escalation (`_close`). A database error
+    propagates: the caller stores the last step's outcome and retries."""
+    now = utcnow()
+    closing = SimpleNamespace(**{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"})
+    # The remediation's own transition, committed with the post-mortem: in its timeline.
+    pending = SimpleNamespace(at=now, event=Event.REMEDIATION_SUCCEEDED.value, actor="iras", detail=succeeded)
+    with read_session() as session:
+        data = _postmortem_input(session.connection(), closing, written, (pending,))
+    try:
+        with _timed("postmortem"):
+            draft = _compose_postmortem(task, closing, data)
+    except Exception:  # noqa: BLE001 - a transient analyst error too: the post-mortem retries on its own
+        log.exception(
+            "post-mortem not written with the remediation; it follows", extra={"incident_id": row.id}
+        )
+        return None
+    moved = advance(
+        row.id,
+        S.EXECUTING,
+        Event.REMEDIATION_SUCCEEDED,
+        detail=succeeded,
+        values={"outcome": "resolved"},
+        step_outcome=finished,
+        rows=draft.rows,
+        then=(draft.event, _POSTMORTEM_WRITTEN),
+        now=now,
+    )
+    if moved is None:
+        return False
+    _postmortem_committed(row.id, draft)
+    return True
 
 
 # The incident (every column: the post-mortem written after it uses them) and its
@@ -1142,8 +1196,6 @@ _PM_RUNS = (
 def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -> None:
     """`known`: the incident's row in `closing`, from the task that closed it (one read
     less), with its `step_runs` when that task wrote every one of them (another)."""
-    from iras.services import cost_summary
-
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
         with read_session() as session:
@@ -1151,53 +1203,91 @@ def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -
             incident = known if known is not None else _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
-            results = list(conn.execute(_PM_RESULTS, {"incident_id": incident_id}))
-            by_stage: dict[str, Any] = {}
-            for r in results:
-                by_stage[r.stage] = r  # ordered by id: the latest attempt wins
-            triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
-            facts = _facts(conn, incident, read_triage=False, triage=triage)
-            transitions = list(conn.execute(_PM_TRANSITIONS, {"incident_id": incident_id}))
-            runs = getattr(known, "step_runs", None)
-            if runs is None:
-                runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
-            outcome = incident.outcome or "resolved"
-            final_severity = incident.severity
-            decision = (
-                {
-                    "by": incident.decided_by,
-                    "via": incident.decided_via,
-                    "reason": incident.decision_reason,
-                    "at": incident.decided_at.isoformat() if incident.decided_at else None,
-                }
-                if incident.decided_by
-                else None
-            )
-            plan_row = next((r for r in results if r.id == incident.plan_id), None) or by_stage.get("plan")
-            data = PostMortemInput(
-                facts=facts,
-                outcome=outcome,
-                triage=triage,
-                rca=RootCauseHypothesis.model_validate(by_stage["rca"].result) if "rca" in by_stage else None,
-                plan=RemediationPlan.model_validate(plan_row.result) if plan_row else None,
-                step_runs=[
-                    StepRunView(
-                        order=r.step_order,
-                        command=f"{'rollback: ' if r.kind == 'rollback' else ''}{r.command}",
-                        status=r.status,
-                        output_tail=(r.output_tail or "")[-500:],
-                        rolled_back=r.rolled_back,
-                    )
-                    for r in runs
-                ],
-                timeline=timeline_from(transitions),
-                decision=decision,
-                cost=cost_summary(results),
-            )
+            data = _postmortem_input(conn, incident, getattr(known, "step_runs", None))
     except OperationalError as exc:
         task.retry_later(exc)
+    draft = _compose_postmortem(task, incident, data)
+
+    def commit() -> None:
+        if (
+            advance(incident_id, S.CLOSING, draft.event, detail=_POSTMORTEM_WRITTEN, rows=draft.rows)
+            is not None
+        ):
+            _postmortem_committed(incident_id, draft)
+
+    _guard_db(task, commit)
+
+
+_POSTMORTEM_WRITTEN = {"summary": "post-mortem written"}
+
+
+def _postmortem_input(
+    conn: Connection, incident: Any, runs: list[Any] | None, pending: tuple[Any, ...] = ()
+) -> PostMortemInput:
+    """What the post-mortem is written from, every fact read from the database.
+    `runs`: the incident's step rows when the caller has them (else read); `pending`:
+    transitions (rows of `_PM_TRANSITIONS`' columns) that commit together with the
+    post-mortem, so its timeline has them."""
+    from iras.services import cost_summary
+
+    incident_id = incident.id
+    results = list(conn.execute(_PM_RESULTS, {"incident_id": incident_id}))
+    by_stage: dict[str, Any] = {}
+    for r in results:
+        by_stage[r.stage] = r  # ordered by id: the latest attempt wins
+    triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
+    facts = _facts(conn, incident, read_triage=False, triage=triage)
+    transitions = [*conn.execute(_PM_TRANSITIONS, {"incident_id": incident_id}), *pending]
+    if runs is None:
+        runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
+    decision = (
+        {
+            "by": incident.decided_by,
+            "via": incident.decided_via,
+            "reason": incident.decision_reason,
+            "at": incident.decided_at.isoformat() if incident.decided_at else None,
+        }
+        if incident.decided_by
+        else None
+    )
+    plan_row = next((r for r in results if r.id == incident.plan_id), None) or by_stage.get("plan")
+    return PostMortemInput(
+        facts=facts,
+        outcome=incident.outcome or "resolved",
+        triage=triage,
+        rca=RootCauseHypothesis.model_validate(by_stage["rca"].result) if "rca" in by_stage else None,
+        plan=RemediationPlan.model_validate(plan_row.result) if plan_row else None,
+        step_runs=[
+            StepRunView(
+                order=r.step_order,
+                command=f"{'rollback: ' if r.kind == 'rollback' else ''}{r.command}",
+                status=r.status,
+                output_tail=(r.output_tail or "")[-500:],
+                rolled_back=r.rolled_back,
+            )
+            for r in runs
+        ],
+        timeline=timeline_from(transitions),
+        decision=decision,
+        cost=cost_summary(results),
+    )
+
+
+@dataclass(frozen=True)
+class _PostMortemDraft:
+    """A post-mortem ready to commit: the closing event and the rows it writes."""
+
+    outcome: str
+    event: Event
+    rows: tuple[tuple[str, dict[str, Any]], ...]
+    output: StageOutput[Any]
+
+
+def _compose_postmortem(task: PipelineTask, incident: Any, data: PostMortemInput) -> _PostMortemDraft:
+    """Ask the analyst for the post-mortem and fix what must be facts, not the model's
+    version: the timeline, the cost, the outcome, the incident's severity (re-assessed
+    from evidence, not triage's first guess), the manual steps a human must confirm."""
     out = _call_analyst(task, "postmortem", data)
-    # The timeline and the cost are facts from the database, never the model's version.
     manual_items = [
         f"Confirm manual step {r.order} was carried out: {r.command}"
         for r in data.step_runs
@@ -1207,41 +1297,35 @@ def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -
         update={
             "timeline": data.timeline,
             "cost": data.cost,
-            "outcome": outcome,
-            # The incident's severity (re-assessed from evidence), not triage's first guess.
-            "severity": Severity(final_severity) if final_severity else out.result.severity,
+            "outcome": data.outcome,
+            "severity": Severity(incident.severity) if incident.severity else out.result.severity,
             "action_items": [*manual_items, *out.result.action_items],
         }
     )
-    event = CLOSING_EVENT_FOR_OUTCOME.get(outcome, Event.CLOSED_RESOLVED)
+    # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
+    record = {
+        "outcome": data.outcome,
+        "severity": pm.severity.value if pm.severity else None,
+        "data": pm.model_dump(mode="json"),
+        "analyst": out.analyst,
+        "created_at": utcnow(),
+    }
+    return _PostMortemDraft(
+        outcome=data.outcome,
+        event=CLOSING_EVENT_FOR_OUTCOME.get(data.outcome, Event.CLOSED_RESOLVED),
+        rows=(("stage_results", _result_row("postmortem", 1, out)), ("postmortems", record)),
+        output=out,
+    )
 
-    def commit() -> None:
-        # The Markdown is rendered from `data` when read (PostMortemRecord.markdown).
-        postmortem = {
-            "outcome": outcome,
-            "severity": pm.severity.value if pm.severity else None,
-            "data": pm.model_dump(mode="json"),
-            "analyst": out.analyst,
-            "created_at": utcnow(),
-        }
-        if (
-            advance(
-                incident_id,
-                S.CLOSING,
-                event,
-                detail={"summary": "post-mortem written"},
-                rows=(("stage_results", _result_row("postmortem", 1, out)), ("postmortems", postmortem)),
-            )
-            is None
-        ):
-            return
-        _count_usage("postmortem", out)
-        metrics.emit_committed(("closed", outcome))
-        post_commit(lambda: enqueue_notify("notify.post_postmortem", incident_id))
-        if outcome in ("resolved", "auto_resolved", "no_action"):
-            post_commit(lambda: enqueue_notify("notify.resolve_page", incident_id))
 
-    _guard_db(task, commit)
+def _postmortem_committed(incident_id: str, draft: _PostMortemDraft) -> None:
+    """What follows a committed post-mortem: usage and closing metrics, the chat post
+    and, for a resolved incident, resolving its page."""
+    _count_usage("postmortem", draft.output)
+    metrics.emit_committed(("closed", draft.outcome))
+    post_commit(lambda: enqueue_notify("notify.post_postmortem", incident_id))
+    if draft.outcome in ("resolved", "auto_resolved", "no_action"):
+        post_commit(lambda: enqueue_notify("notify.resolve_page", incident_id))
 
 
 STAGE_TASKS: dict[IncidentStatus, Any] = {

@@ -289,6 +289,7 @@ def advance(
     plan: dict[str, Any] | None = None,
     step_outcome: dict[str, Any] | None = None,
     also_equal: dict[str, Any] | None = None,
+    then: tuple[Event, dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> int | None:
     """`transition()` in a transaction of its own, together with the rows it produces.
@@ -298,8 +299,11 @@ def advance(
     incident's `plan_id` (and the transition detail's); `step_outcome` (`id` and the
     finished columns of a `running` step row) is stored whether or not it matched:
     the step ran. `also_equal` adds `column = value` (`IS NULL` for None) conditions to
-    the compare-and-set. Returns None when the incident was not in `expected` (nothing of
-    `rows`/`plan` is written), else the new plan id (0 without a plan).
+    the compare-and-set. `then` (event, detail): a second transition, out of the status the
+    first one enters, committed with it (the incident goes straight to the second's
+    target; both audit rows are written, the second after the first). Returns None when
+    the incident was not in `expected` (nothing of `rows`/`plan` is written), else the new
+    plan id (0 without a plan).
 
     On PostgreSQL this is ONE statement run in autocommit: the compare-and-set, its
     audit row and the produced rows are data-modifying CTEs of the same statement,
@@ -311,8 +315,9 @@ def advance(
     from iras.db import get_engine, session_scope
 
     target = next_status(expected, event)
+    final = next_status(target, then[0]) if then is not None else target
     now = now or utcnow()
-    params = {**(values or {}), "status": target.value, "updated_at": now}
+    params = {**(values or {}), "status": final.value, "updated_at": now}
     if get_engine().dialect.name != "postgresql":
         with session_scope() as session:
             return _advance_in_transaction(
@@ -328,10 +333,11 @@ def advance(
                 step_outcome,
                 also_equal,
                 now,
+                then,
             )
     found = _advance_pg(
         incident_id, expected, target, event, actor, detail, params, rows, plan, step_outcome,
-        also_equal or {}, now, report=False,
+        also_equal or {}, now, report=False, then=then,
     )  # fmt: skip
     if found is None:
         return None
@@ -389,6 +395,7 @@ def _advance_pg(
     now: datetime,
     *,
     report: bool,
+    then: tuple[Event, dict[str, Any]] | None = None,
 ) -> Any:
     """Run `_advance_statement` in autocommit: its row (plan_id[, plan_ready_at]), or
     None when the compare-and-set did not match. Every parameter is prefixed (see
@@ -403,6 +410,7 @@ def _advance_pg(
         tuple(sorted(step_outcome)) if step_outcome is not None else None,
         tuple((name, equal[name] is None) for name in sorted(equal)),
         report,
+        then is not None,
     )
     bind: dict[str, Any] = {
         **{f"_where_{name}": value for name, value in equal.items() if value is not None},
@@ -415,6 +423,13 @@ def _advance_pg(
         bind.update({f"_p_{name}": value for name, value in plan.items()})
     if step_outcome is not None:
         bind.update({f"_s_{name}": value for name, value in step_outcome.items()}, _s_running="running")
+    if then is not None:
+        bind.update(
+            _t2_from_status=target.value,
+            _t2_to_status=next_status(target, then[0]).value,
+            _t2_event=then[0].value,
+            _t2_detail=then[1],
+        )
     with autocommit_connection() as conn:
         return conn.execute(_advance_statement(*shape), bind).first()
 
@@ -432,6 +447,7 @@ def _advance_in_transaction(
     step_outcome: dict[str, Any] | None,
     also_equal: dict[str, Any] | None,
     now: datetime,
+    then: tuple[Event, dict[str, Any]] | None = None,
 ) -> int | None:
     from iras.models import Base, Incident
 
@@ -457,6 +473,10 @@ def _advance_in_transaction(
             store_step_outcome(session, step_outcome)
             session.commit()
         return None
+    if then is not None:
+        middle = next_status(expected, event)
+        if not transition(session, incident_id, middle, then[0], actor=actor, detail=then[1], now=now):
+            raise RuntimeError(f"incident {incident_id} left {middle.value!r} inside its own transaction")
     for table_name, row in rows:
         session.execute(insert(tables[table_name]).values({"incident_id": incident_id, **row}))
     return plan_id
@@ -484,6 +504,7 @@ def _advance_statement(
     step_outcome: tuple[str, ...] | None,
     equal: tuple[tuple[str, bool], ...] = (),
     report: bool = False,
+    then: bool = False,
 ) -> Any:
     """WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id, plan_id),
     audit AS (INSERT INTO transitions ... FROM moved), r0 AS (INSERT ... FROM moved), ...
@@ -492,8 +513,12 @@ def _advance_statement(
 
     `report` (a decision, `advance_decision`): the audit detail gets the moved row's
     plan_id, and the SELECT also returns the time of the incident's latest `plan_ready`
-    transition (the statement's snapshot: its own audit row is not seen)."""
-    from sqlalchemy import func, literal_column, type_coerce
+    transition (the statement's snapshot: its own audit row is not seen).
+
+    `then` (`advance(then=...)`): the audit INSERT writes a second row, from the `_t2_*`
+    parameters, as the second branch of a UNION ALL: inserted (and numbered by the id
+    sequence) after the first."""
+    from sqlalchemy import func, literal_column, type_coerce, union_all
     from sqlalchemy.dialects.postgresql import JSONB
 
     from iras.models import Base, Incident, Transition
@@ -526,15 +551,23 @@ def _advance_statement(
     audit = Transition.__table__
     audit_columns = ["incident_id", "from_status", "to_status", "event", "actor", "at"]
     audit_values = [moved.c.id] + [typed(f"_t_{c}", audit.c[c]) for c in audit_columns[1:]]
-    if with_detail or plan is not None or report:
-        detail: Any = bindparam("_t_detail", type_=JSONB) if with_detail else literal_column("'{}'::jsonb")
+    if with_detail or plan is not None or report or then:
+        detail: Any = (
+            bindparam("_t_detail", type_=JSONB)
+            if with_detail
+            else literal_column("'{}'::jsonb" if plan is not None or report else "NULL::jsonb")
+        )
         if plan is not None or report:
             detail = type_coerce(detail.op("||")(func.jsonb_build_object("plan_id", moved.c.plan_id)), JSONB)
         audit_columns.append("detail")
         audit_values.append(detail)
-    ctes = [
-        insert(audit).from_select(audit_columns, select(*audit_values), include_defaults=False).cte("audit")
-    ]
+    audit_rows: Any = select(*audit_values)
+    if then:
+        second = [moved.c.id] + [typed(f"_t2_{c}", audit.c[c]) for c in audit_columns[1:4]]
+        second += [typed("_t_actor", audit.c.actor), typed("_t_at", audit.c.at)]
+        second.append(bindparam("_t2_detail", type_=JSONB))
+        audit_rows = union_all(audit_rows, select(*second))
+    ctes = [insert(audit).from_select(audit_columns, audit_rows, include_defaults=False).cte("audit")]
 
     def produced(table_name: str, names: tuple[str, ...], prefix: str, with_id: bool) -> Any:
         table = tables[table_name]

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from iras.config import reset_settings
 from iras.db import new_session, session_scope
 from iras.models import Incident, PostMortemRecord, StageResult, StepRun, Transition
+from iras.postmortem import EVENT_WORDS
 from iras.schemas import utcnow
 from iras.workflow import Event, IncidentStatus, advance
 
@@ -212,11 +213,14 @@ def test_a_remediation_claims_each_step_once_and_closes(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The remediation's own statements (`_claim_step` carrying the previous step's
-    outcome, the final `advance`) on both databases: every step succeeded and
-    recorded once, the incident in `closing`, a second delivery changes nothing."""
+    outcome, the final `advance`) on both databases, with a model-backed analyst (the
+    post-mortem is a task of its own): every step succeeded and recorded once, the
+    incident in `closing`, a second delivery changes nothing."""
     import iras.tasks
 
-    monkeypatch.setattr(iras.tasks, "_close", lambda *_: None)
+    monkeypatch.setattr(iras.tasks, "_analyst_is_local", lambda: False)
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append((iid, status.value)))
     iid, plan_id, _ = approved_plan(3, monkeypatch)
     iras.tasks.execute_plan.apply(args=[iid])
     iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
@@ -228,6 +232,108 @@ def test_a_remediation_claims_each_step_once_and_closes(
             (1, "apply", "succeeded", 0), (2, "apply", "succeeded", 0), (3, "apply", "succeeded", 0),
         ]  # fmt: skip
         assert all(r.finished_at is not None and r.plan_id == plan_id for r in runs)
+    # The post-mortem task is owed: sent by the delivery that closed, and by the
+    # duplicate that found the incident in `closing` (a no-op past the first).
+    assert sent == [(iid, "closing"), (iid, "closing")]
+
+
+def test_a_remediation_with_a_local_analyst_commits_its_post_mortem_with_it(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a local analyst the remediation's success and the post-mortem are one
+    commit: executing -> closing -> resolved, both audit rows in that order, the
+    post-mortem's timeline ending with the remediation, the last step's outcome
+    stored; a duplicate delivery writes nothing more."""
+    import iras.tasks
+    from iras.analysts import set_analyst
+    from tests.support.analysts import ScriptedAnalyst
+
+    analyst = ScriptedAnalyst()
+    set_analyst(analyst)
+    iid, _, _ = approved_plan(3, monkeypatch)
+    iras.tasks.execute_plan.apply(args=[iid])
+    written = counts(iid)
+    iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
+    assert counts(iid) == written
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.outcome) == ("resolved", "resolved")
+        moves = s.execute(
+            select(Transition.from_status, Transition.to_status, Transition.event, Transition.detail)
+            .where(Transition.incident_id == iid)
+            .order_by(Transition.id)
+        ).all()
+        statuses = s.scalars(select(StepRun.status).where(StepRun.incident_id == iid)).all()
+        record = s.get(PostMortemRecord, iid)
+    assert [(m.from_status, m.to_status, m.event) for m in moves[-3:]] == [
+        ("awaiting_approval", "executing", "approved"),
+        ("executing", "closing", "remediation_succeeded"),
+        ("closing", "resolved", "closed_resolved"),
+    ]
+    assert moves[-2].detail["summary"].startswith("3 step(s) applied")
+    assert moves[-1].detail == {"summary": "post-mortem written"}
+    assert statuses == ["succeeded"] * 3
+    assert record is not None and record.outcome == "resolved"
+    assert len(analyst.postmortem_inputs) == 1
+    timeline = analyst.postmortem_inputs[0].timeline
+    assert timeline[-1].event == EVENT_WORDS["remediation_succeeded"]
+    assert [e["event"] for e in record.data["timeline"]] == [e.event for e in timeline]
+
+
+def test_a_remediation_whose_post_mortem_fails_still_closes_and_owes_it(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The post-mortem failing in the remediation's task never loses the remediation:
+    the incident closes alone (last step's outcome stored) and the post-mortem is
+    written after, as after an escalation."""
+    import iras.tasks
+    from iras.analysts import set_analyst
+    from tests.support.analysts import ScriptedAnalyst
+
+    set_analyst(ScriptedAnalyst(fail={"postmortem": ValueError("the analyst broke")}))
+    sent: list[str] = []
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append(status.value))
+    iid, _, _ = approved_plan(2, monkeypatch)
+    iras.tasks.execute_plan.apply(args=[iid])
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.outcome) == ("closing", "resolved")
+        assert s.scalars(select(StepRun.status).where(StepRun.incident_id == iid)).all() == ["succeeded"] * 2
+        assert s.get(PostMortemRecord, iid) is None
+    assert sent == ["closing"]  # the post-mortem task, after the inline attempt failed again
+
+
+def test_advance_then_commits_two_transitions_or_none(database: str) -> None:
+    """`advance(then=...)`: the incident goes straight to the second transition's target,
+    both audit rows written in order with their details; nothing when it did not match."""
+    iid = incident(S.EXECUTING)
+    moved = advance(
+        iid, S.EXECUTING, Event.REMEDIATION_SUCCEEDED, detail={"summary": "applied"},
+        values={"outcome": "resolved"}, rows=(("stage_results", result("postmortem")),),
+        then=(Event.CLOSED_RESOLVED, {"summary": "post-mortem written"}),
+    )  # fmt: skip
+    assert moved == 0
+    assert advance(iid, S.EXECUTING, Event.REMEDIATION_SUCCEEDED, then=(Event.CLOSED_RESOLVED, {})) is None
+    assert counts(iid) == (2, 1, 0)
+    with new_session() as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.outcome) == ("resolved", "resolved")
+        moves = s.execute(
+            select(
+                Transition.from_status,
+                Transition.to_status,
+                Transition.event,
+                Transition.detail,
+                Transition.at,
+            )
+            .where(Transition.incident_id == iid)
+            .order_by(Transition.id)
+        ).all()
+    assert [tuple(m[:4]) for m in moves] == [
+        ("executing", "closing", "remediation_succeeded", {"summary": "applied"}),
+        ("closing", "resolved", "closed_resolved", {"summary": "post-mortem written"}),
+    ]
+    assert moves[0].at == moves[1].at
 
 
 @pytest.mark.parametrize("resumed", [False, True], ids=["first delivery", "resumed after step 1"])

@@ -62,4 +62,5 @@ class ScriptedAnalyst:
     def postmortem(self, data: PostMortemInput) -> StageOutput[PostMortem]:
         self.calls.append(("postmortem", data.outcome))
         self.postmortem_inputs.append(data)
+        self._maybe_fail("postmortem")
         return self.inner.postmortem(data)
