@@ -18,7 +18,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -151,7 +152,7 @@ def session_scope() -> Iterator[Session]:
 
 
 @contextmanager
-def autocommit_connection() -> Iterator[Connection]:
+def _checkout_autocommit() -> Iterator[Connection]:
     """A pooled connection in autocommit: each statement is its own transaction,
     with no BEGIN/COMMIT round trips. For work that is one statement (a transition
     with its rows, `iras.workflow.advance`) or reads that need no snapshot.
@@ -173,6 +174,84 @@ def autocommit_connection() -> Iterator[Connection]:
         finally:
             if not conn.invalidated:  # else a disconnect: the pool discards it
                 raw.autocommit = False  # type: ignore[union-attr]
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[Connection]:
+    """A pooled connection in autocommit (`_checkout_autocommit`): each statement is its
+    own transaction. Inside `held_connection()` it is that block's one connection."""
+    held = _held.get()
+    if held is None:
+        with _checkout_autocommit() as conn:
+            yield conn
+        return
+    conn = held.connection()
+    held.in_use += 1
+    try:
+        yield conn
+    finally:
+        held.in_use -= 1
+        held.used_at = time.monotonic()
+
+
+class _HeldConnection:
+    """The connection of a `held_connection()` block, checked out on first use."""
+
+    def __init__(self) -> None:
+        self._stack: ExitStack | None = None
+        self._conn: Connection | None = None
+        self.used_at = 0.0
+        self.in_use = 0  # nested uses (a read session, a statement inside it)
+
+    def connection(self) -> Connection:
+        conn = self._conn
+        # Broken (a database restart), or idle long enough to need the pool's ping;
+        # never while an outer use still has it.
+        if (
+            conn is not None
+            and not self.in_use
+            and (conn.invalidated or time.monotonic() - self.used_at > PING_AFTER_IDLE_SECONDS)
+        ):
+            self.release()
+            conn = None
+        if conn is None:
+            self._stack = ExitStack()
+            conn = self._conn = self._stack.enter_context(_checkout_autocommit())
+            self.used_at = time.monotonic()
+        return conn
+
+    def release(self) -> None:
+        stack, self._stack, self._conn = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+_held: ContextVar[_HeldConnection | None] = ContextVar("iras_held_connection", default=None)
+
+
+@contextmanager
+def held_connection() -> Iterator[None]:
+    """Within this block (one thread), every `autocommit_connection()` and `read_session()`
+    on PostgreSQL uses one pooled connection instead of a checkout and check-in each.
+
+    For a unit of work that runs a few autocommit statements in a row: a remediation (a
+    read, a claim per step, the closing statement), a decision. A checkout and a
+    check-in cost ~80 us each, several per incident (bench/README.md). The connection
+    is idle between statements, in no transaction: holding it through a step's command
+    holds no lock and no snapshot, and a prefork process runs one task at a time
+    anyway. One left idle longer than `PING_AFTER_IDLE_SECONDS`, or broken, is returned
+    and the next statement checks out another (pinged by the pool, as always).
+    Transactions (`session_scope`) still take a connection of their own."""
+    if _held.get() is not None or get_engine().dialect.name != "postgresql":
+        yield
+        return
+    held = _HeldConnection()
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        held.release()
 
 
 @contextmanager

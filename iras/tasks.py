@@ -46,6 +46,7 @@ from iras.db import (
     after_commit,
     autocommit_connection,
     get_engine,
+    held_connection,
     new_session,
     post_commit,
     read_session,
@@ -854,10 +855,12 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
     remediation succeeded (committed) the post-mortem follows in this task when it
     is cheap (`_analyst_is_local`); a redelivery or retry finding the incident in
     `closing` resumes there."""
-    with _timed("execute"):
-        closing = _execute(self, incident_id)
-    if closing:
-        _close(self, incident_id, None if closing is True else closing)
+    # One pooled connection for the remediation's statements (`held_connection`).
+    with held_connection():
+        with _timed("execute"):
+            closing = _execute(self, incident_id)
+        if closing:
+            _close(self, incident_id, None if closing is True else closing)
 
 
 def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
