@@ -129,6 +129,7 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(wri
         by_fp.setdefault(fp, set()).add(o.incident_id)
     assert all(len(ids) == 1 for ids in by_fp.values())
     assert writer.items == 40 and writer.batches <= 40
+    assert writer.drain(10)  # requests are answered before their batch publishes
     assert sorted(writer.publisher.sent) == sorted(  # type: ignore[attr-defined]
         o.incident_id for o in outcomes if o.status == "processing"
     )
@@ -155,6 +156,28 @@ def test_a_request_is_answered_only_after_its_commit(writer: BatchWriter, monkey
     assert answer and answer[0].status == "processing"
     with new_session() as session:
         assert session.get(Incident, answer[0].incident_id) is not None
+
+
+def test_a_request_is_answered_before_its_batch_publishes_and_drain_waits_for_it(iras_env: str) -> None:
+    """The 202 follows the commit, not the publish (the analysis message follows; a slow
+    broker does not hold the answer); `drain` (run at exit) waits for the publish."""
+    release = threading.Event()
+
+    class SlowBroker(Recorder):
+        def publish(self, incident_ids: Any) -> None:
+            release.wait(10)
+            super().publish(incident_ids)
+
+    writer = BatchWriter(SlowBroker())
+    outcome = writer.submit(prepared("slow-broker"), timeout=5)  # answered while the publish waits
+    assert outcome.status == "processing"
+    with new_session() as session:
+        assert session.get(Incident, outcome.incident_id) is not None
+    assert writer.publisher.sent == []  # type: ignore[attr-defined]
+    assert writer.drain(0.2) is False
+    release.set()
+    assert writer.drain(10) is True
+    assert writer.publisher.sent == [outcome.incident_id]  # type: ignore[attr-defined]
 
 
 def test_a_failed_batch_commit_answers_503_for_all_and_writes_nothing(

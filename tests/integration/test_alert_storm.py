@@ -174,9 +174,17 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
     # Each incident's analysis sent exactly once (not once per alert), in messages of
     # up to ANALYSIS_BATCH incidents.
     broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
-    sent = [
-        json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in broker.lrange("analysis", 0, -1)
-    ]
+
+    def analysis_messages() -> list[list[str]]:
+        return [
+            json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]
+            for m in broker.lrange("analysis", 0, -1)
+        ]
+
+    # A request is answered right after its commit, its batch's message follows it.
+    deadline = time.monotonic() + 10
+    while sum(map(len, sent := analysis_messages())) < FINGERPRINTS and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert all(1 <= len(ids) <= ANALYSIS_BATCH for ids in sent)
     assert sorted(i for ids in sent for i in ids) == sorted(
         i for ids in ids_by_fingerprint.values() for i in ids
