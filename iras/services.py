@@ -8,6 +8,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from iras import metrics
-from iras.db import after_commit, get_engine, post_commit
+from iras.db import after_commit, get_engine, held_connection, post_commit, read_session
 from iras.ingest import normalize
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition, new_id
 from iras.schemas import NormalizedAlert, utcnow
@@ -312,6 +314,14 @@ class Decision:
     decided_via: str
     decided_at: datetime
     decision_reason: str | None
+
+
+@contextmanager
+def decision_session() -> Iterator[Session]:
+    """The session `decide` is given by its callers (API, console, Slack): a read session
+    whose pooled connection the decision statement shares (`db.held_connection`)."""
+    with held_connection(), read_session() as session:
+        yield session
 
 
 def decide(

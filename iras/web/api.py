@@ -9,10 +9,10 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from iras.auth import auth_enabled, require_role
-from iras.db import held_connection, read_session
+from iras.db import read_session
 from iras.models import Incident
 from iras.schemas import Severity
-from iras.services import DecisionError, decide, serialize_incident
+from iras.services import DecisionError, decide, decision_session, serialize_incident
 from iras.web.util import error, json_body
 from iras.workflow import IncidentStatus
 
@@ -99,8 +99,7 @@ def _decision(incident_id: str, approve: bool) -> Any:
         return error(
             400, "'plan_id' must be an integer (the plan id from GET /incidents/<id>)", field="plan_id"
         )
-    # One pooled connection for the decision and, on refusal, the read saying why.
-    with held_connection(), read_session() as session:
+    with decision_session() as session:
         try:
             decision = decide(
                 session,

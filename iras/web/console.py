@@ -44,7 +44,14 @@ from iras.db import new_session, read_session
 from iras.models import ApiToken, Incident, PostMortemRecord
 from iras.postmortem import EVENT_WORDS
 from iras.schemas import Severity, utcnow
-from iras.services import DecisionError, count_by_status, decide, distinct_services, serialize_incident
+from iras.services import (
+    DecisionError,
+    count_by_status,
+    decide,
+    decision_session,
+    distinct_services,
+    serialize_incident,
+)
 from iras.workflow import TERMINAL, WORKING, IncidentStatus
 
 log = logging.getLogger(__name__)
@@ -466,7 +473,7 @@ def decision(incident_id: str) -> Any:
             flash("Give your name: every decision records who made it.", "error")
             return redirect(target, 303)
         session["decider_name"] = actor
-    with read_session() as s:
+    with decision_session() as s:
         try:
             decide(
                 s,

@@ -13,15 +13,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from iras.db import read_session
 from iras.integrations.slack import handle_slack_action
-from iras.services import decide
+from iras.services import decide, decision_session
 
 bp = Blueprint("slack", __name__)
 
 
 def _decide(incident_id: str, action: str, actor: str, reason: str, plan_id: int | None) -> None:
-    with read_session() as session:
+    with decision_session() as session:
         decide(
             session,
             incident_id,
