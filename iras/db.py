@@ -267,6 +267,21 @@ def read_session() -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """`read_session` without the ORM session, for Core reads (rows, not objects): a
+    task's reads skip the session's construction, execute path and close (~10% of the
+    remediation worker's CPU, py-spy on bench/pipeline.py). On PostgreSQL the
+    autocommit connection (the held one inside `held_connection`); on SQLite a
+    connection whose transaction ends, rolled back, with the block."""
+    if get_engine().dialect.name != "postgresql":
+        with get_engine().connect() as conn:
+            yield conn
+        return
+    with autocommit_connection() as conn:
+        yield conn
+
+
 def after_commit(session: Session, callback: Callable[[], Any]) -> None:
     """Run `callback` once the current transaction commits; drop it on rollback."""
     session.info.setdefault("after_commit", []).append(callback)

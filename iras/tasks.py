@@ -49,7 +49,7 @@ from iras.db import (
     held_connection,
     new_session,
     post_commit,
-    read_session,
+    read_connection,
     session_scope,
 )
 from iras.executor import get_executor
@@ -385,8 +385,7 @@ class _Carry:
 
 def _start_analysis(incident_id: str) -> tuple[IncidentStatus, _Carry] | None:
     """Load what the incident's current analysis stage needs, or None if there is nothing to do."""
-    with read_session() as session:
-        conn = session.connection()
+    with read_connection() as conn:
         incident = conn.execute(_INCIDENT_ROW, {"id": incident_id}).first()
         if incident is None:
             log.info("incident gone", extra={"incident_id": incident_id})
@@ -876,8 +875,8 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
     # final transition, or on its own before a rollback or a retry.
     finished: _Outcome | None = None
     try:
-        with read_session() as session:
-            row = session.execute(_EXECUTION_STATE, {"id": incident_id}).first()
+        with read_connection() as conn:
+            row = conn.execute(_EXECUTION_STATE, {"id": incident_id}).first()
             if row is None:
                 log.info("incident gone", extra={"incident_id": incident_id})
                 return False
@@ -894,7 +893,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
             runs = (
                 {
                     r.step_order: r
-                    for r in session.execute(_APPLIED_RUNS, {"id": incident_id, "plan_id": plan_id})
+                    for r in conn.execute(_APPLIED_RUNS, {"id": incident_id, "plan_id": plan_id})
                 }
                 if row.has_runs
                 else {}
@@ -1017,8 +1016,8 @@ def _resolve_with_postmortem(
     closing = SimpleNamespace(**{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"})
     # The remediation's own transition, committed with the post-mortem: in its timeline.
     pending = SimpleNamespace(at=now, event=Event.REMEDIATION_SUCCEEDED.value, actor="iras", detail=succeeded)
-    with read_session() as session:
-        data = _postmortem_input(session.connection(), closing, written, (pending,))
+    with read_connection() as conn:
+        data = _postmortem_input(conn, closing, written, (pending,))
     try:
         with _timed("postmortem"):
             draft = _compose_postmortem(task, closing, data)
@@ -1201,8 +1200,7 @@ def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -
     less), with its `step_runs` when that task wrote every one of them (another)."""
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
-        with read_session() as session:
-            conn = session.connection()  # Core reads: rows, no ORM objects
+        with read_connection() as conn:
             incident = known if known is not None else _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return

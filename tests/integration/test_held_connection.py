@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, text
 
 import iras.db
-from iras.db import autocommit_connection, held_connection, read_session, session_scope
+from iras.db import autocommit_connection, held_connection, read_connection, read_session, session_scope
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,8 @@ def test_a_block_runs_every_statement_on_one_backend(checkouts: list[int]) -> No
             assert backend() == first  # a statement inside a read session: the same connection
         assert in_session == first
         assert backend() == first
+        with read_connection() as conn:  # Core reads: the same connection
+            assert int(conn.execute(_PID).scalar_one()) == first
         assert len(checkouts) == 1
         with session_scope() as session:  # a transaction takes a connection of its own
             assert int(session.execute(_PID).scalar_one()) != first
