@@ -851,9 +851,10 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
     """Apply the approved plan's steps in order; on failure roll back the completed
     ones in reverse. A step is recorded as `running` (committed) before its command
     starts, so a redelivery after a crash never runs it a second time. Once the
-    remediation succeeded (committed) the post-mortem follows in this task when it
-    is cheap (`_analyst_is_local`); a redelivery or retry finding the incident in
-    `closing` resumes there."""
+    remediation succeeded the post-mortem is written in this task when it is cheap
+    (`_analyst_is_local`): on a first delivery committed together with the success
+    (`_resolve_with_postmortem`), else after the closing commit; a redelivery or retry
+    finding the incident in `closing` resumes there."""
     # One pooled connection for the remediation's statements (`held_connection`).
     with held_connection():
         with _timed("execute"):
