@@ -364,7 +364,9 @@ def decide(
             now=now,
         )
         if decided is None:
-            raise _refusal(_decision_state(session, incident_id), incident_id, plan_id)
+            raise _refusal(_decision_state(session, incident_id), incident_id, plan_id) or DecisionError(
+                409, _DECIDED_FIRST
+            )
         current_plan, ready = decided.plan_id, decided.plan_ready_at
     else:
         current_plan, ready = _decide_after_reading(
@@ -392,17 +394,20 @@ def _decision_state(session: Session, incident_id: str) -> Any:
     return session.execute(_DECISION_STATE, {"incident_id": incident_id}).first()
 
 
-def _refusal(incident: Any, incident_id: str, plan_id: int | None) -> DecisionError:
-    """Why a decision cannot apply to `incident` (`_decision_state`) as it is now."""
+def _refusal(incident: Any, incident_id: str, plan_id: int | None) -> DecisionError | None:
+    """Why a decision cannot apply to `incident` (`_decision_state`) as it is now, or
+    None when it can."""
     if incident is None:
         return DecisionError(404, f"incident {incident_id} not found")
     if incident.status != IncidentStatus.AWAITING_APPROVAL.value:
         return DecisionError(409, f"incident is {incident.status}, not awaiting approval")
     if plan_id is not None and plan_id != incident.plan_id:
         return DecisionError(409, f"plan {plan_id} is no longer the current plan ({incident.plan_id})")
-    return DecisionError(409, "the incident was decided by someone else first")
+    return None
 
 
+# The compare-and-set lost though the incident looked decidable: a racing decision won.
+_DECIDED_FIRST = "the incident was decided by someone else first"
 _DECISION_STATE = select(Incident.status, Incident.plan_id).where(Incident.id == bindparam("incident_id"))
 
 
@@ -420,12 +425,9 @@ def _decide_after_reading(
     """SQLite: read the incident, then the compare-and-set with "the plan reviewed is
     still the current plan". Returns the incident's plan_id and when it was ready."""
     incident = _decision_state(session, incident_id)
-    if (
-        incident is None
-        or incident.status != IncidentStatus.AWAITING_APPROVAL.value
-        or (plan_id is not None and plan_id != incident.plan_id)
-    ):
-        raise _refusal(incident, incident_id, plan_id)
+    refused = _refusal(incident, incident_id, plan_id)
+    if refused is not None:
+        raise refused
     # For the approval-wait metric, read with the incident (no session of its own).
     ready = metrics.plan_ready_at(session, incident_id)
     # The decision is its own statement (`advance`): end the read first. On SQLite
@@ -443,7 +445,7 @@ def _decide_after_reading(
         now=now,
     )
     if moved is None:
-        raise DecisionError(409, "the incident was decided by someone else first")
+        raise DecisionError(409, _DECIDED_FIRST)
     return incident.plan_id, ready
 
 
