@@ -860,13 +860,12 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
         with _timed("execute"):
             closing = _execute(self, incident_id)
         if closing:
-            _close(self, incident_id, None if closing is True else closing)
+            _close(self, incident_id)
 
 
-def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
-    """The remediation; truthy when the incident is in `closing` afterwards (its
-    post-mortem is owed): the incident's row as the closing transition left it when
-    this delivery closed it (the post-mortem need not read it again), else True.
+def _execute(self: PipelineTask, incident_id: str) -> bool:
+    """The remediation; True when the incident is in `closing` afterwards (its
+    post-mortem is owed).
 
     Core statements in autocommit on PostgreSQL (`_claim_step`, `advance`): a step
     costs one statement, its claim carrying the previous step's outcome."""
@@ -982,11 +981,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool | SimpleNamespace:
             if moved is None:
                 return False
             metrics.observe_remediation("succeeded")
-            return SimpleNamespace(
-                **{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"},
-                # Every step row of the incident, unless an earlier delivery wrote some.
-                step_runs=None if row.has_runs else written,
-            )
+            return True
         if finished is not None:
             _store_outcome_alone(finished)
             metrics.emit_committed(("step", "apply", finished["status"]))
@@ -1142,15 +1137,14 @@ def _analyst_is_local() -> bool:
     return not get_settings().use_claude  # decided without constructing a client
 
 
-def _close(task: PipelineTask, incident_id: str, incident: Any = None) -> None:
-    """The incident entered `closing` (committed): write its post-mortem now or enqueue
-    it. `incident`: its row in `closing`, when the caller has it."""
+def _close(task: PipelineTask, incident_id: str) -> None:
+    """The incident entered `closing` (committed): write its post-mortem now or enqueue it."""
     if not _analyst_is_local():
         enqueue_stage(incident_id, S.CLOSING)
         return
     try:
         with _timed("postmortem"):
-            _write_postmortem(task, incident_id, incident)
+            _write_postmortem(task, incident_id)
     except Retry:
         raise  # a transient error: the task is retried and resumes at `closing`
     except Exception:  # noqa: BLE001 - the post-mortem task has retries of its own
@@ -1196,16 +1190,14 @@ _PM_RUNS = (
 )
 
 
-def _write_postmortem(task: PipelineTask, incident_id: str, known: Any = None) -> None:
-    """`known`: the incident's row in `closing`, from the task that closed it (one read
-    less), with its `step_runs` when that task wrote every one of them (another)."""
+def _write_postmortem(task: PipelineTask, incident_id: str) -> None:
     # A database restart while loading is transient: retry (the task is not escalated).
     try:
         with read_connection() as conn:
-            incident = known if known is not None else _load(conn, incident_id, S.CLOSING)
+            incident = _load(conn, incident_id, S.CLOSING)
             if incident is None:
                 return
-            data = _postmortem_input(conn, incident, getattr(known, "step_runs", None))
+            data = _postmortem_input(conn, incident, None)
     except OperationalError as exc:
         task.retry_later(exc)
     draft = _compose_postmortem(task, incident, data)
