@@ -12,7 +12,7 @@ A (status, event) pair that is not in the table is a programming error and raise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -317,31 +317,42 @@ def advance(
     target = next_status(expected, event)
     final = next_status(target, then[0]) if then is not None else target
     now = now or utcnow()
-    params = {**(values or {}), "status": final.value, "updated_at": now}
+    move = _Move(
+        incident_id, expected, event, actor, detail,
+        params={**(values or {}), "status": final.value, "updated_at": now},
+        now=now, rows=rows, plan=plan, step_outcome=step_outcome, also_equal=also_equal or {}, then=then,
+    )  # fmt: skip
     if get_engine().dialect.name != "postgresql":
         with session_scope() as session:
-            return _advance_in_transaction(
-                session,
-                incident_id,
-                expected,
-                event,
-                actor,
-                detail,
-                params,
-                rows,
-                plan,
-                step_outcome,
-                also_equal,
-                now,
-                then,
-            )
-    found = _advance_pg(
-        incident_id, expected, target, event, actor, detail, params, rows, plan, step_outcome,
-        also_equal or {}, now, report=False, then=then,
-    )  # fmt: skip
+            return _advance_in_transaction(session, move)
+    found = _advance_pg(move, report=False)
     if found is None:
         return None
     return int(found[0]) if plan is not None else 0
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One `advance`, as its two implementations take it: one PostgreSQL statement
+    (`_advance_pg`) or a SQLite transaction (`_advance_in_transaction`)."""
+
+    incident_id: str
+    expected: IncidentStatus
+    event: Event
+    actor: str
+    detail: dict[str, Any] | None
+    params: dict[str, Any]  # the incident's new column values, status and updated_at included
+    now: datetime
+    rows: tuple[tuple[str, dict[str, Any]], ...] = ()
+    plan: dict[str, Any] | None = None
+    step_outcome: dict[str, Any] | None = None
+    also_equal: dict[str, Any] = field(default_factory=dict)
+    then: tuple[Event, dict[str, Any]] | None = None
+
+    @property
+    def target(self) -> IncidentStatus:
+        """The status the first transition enters."""
+        return next_status(self.expected, self.event)
 
 
 @dataclass(frozen=True)
@@ -372,113 +383,86 @@ def advance_decision(
     assert get_engine().dialect.name == "postgresql", "SQLite decides with a read first (services.decide)"
     expected = IncidentStatus.AWAITING_APPROVAL
     target = next_status(expected, event)
-    params = {**values, "status": target.value, "updated_at": now}
-    found = _advance_pg(
-        incident_id, expected, target, event, actor, detail, params, (), None, None,
-        also_equal or {}, now, report=True,
+    move = _Move(
+        incident_id, expected, event, actor, detail,
+        params={**values, "status": target.value, "updated_at": now}, now=now, also_equal=also_equal or {},
     )  # fmt: skip
+    found = _advance_pg(move, report=True)
     return None if found is None else Decided(found[0], found[1])
 
 
-def _advance_pg(
-    incident_id: str,
-    expected: IncidentStatus,
-    target: IncidentStatus,
-    event: Event,
-    actor: str,
-    detail: dict[str, Any] | None,
-    params: dict[str, Any],
-    rows: tuple[tuple[str, dict[str, Any]], ...],
-    plan: dict[str, Any] | None,
-    step_outcome: dict[str, Any] | None,
-    equal: dict[str, Any],
-    now: datetime,
-    *,
-    report: bool,
-    then: tuple[Event, dict[str, Any]] | None = None,
-) -> Any:
+def _advance_pg(move: _Move, *, report: bool) -> Any:
     """Run `_advance_statement` in autocommit: its row (plan_id[, plan_ready_at]), or
     None when the compare-and-set did not match. Every parameter is prefixed (see
     `_advance_statement`)."""
     from iras.db import autocommit_connection
 
+    m, target, equal = move, move.target, move.also_equal
     shape = (
-        tuple(sorted(params)),
-        bool(detail),
-        tuple((table, tuple(sorted(row))) for table, row in rows),
-        tuple(sorted(plan)) if plan is not None else None,
-        tuple(sorted(step_outcome)) if step_outcome is not None else None,
+        tuple(sorted(m.params)),
+        bool(m.detail),
+        tuple((table, tuple(sorted(row))) for table, row in m.rows),
+        tuple(sorted(m.plan)) if m.plan is not None else None,
+        tuple(sorted(m.step_outcome)) if m.step_outcome is not None else None,
         tuple((name, equal[name] is None) for name in sorted(equal)),
         report,
-        then is not None,
+        m.then is not None,
     )
     bind: dict[str, Any] = {
         **{f"_where_{name}": value for name, value in equal.items() if value is not None},
-        **{f"_v_{name}": value for name, value in params.items()},
-        **_audit_params(incident_id, expected, target, event, actor, now, detail),
+        **{f"_v_{name}": value for name, value in m.params.items()},
+        **_audit_params(m.incident_id, m.expected, target, m.event, m.actor, m.now, m.detail),
     }
-    for i, (_table, row) in enumerate(rows):
+    for i, (_table, row) in enumerate(m.rows):
         bind.update({f"_r{i}_{name}": value for name, value in row.items()})
-    if plan is not None:
-        bind.update({f"_p_{name}": value for name, value in plan.items()})
-    if step_outcome is not None:
-        bind.update({f"_s_{name}": value for name, value in step_outcome.items()}, _s_running="running")
-    if then is not None:
+    if m.plan is not None:
+        bind.update({f"_p_{name}": value for name, value in m.plan.items()})
+    if m.step_outcome is not None:
+        bind.update({f"_s_{name}": value for name, value in m.step_outcome.items()}, _s_running="running")
+    if m.then is not None:
         bind.update(
             _t2_from_status=target.value,
-            _t2_to_status=next_status(target, then[0]).value,
-            _t2_event=then[0].value,
-            _t2_detail=then[1],
+            _t2_to_status=next_status(target, m.then[0]).value,
+            _t2_event=m.then[0].value,
+            _t2_detail=m.then[1],
         )
     with autocommit_connection() as conn:
         return conn.execute(_advance_statement(*shape), bind).first()
 
 
-def _advance_in_transaction(
-    session: Session,
-    incident_id: str,
-    expected: IncidentStatus,
-    event: Event,
-    actor: str,
-    detail: dict[str, Any] | None,
-    params: dict[str, Any],
-    rows: tuple[tuple[str, dict[str, Any]], ...],
-    plan: dict[str, Any] | None,
-    step_outcome: dict[str, Any] | None,
-    also_equal: dict[str, Any] | None,
-    now: datetime,
-    then: tuple[Event, dict[str, Any]] | None = None,
-) -> int | None:
+def _advance_in_transaction(session: Session, move: _Move) -> int | None:
     from iras.models import Base, Incident
 
-    tables = Base.metadata.tables
-    if step_outcome is not None:
-        store_step_outcome(session, step_outcome)
+    m, tables = move, Base.metadata.tables
+    if m.step_outcome is not None:
+        store_step_outcome(session, m.step_outcome)
     plan_id = 0
-    values = {k: v for k, v in params.items() if k not in ("status", "updated_at")}
-    if plan is not None:
+    detail = m.detail
+    values = {k: v for k, v in m.params.items() if k not in ("status", "updated_at")}
+    if m.plan is not None:
         table = tables["stage_results"]
-        plan_row = {"incident_id": incident_id, **plan}
+        plan_row = {"incident_id": m.incident_id, **m.plan}
         plan_id = int(session.execute(insert(table).values(plan_row).returning(table.c.id)).scalar_one())
         values["plan_id"] = plan_id
         detail = {**(detail or {}), "plan_id": plan_id}
-    equal = {k: v for k, v in (also_equal or {}).items() if v is not None}
-    null = [Incident.__table__.c[k].is_(None) for k, v in (also_equal or {}).items() if v is None]
+    equal = {k: v for k, v in m.also_equal.items() if v is not None}
+    null = [Incident.__table__.c[k].is_(None) for k, v in m.also_equal.items() if v is None]
     if not transition(
-        session, incident_id, expected, event, actor=actor, detail=detail, values=values, now=now,
+        session, m.incident_id, m.expected, m.event, actor=m.actor, detail=detail, values=values, now=m.now,
         also_equal=equal or None, also=null or None,
     ):  # fmt: skip
         session.rollback()  # the plan row goes with it; a step outcome is stored alone below
-        if step_outcome is not None:
-            store_step_outcome(session, step_outcome)
+        if m.step_outcome is not None:
+            store_step_outcome(session, m.step_outcome)
             session.commit()
         return None
-    if then is not None:
-        middle = next_status(expected, event)
-        if not transition(session, incident_id, middle, then[0], actor=actor, detail=then[1], now=now):
-            raise RuntimeError(f"incident {incident_id} left {middle.value!r} inside its own transaction")
-    for table_name, row in rows:
-        session.execute(insert(tables[table_name]).values({"incident_id": incident_id, **row}))
+    second = m.then
+    if second is not None and not transition(
+        session, m.incident_id, m.target, second[0], actor=m.actor, detail=second[1], now=m.now
+    ):
+        raise RuntimeError(f"incident {m.incident_id} left {m.target.value!r} inside its own transaction")
+    for table_name, row in m.rows:
+        session.execute(insert(tables[table_name]).values({"incident_id": m.incident_id, **row}))
     return plan_id
 
 
