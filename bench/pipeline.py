@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,7 @@ def main() -> None:
             sessions0 = backend_sessions(engine)
             cpu0 = tree_cpu_seconds(roots)
             parts0 = {r: tree_cpu_seconds([r]) for r in roots}
+            load0 = _own_cpu_seconds()
 
             # ---- phase 1: alerts -> awaiting approval
             run = f"{time.time_ns():x}"
@@ -182,6 +184,8 @@ def main() -> None:
             )
             to_approval_s = time.perf_counter() - t0
             log(f"{n} incidents awaiting approval after {to_approval_s:.2f}s (ingest took {ingest_s:.2f}s)")
+            parts1 = {r: tree_cpu_seconds([r]) for r in roots}
+            load1 = _own_cpu_seconds()
 
             # ---- phase 2: approve -> post-mortem stored
             t1 = time.perf_counter()
@@ -210,13 +214,26 @@ def main() -> None:
             sessions = backend_sessions(engine) - sessions0
             wal = wal_bytes_since(engine, lsn0)
             cpu = tree_cpu_seconds(roots) - cpu0
+            parts2 = {r: tree_cpu_seconds([r]) for r in roots}
+            load2 = _own_cpu_seconds()
             kinds = {p.proc.pid: f"{p.kind}{i}" for i, p in enumerate(stack.processes) if p.proc is not None}
             pg_pid = roots[-2] if backends.pg is not None else None
-            cpu_parts = {
-                kinds.get(r, "postgres" if r == pg_pid else "redis"): round(
-                    (tree_cpu_seconds([r]) - c0) * 1000 / n, 1
-                )
-                for r, c0 in parts0.items()
+
+            def per_incident_ms(start: dict[int, float], end: dict[int, float]) -> dict[str, float]:
+                return {
+                    kinds.get(r, "postgres" if r == pg_pid else "redis"): round((end[r] - start[r]) * 1000 / n, 1)
+                    for r in roots
+                }
+
+            cpu_parts = per_incident_ms(parts0, parts2)
+            cpu_by_phase = {
+                "to_approval": per_incident_ms(parts0, parts1),
+                "to_completion": per_incident_ms(parts1, parts2),
+            }
+            # The load generator (this process: HTTP clients and polling) shares the cores.
+            load_cpu = {
+                "to_approval": round((load1 - load0) * 1000 / n, 2),
+                "to_completion": round((load2 - load1) * 1000 / n, 2),
             }
             statements = _statement_stats(engine, n) if args.statements else None
             sizes = table_bytes(engine)
@@ -284,6 +301,8 @@ def main() -> None:
             "wal_bytes_per_incident": round(wal / n),
             "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
             "server_cpu_ms_per_incident_by_process": cpu_parts,
+            "server_cpu_ms_per_incident_by_phase": cpu_by_phase,
+            "load_generator_cpu_ms_per_incident": load_cpu,
             **({"statements": statements} if statements else {}),
             "background_commits_per_s_idle": round(idle_commits_per_s, 2),
             "background_commits_in_run_est": round(idle_commits_per_s * elapsed),
@@ -304,6 +323,12 @@ def main() -> None:
             "machine": machine_notes(),
         }
     )
+
+
+def _own_cpu_seconds() -> float:
+    """CPU of this process (the load generator and its probes), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # The benchmark's own probes (polling, counters): not the pipeline's statements.
