@@ -22,11 +22,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task
 from celery.exceptions import Retry
-from sqlalchemy import bindparam, case, exists, func, insert, null, select, type_coerce, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -161,14 +174,18 @@ def _facts(
     """The alert facts the analyst sees (`incident`: an Incident or a row of its
     columns). `read_triage=False` when the caller knows the triage result already
     (or that there is none yet): one statement less."""
-    # The incident's payload is the request body kept with its first alert event
-    # (migration 0007); the other events' bodies are not decoded.
-    rows = db.execute(_ALERTS, {"incident_id": incident.id}).all()
-    alerts = [NormalizedAlert.model_validate({**doc, "raw": {}}) for doc, _ in rows]
-    payload = (rows[0][1] if rows else None) or {}
     if read_triage:
         found = _latest_result(db, incident.id, "triage")
         triage = TriageResult.model_validate(found) if found is not None else None
+    return _facts_from(incident, db.execute(_ALERTS, {"incident_id": incident.id}).all(), triage)
+
+
+def _facts_from(incident: Any, alert_rows: list[Any], triage: TriageResult | None) -> IncidentFacts:
+    """The facts from rows of `_ALERTS`' two columns (alert document, request body).
+    The incident's payload is the request body kept with its first alert event
+    (migration 0007); the other events' bodies are not decoded."""
+    alerts = [NormalizedAlert.model_validate({**row[0], "raw": {}}) for row in alert_rows]
+    payload = (alert_rows[0][1] if alert_rows else None) or {}
     return IncidentFacts(
         incident_id=incident.id,
         title=incident.title,
@@ -193,7 +210,9 @@ _FIRST_ALERT_ID = (
     .scalar_subquery()
 )
 _ALERTS = (
-    select(AlertEvent.alert, case((AlertEvent.id == _FIRST_ALERT_ID, AlertEvent.raw), else_=None))
+    select(
+        AlertEvent.alert, case((AlertEvent.id == _FIRST_ALERT_ID, AlertEvent.raw), else_=None).label("raw")
+    )
     .where(AlertEvent.incident_id == bindparam("incident_id"))
     .order_by(AlertEvent.id)
     .limit(50)
@@ -1176,6 +1195,52 @@ _PM_TRANSITIONS = (
     .where(Transition.incident_id == bindparam("incident_id"))
     .order_by(Transition.id)
 )
+
+
+class _PmResult(NamedTuple):
+    id: int
+    stage: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    result: Any
+
+
+class _PmTransition(NamedTuple):
+    at: Any
+    event: str
+    actor: str
+    detail: Any
+
+
+def _pm_read() -> Any:
+    """`_PM_RESULTS`, `_PM_TRANSITIONS` and `_ALERTS` as ONE statement (a UNION ALL of
+    the three, told apart by `part`): one round trip where there were three, on a
+    path every resolved incident takes. Columns: part, id, name, who, at, the four
+    token counts, doc, raw."""
+    # Typed NULLs: PostgreSQL types two untyped NULLs of a UNION as text.
+    json_null = cast(null(), StageResult.result.type)
+    none_at = cast(null(), Transition.at.type)
+    no_tokens = [type_coerce(null(), StageResult.input_tokens.type)] * 4
+    r = _PM_RESULTS.subquery()
+    results = select(
+        literal("r").label("part"), r.c.id, r.c.stage.label("name"), r.c.model.label("who"), none_at.label("at"),
+        r.c.input_tokens, r.c.output_tokens, r.c.cache_read_tokens, r.c.cache_creation_tokens,
+        r.c.result.label("doc"), json_null.label("raw"),
+    )  # fmt: skip
+    transitions = select(
+        literal("t"), Transition.id, Transition.event, Transition.actor, Transition.at, *no_tokens,
+        Transition.detail, json_null,
+    ).where(Transition.incident_id == bindparam("incident_id"))  # fmt: skip
+    a = _ALERTS.add_columns(AlertEvent.id.label("id")).subquery()
+    alerts = select(literal("a"), a.c.id, null(), null(), none_at, *no_tokens, a.c.alert, a.c.raw)
+    both = union_all(results, transitions, alerts).subquery()
+    return select(*both.c).order_by(both.c.part, both.c.id)
+
+
+_PM_READ = _pm_read()
 _PM_RUNS = (
     select(
         StepRun.step_order,
@@ -1225,13 +1290,25 @@ def _postmortem_input(
     from iras.services import cost_summary
 
     incident_id = incident.id
-    results = list(conn.execute(_PM_RESULTS, {"incident_id": incident_id}))
+    results: list[Any] = []
+    transitions: list[Any] = []
+    alert_rows: list[Any] = []
+    # One statement for the three reads (`_PM_READ`), each part in id order.
+    for part, id_, name, who, at, t1, t2, t3, t4, doc, raw in conn.execute(
+        _PM_READ, {"incident_id": incident_id}
+    ):
+        if part == "r":
+            results.append(_PmResult(id_, name, who, t1, t2, t3, t4, doc))
+        elif part == "t":
+            transitions.append(_PmTransition(at, name, who, doc))
+        else:
+            alert_rows.append((doc, raw))
     by_stage: dict[str, Any] = {}
     for r in results:
         by_stage[r.stage] = r  # ordered by id: the latest attempt wins
     triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
-    facts = _facts(conn, incident, read_triage=False, triage=triage)
-    transitions = [*conn.execute(_PM_TRANSITIONS, {"incident_id": incident_id}), *pending]
+    facts = _facts_from(incident, alert_rows, triage)
+    transitions += pending
     if runs is None:
         runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
     decision = (
