@@ -159,6 +159,17 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     pagerduty_source: str = "iras"
 
+    @field_validator("database_url")
+    @classmethod
+    def _installed_postgres_driver(cls, value: str) -> str:
+        """`postgres://` and `postgresql://` (as hosting platforms and most docs write
+        them) name the driver IRAS ships, psycopg2: SQLAlchemy 2.1 reads a bare
+        `postgresql://` as psycopg 3, which is not installed, and `postgres://` not at all."""
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme in ("postgres", "postgresql"):
+            return f"postgresql+psycopg2://{rest}"
+        return value
+
     @field_validator(
         "prometheus_query_error_rate",
         "prometheus_query_request_rate",
