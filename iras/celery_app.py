@@ -116,23 +116,33 @@ def create_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-def _import_analyst_modules(**_: Any) -> None:
-    """Import the analyst and its client libraries when a worker starts.
+def _import_task_modules(**_: Any) -> None:
+    """Import what the tasks import lazily when a worker starts: the analyst and its
+    client libraries, the database driver, `iras.services`.
 
     Importing instructor + anthropic + drain3 takes ~2-3 s of CPU; done lazily it
     landed on the first incident each worker process served (a lone incident
     took ~12 s instead of ~9 s against 8.8 s of model time) and, in a burst, on
     every cold process at once. In a prefork worker this runs in the parent, so
-    the children inherit the modules instead of importing them each.
+    the children inherit the modules instead of importing them each: the engine is
+    created lazily (after the fork), and psycopg2 + `iras.services` imported by
+    every ops child on its first remediation cost 0.1-0.2 s of CPU each (worker
+    logs with PYTHONPROFILEIMPORTTIME, bench/pipeline.py).
     """
     import importlib
     import logging
 
+    from sqlalchemy.engine import make_url
+
     try:
         settings = get_settings()
         importlib.import_module("iras.analysts.claude" if settings.use_claude else "iras.analysts.offline")
+        dbapi = make_url(settings.database_url).get_dialect().import_dbapi()
+        if dbapi.__name__ == "psycopg2":
+            importlib.import_module("psycopg2.extras")  # else imported on the first connect
+        importlib.import_module("iras.services")
     except Exception:  # noqa: BLE001 - a warm-up must never stop a worker from starting
-        logging.getLogger(__name__).warning("analyst warm-up import failed", exc_info=True)
+        logging.getLogger(__name__).warning("worker warm-up import failed", exc_info=True)
 
 
 def _size_db_pool(sender: Any = None, **_: Any) -> None:
@@ -150,5 +160,5 @@ def _size_db_pool(sender: Any = None, **_: Any) -> None:
 
 
 celery_app = create_celery()
-worker_init.connect(_import_analyst_modules, weak=False)
+worker_init.connect(_import_task_modules, weak=False)
 worker_init.connect(_size_db_pool, weak=False)
