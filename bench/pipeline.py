@@ -221,7 +221,9 @@ def main() -> None:
 
             def per_incident_ms(start: dict[int, float], end: dict[int, float]) -> dict[str, float]:
                 return {
-                    kinds.get(r, "postgres" if r == pg_pid else "redis"): round((end[r] - start[r]) * 1000 / n, 1)
+                    kinds.get(r, "postgres" if r == pg_pid else "redis"): round(
+                        (end[r] - start[r]) * 1000 / n, 1
+                    )
                     for r in roots
                 }
 

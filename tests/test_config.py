@@ -15,7 +15,10 @@ from iras.config import Settings
     ("given", "used"),
     [
         ("postgres://iras:pw@db:5432/iras", "postgresql+psycopg2://iras:pw@db:5432/iras"),
-        ("postgresql://iras:pw@db/iras?sslmode=require", "postgresql+psycopg2://iras:pw@db/iras?sslmode=require"),
+        (
+            "postgresql://iras:pw@db/iras?sslmode=require",
+            "postgresql+psycopg2://iras:pw@db/iras?sslmode=require",
+        ),
         ("postgresql+psycopg2://iras@db/iras", "postgresql+psycopg2://iras@db/iras"),
         ("sqlite:///iras.db", "sqlite:///iras.db"),
     ],
