@@ -980,7 +980,7 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
                 "manual_steps": manual,
             }
             if not row.has_runs and _analyst_is_local():
-                resolved = _resolve_with_postmortem(self, row, written, finished, succeeded)
+                resolved = _resolve_with_postmortem(self, row, plan, written, finished, succeeded)
                 if resolved is not None:
                     if finished is not None:
                         metrics.emit_committed(("step", "apply", finished["status"]))
@@ -1014,7 +1014,12 @@ def _execute(self: PipelineTask, incident_id: str) -> bool:
 
 
 def _resolve_with_postmortem(
-    task: PipelineTask, row: Any, written: list[Any], finished: _Outcome | None, succeeded: dict[str, Any]
+    task: PipelineTask,
+    row: Any,
+    plan: RemediationPlan,
+    written: list[Any],
+    finished: _Outcome | None,
+    succeeded: dict[str, Any],
 ) -> bool | None:
     """The remediation succeeded on a first delivery and the analyst answers locally:
     its success and its post-mortem commit together, executing -> closing -> resolved as
@@ -1032,7 +1037,7 @@ def _resolve_with_postmortem(
     # The remediation's own transition, committed with the post-mortem: in its timeline.
     pending = SimpleNamespace(at=now, event=Event.REMEDIATION_SUCCEEDED.value, actor="iras", detail=succeeded)
     with read_connection() as conn:
-        data = _postmortem_input(conn, closing, written, (pending,))
+        data = _postmortem_input(conn, closing, written, (pending,), plan=plan)
     try:
         with _timed("postmortem"):
             draft = _compose_postmortem(task, closing, data)
@@ -1281,12 +1286,18 @@ _POSTMORTEM_WRITTEN = {"summary": "post-mortem written"}
 
 
 def _postmortem_input(
-    conn: Connection, incident: Any, runs: list[Any] | None, pending: tuple[Any, ...] = ()
+    conn: Connection,
+    incident: Any,
+    runs: list[Any] | None,
+    pending: tuple[Any, ...] = (),
+    *,
+    plan: RemediationPlan | None = None,
 ) -> PostMortemInput:
     """What the post-mortem is written from, every fact read from the database.
     `runs`: the incident's step rows when the caller has them (else read); `pending`:
     transitions (rows of `_PM_TRANSITIONS`' columns) that commit together with the
-    post-mortem, so its timeline has them."""
+    post-mortem, so its timeline has them; `plan`: the incident's plan (`plan_id`'s
+    document) when the caller validated it already."""
     from iras.services import cost_summary
 
     incident_id = incident.id
@@ -1327,7 +1338,7 @@ def _postmortem_input(
         outcome=incident.outcome or "resolved",
         triage=triage,
         rca=RootCauseHypothesis.model_validate(by_stage["rca"].result) if "rca" in by_stage else None,
-        plan=RemediationPlan.model_validate(plan_row.result) if plan_row else None,
+        plan=plan or (RemediationPlan.model_validate(plan_row.result) if plan_row else None),
         step_runs=[
             StepRunView(
                 order=r.step_order,
