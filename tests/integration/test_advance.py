@@ -593,3 +593,53 @@ def test_a_decision_on_postgresql_is_one_statement(pg_database: str, sent: list[
         assert len(statements) == 3 and statements[2].lstrip().startswith("SELECT"), statements
     finally:
         event.remove(engine, "before_cursor_execute", note)
+
+
+def test_the_post_mortem_reads_every_fact_in_one_statement(database: str) -> None:
+    """`_postmortem_input` reads stage results, transitions and alerts as one UNION ALL
+    (`_PM_READ`): the alerts in order with the first one's request body as the payload,
+    the latest attempt of each stage, the evidence bundle left out of the documents but
+    counted in the cost, the transitions in order, each part kept apart from the others."""
+    from iras.db import read_connection
+    from iras.models import AlertEvent
+    from iras.schemas import NormalizedAlert, RootCauseHypothesis, TriageResult
+    from iras.tasks import _INCIDENT_ROW, _postmortem_input
+
+    def doc(stage: str, attempt: int, body: dict[str, Any], tokens: int) -> dict[str, Any]:
+        return {**result(stage, attempt), "result": body, "model": "claude-haiku-4-5", "input_tokens": tokens}
+
+    def rca(cause: str, confidence: float) -> dict[str, Any]:
+        return RootCauseHypothesis(
+            primary_cause=cause, category="bad_deploy", culprit_service="api", confidence=confidence
+        ).model_dump(mode="json")
+
+    triage = TriageResult(
+        severity="P1", affected_services=["api"], blast_radius="checkout", confidence=0.8, rationale="5xx"
+    ).model_dump(mode="json")
+    iid = incident(S.TRIAGING)
+    with session_scope() as s:
+        for i, title in enumerate(["disk full", "disk still full"]):
+            alert = NormalizedAlert(source="generic", title=title, timestamp=utcnow(), service="api")
+            s.add(AlertEvent(incident_id=iid, status="firing", alert=alert.model_dump(mode="json"),
+                             raw={"request": i, "é": "ü"} if i == 0 else None))  # fmt: skip
+    steps = [
+        (S.TRIAGING, Event.TRIAGED, doc("triage", 1, triage, 10)),
+        (S.GATHERING_CONTEXT, Event.CONTEXT_GATHERED, doc("context", 1, {"logs": ["x" * 50]}, 0)),
+        (S.ANALYZING, Event.RCA_INCONCLUSIVE, doc("rca", 1, rca("first guess", 0.3), 100)),
+        (S.GATHERING_CONTEXT, Event.CONTEXT_GATHERED, doc("context", 2, {"logs": []}, 0)),
+        (S.ANALYZING, Event.RCA_CONFIDENT, doc("rca", 2, rca("the release", 0.9), 1000)),
+    ]
+    for status, event, row in steps:
+        assert (
+            advance(iid, status, event, detail={"summary": event.value}, rows=(("stage_results", row),)) == 0
+        )
+    with read_connection() as conn:
+        row = conn.execute(_INCIDENT_ROW, {"id": iid}).first()
+        data = _postmortem_input(conn, row, [])
+    assert [a.title for a in data.facts.alerts] == ["disk full", "disk still full"]
+    assert data.facts.payload == {"request": 0, "é": "ü"}
+    assert data.triage is not None and data.triage.severity == "P1"
+    assert data.rca is not None and data.rca.primary_cause == "the release"  # the latest attempt
+    assert data.plan is None
+    assert [e.detail for e in data.timeline] == [event.value for _, event, _ in steps]
+    assert data.cost["input_tokens"] == 1110  # every result's tokens, the evidence bundles' too
