@@ -1195,11 +1195,6 @@ _PM_RESULTS = (
     .where(StageResult.incident_id == bindparam("incident_id"))
     .order_by(StageResult.id)
 )
-_PM_TRANSITIONS = (
-    select(Transition.at, Transition.event, Transition.actor, Transition.detail)
-    .where(Transition.incident_id == bindparam("incident_id"))
-    .order_by(Transition.id)
-)
 
 
 class _PmResult(NamedTuple):
@@ -1214,6 +1209,8 @@ class _PmResult(NamedTuple):
 
 
 class _PmTransition(NamedTuple):
+    """A transition as the post-mortem's timeline reads it (`timeline_from`)."""
+
     at: Any
     event: str
     actor: str
@@ -1221,10 +1218,10 @@ class _PmTransition(NamedTuple):
 
 
 def _pm_read() -> Any:
-    """`_PM_RESULTS`, `_PM_TRANSITIONS` and `_ALERTS` as ONE statement (a UNION ALL of
-    the three, told apart by `part`): one round trip where there were three, on a
-    path every resolved incident takes. Columns: part, id, name, who, at, the four
-    token counts, doc, raw."""
+    """The stage results (`_PM_RESULTS`), the transitions and the alerts (`_ALERTS`)
+    as ONE statement (a UNION ALL of the three, told apart by `part`): one round trip
+    where there were three, on a path every resolved incident takes. Columns: part,
+    id, name, who, at, the four token counts, doc, raw."""
     # Typed NULLs: PostgreSQL types two untyped NULLs of a UNION as text.
     json_null = cast(null(), StageResult.result.type)
     none_at = cast(null(), Transition.at.type)
@@ -1295,7 +1292,7 @@ def _postmortem_input(
 ) -> PostMortemInput:
     """What the post-mortem is written from, every fact read from the database.
     `runs`: the incident's step rows when the caller has them (else read); `pending`:
-    transitions (rows of `_PM_TRANSITIONS`' columns) that commit together with the
+    transitions (`_PmTransition`'s fields) that commit together with the
     post-mortem, so its timeline has them; `plan`: the incident's plan (`plan_id`'s
     document) when the caller validated it already."""
     from iras.services import cost_summary
