@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -233,6 +234,15 @@ class Settings(BaseSettings):
         if self.analyst == "claude":
             return True
         return bool(self.anthropic_api_key)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, if it has one, shown as ***: for start-up lines and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @lru_cache(maxsize=1)

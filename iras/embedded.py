@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from iras.config import get_settings
+from iras.config import Settings, get_settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,22 @@ class EmbeddedWorker:
             self._thread.join(timeout=10)
 
 
+def banner(settings: Settings, url: str, ingest_line: str) -> str:
+    """What `iras run` prints once it serves: where, on what, and a first alert to send.
+    The database and broker URLs are shown without their passwords (a terminal's
+    scrollback and a process supervisor's log are not places for them)."""
+    analyst = "claude" if settings.use_claude else "offline (no ANTHROPIC_API_KEY)"
+    return (
+        f"IRAS is running at {url}\n"
+        f"  database: {redact_url(settings.database_url)}\n  broker: {redact_url(settings.celery_broker_url)}\n"
+        f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
+        f"  {ingest_line}\n"
+        f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
+        '-d \'{"title": "High error rate on checkout", "timestamp": "2026-01-01T00:00:00Z", '
+        '"service": "checkout"}\''
+    )
+
+
 def run(host: str, port: int) -> None:
     from werkzeug.serving import make_server
 
@@ -82,17 +98,7 @@ def run(host: str, port: int) -> None:
     app = create_app()
     server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.server_port}"
-    analyst = "claude" if settings.use_claude else "offline (no ANTHROPIC_API_KEY)"
-    print(f"IRAS is running at {url}", flush=True)
-    print(
-        f"  database: {settings.database_url}\n  broker: {settings.celery_broker_url}\n"
-        f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
-        f"  {startup_line(settings)}\n"
-        f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
-        '-d \'{"title": "High error rate on checkout", "timestamp": "2026-01-01T00:00:00Z", '
-        '"service": "checkout"}\'',
-        flush=True,
-    )
+    print(banner(settings, url, startup_line(settings)), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -52,3 +52,33 @@ def test_a_worker_imports_the_database_driver_before_its_pool_forks() -> None:
     )
     # None imported by the app module itself (else this test proves nothing), all after.
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg2://iras:s3cret@db:5432/iras", "postgresql+psycopg2://iras:***@db:5432/iras"),
+        ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("rediss://default:p%40ss@cache.example:6380/1", "rediss://default:***@cache.example:6380/1"),
+        ("postgresql+psycopg2://iras@db/iras", "postgresql+psycopg2://iras@db/iras"),
+        ("sqlite:///iras.db", "sqlite:///iras.db"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from iras.config import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_iras_run_prints_where_it_runs_without_secrets() -> None:
+    from iras.embedded import banner
+
+    settings = Settings(
+        database_url="postgres://iras:s3cret@db:5432/iras", celery_broker_url="redis://:hunter2@redis:6379/0"
+    )
+    text = banner(settings, "http://127.0.0.1:8080", "ingestion: open")
+    assert "s3cret" not in text and "hunter2" not in text
+    assert "database: postgresql+psycopg2://iras:***@db:5432/iras" in text
+    assert "broker: redis://:***@redis:6379/0" in text
+    assert text.startswith("IRAS is running at http://127.0.0.1:8080")
