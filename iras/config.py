@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -237,12 +237,12 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password, if it has one, shown as ***: for start-up lines and logs."""
+    """The URL without its credentials, query string and fragment (where passwords and
+    API keys travel): safe for start-up lines, logs and evidence. The host keeps its
+    port and IPv6 brackets; `sqlite:///iras.db` and `memory://` stay as they are."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else f"{host}{parts.path}"
 
 
 @lru_cache(maxsize=1)

@@ -57,15 +57,19 @@ def test_a_worker_imports_the_database_driver_before_its_pool_forks() -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql+psycopg2://iras:s3cret@db:5432/iras", "postgresql+psycopg2://iras:***@db:5432/iras"),
-        ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
-        ("rediss://default:p%40ss@cache.example:6380/1", "rediss://default:***@cache.example:6380/1"),
-        ("postgresql+psycopg2://iras@db/iras", "postgresql+psycopg2://iras@db/iras"),
+        ("postgresql+psycopg2://iras:s3cret@db:5432/iras", "postgresql+psycopg2://db:5432/iras"),
+        (
+            "postgresql+psycopg2://iras@db/iras?password=s3cret&sslmode=require",
+            "postgresql+psycopg2://db/iras",
+        ),
+        ("redis://:hunter2@redis:6379/0", "redis://redis:6379/0"),
+        ("rediss://default:p%40ss@[::1]:6380/1", "rediss://[::1]:6380/1"),
+        ("https://u:p@h:9/a?b=c#d", "https://h:9/a"),
         ("sqlite:///iras.db", "sqlite:///iras.db"),
         ("memory://", "memory://"),
     ],
 )
-def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+def test_urls_are_shown_without_credentials_or_query(url: str, shown: str) -> None:
     from iras.config import redact_url
 
     assert redact_url(url) == shown
@@ -79,6 +83,6 @@ def test_iras_run_prints_where_it_runs_without_secrets() -> None:
     )
     text = banner(settings, "http://127.0.0.1:8080", "ingestion: open")
     assert "s3cret" not in text and "hunter2" not in text
-    assert "database: postgresql+psycopg2://iras:***@db:5432/iras" in text
-    assert "broker: redis://:***@redis:6379/0" in text
+    assert "database: postgresql+psycopg2://db:5432/iras" in text
+    assert "broker: redis://redis:6379/0" in text
     assert text.startswith("IRAS is running at http://127.0.0.1:8080")

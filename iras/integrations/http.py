@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from iras import __version__
-from iras.config import Settings
+from iras.config import Settings, redact_url
 from iras.integrations.base import SourceUnavailable, TransientNotifyError
 
 log = logging.getLogger(__name__)
@@ -68,15 +67,6 @@ def new_session(headers: Mapping[str, str] | None = None) -> requests.Session:
     if headers:
         session.headers.update(headers)
     return session
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials or query string, safe to put in evidence and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
