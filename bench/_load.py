@@ -34,6 +34,8 @@ class LoadResult:
     errors: int = 0
     elapsed_s: float = 0.0
     bodies: list[bytes] = field(default_factory=list)
+    # Open loop: (scheduled start in s from the first request, latency in ms) per answer.
+    timeline: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -48,6 +50,17 @@ class LoadResult:
 
     def rate(self) -> float:
         return self.ok / self.elapsed_s if self.elapsed_s else 0.0
+
+    def stalls(self, over_ms: float = 50.0, window_s: float = 0.1, top: int = 3) -> list[list[float]]:
+        """The worst `window_s` windows of an open loop whose slowest request took over
+        `over_ms`: [start s, slowest ms], slowest first. One long stall (a disk flush)
+        and a steadily slow server give the same p99; this tells them apart."""
+        worst: dict[int, float] = {}
+        for at, ms in self.timeline:
+            slot = int(at / window_s)
+            worst[slot] = max(worst.get(slot, 0.0), ms)
+        slow = sorted(((ms, slot) for slot, ms in worst.items() if ms > over_ms), reverse=True)
+        return [[round(slot * window_s, 1), round(ms, 1)] for ms, slot in slow[:top]]
 
 
 class _Conn:
@@ -173,7 +186,9 @@ async def _open(
             result.errors += 1
             conn.close()
             return
-        result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+        latency_ms = (time.perf_counter() - scheduled) * 1000
+        result.latencies_ms.append(latency_ms)
+        result.timeline.append((scheduled - start, latency_ms))
         result.statuses[status] = result.statuses.get(status, 0) + 1
         if keep:
             result.bodies.append(body)

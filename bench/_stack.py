@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -394,6 +395,52 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+class DirtyPages:
+    """Samples the kernel's dirty page cache (`Dirty` in /proc/meminfo) on a thread
+    while a measurement runs. A large drop between two samples is the kernel writing
+    it back in one burst, which a commit's WAL flush then waits behind (session 6 of
+    bench/README.md). Linux only; elsewhere it reports nothing."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (s since start, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dirty-pages", daemon=True)
+
+    @staticmethod
+    def dirty_mb() -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("Dirty:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        while not self._stop.is_set():
+            mb = self.dirty_mb()
+            if mb is None:
+                return
+            self.samples.append((time.perf_counter() - start, mb))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> DirtyPages:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def drops(self, min_mb: float = 32.0) -> list[list[float]]:
+        """[s since start, MB before, MB after] for each fall of at least `min_mb`."""
+        return [
+            [round(t, 2), round(before, 1), round(after, 1)]
+            for (_, before), (t, after) in zip(self.samples, self.samples[1:], strict=False)
+            if before - after >= min_mb
+        ]
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -26,6 +26,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +36,7 @@ from bench import _load  # noqa: E402
 from bench._load import LoadResult, closed_loop, open_loop, wrk_closed_loop  # noqa: E402
 from bench._stack import (  # noqa: E402
     WEBHOOK_HEADERS,
+    DirtyPages,
     Stack,
     WorkerSpec,
     alert_body,
@@ -51,8 +53,8 @@ from bench._stack import (  # noqa: E402
 )
 
 
-def summarize(name: str, r: LoadResult) -> dict[str, float | int]:
-    doc = {
+def summarize(name: str, r: LoadResult, dirty: DirtyPages | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "sent": r.sent,
         "ok": r.ok,
         "errors": r.errors,
@@ -63,6 +65,12 @@ def summarize(name: str, r: LoadResult) -> dict[str, float | int]:
         "p99_ms": round(getattr(r, "wrk_p99_ms", None) or r.percentile(99), 2),
         "elapsed_s": round(r.elapsed_s, 2),
     }
+    if r.timeline:
+        # Open loops: the worst 100 ms windows over 50 ms ([s from start, slowest ms]),
+        # and the kernel's writeback bursts in the same span ([s, dirty MB before, after]).
+        doc["stalls"] = r.stalls()
+    if dirty is not None:
+        doc["writeback_bursts"] = dirty.drops()
     log(f"{name}: {doc}")
     return doc
 
@@ -157,25 +165,29 @@ def main() -> None:
             s_dedup = summarize("duplicates (closed loop)", dedup)
 
             offered = int(args.rate * args.rate_seconds)
-            paced = open_loop(
-                url,
-                lambda i: alert_body(f"{run}-paced-{i}"),
-                rate=args.rate,
-                count=offered,
-                max_seconds=args.rate_seconds + 1,
-            )
-            s_paced = summarize(f"new alerts (open loop, {args.rate:g}/s offered)", paced)
+            with DirtyPages() as dirty:
+                paced = open_loop(
+                    url,
+                    lambda i: alert_body(f"{run}-paced-{i}"),
+                    rate=args.rate,
+                    count=offered,
+                    max_seconds=args.rate_seconds + 1,
+                )
+            s_paced = summarize(f"new alerts (open loop, {args.rate:g}/s offered)", paced, dirty)
             # The same open loop at half the measured capacity: the latency of a system
             # that keeps up, next to the one of the offered target rate.
             half = max(10.0, round(new.rate() / 2))
-            sustained = open_loop(
-                url,
-                lambda i: alert_body(f"{run}-half-{i}"),
-                rate=half,
-                count=int(half * args.rate_seconds),
-                max_seconds=args.rate_seconds + 1,
+            with DirtyPages() as dirty:
+                sustained = open_loop(
+                    url,
+                    lambda i: alert_body(f"{run}-half-{i}"),
+                    rate=half,
+                    count=int(half * args.rate_seconds),
+                    max_seconds=args.rate_seconds + 1,
+                )
+            s_half = summarize(
+                f"new alerts (open loop, {half:g}/s offered = half capacity)", sustained, dirty
             )
-            s_half = summarize(f"new alerts (open loop, {half:g}/s offered = half capacity)", sustained)
 
             with engine.connect() as conn:
                 incidents = conn.scalar(
