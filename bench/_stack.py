@@ -44,6 +44,24 @@ SCENARIO = ROOT / "tests" / "data" / "checkout-guest-npe-after-release.json"
 # The box may be shared: the load average when the script started and ended goes into
 # every summary, so a number measured next to someone else's test run is recognisable.
 LOAD_AT_START = os.getloadavg()
+
+
+def cpu_probe_ms(repeat: int = 5) -> float:
+    """The fastest of `repeat` timings of a fixed pure-Python workload, in ms. On a
+    shared virtual machine the host's contention is invisible from inside (no steal
+    time reported) but slows every process alike: this figure, taken at the start and
+    at the end of a run, says how fast the host was while it ran."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 2)
+
+
+PROBE_AT_START = cpu_probe_ms()
 # Ingestion is authenticated as in production; the rate limiter stays active
 # (its Redis round trip is part of the measured cost) with a bucket no bench reaches.
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789abcdef"
@@ -129,6 +147,8 @@ def machine_notes() -> dict[str, Any]:
         "redis": version(["redis-server", "--version"]).split(" sha=")[0],
         "loadavg_at_start": [round(x, 2) for x in LOAD_AT_START],
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu_probe_ms_at_start": PROBE_AT_START,
+        "cpu_probe_ms_at_end": cpu_probe_ms(),
     }
 
 
