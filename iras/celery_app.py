@@ -118,16 +118,16 @@ def create_celery(settings: Settings | None = None) -> Celery:
 
 def _import_task_modules(**_: Any) -> None:
     """Import what the tasks import lazily when a worker starts: the analyst and its
-    client libraries, the database driver, `iras.services`.
+    client libraries, the database driver.
 
     Importing instructor + anthropic + drain3 takes ~2-3 s of CPU; done lazily it
     landed on the first incident each worker process served (a lone incident
     took ~12 s instead of ~9 s against 8.8 s of model time) and, in a burst, on
     every cold process at once. In a prefork worker this runs in the parent, so
     the children inherit the modules instead of importing them each: the engine is
-    created lazily (after the fork), and psycopg2 + `iras.services` imported by
-    every ops child on its first remediation cost 0.1-0.2 s of CPU each (worker
-    logs with PYTHONPROFILEIMPORTTIME, bench/pipeline.py).
+    created lazily (after the fork), and psycopg2 imported by every ops child on its
+    first remediation cost 0.06-0.16 s of CPU each (worker logs with
+    PYTHONPROFILEIMPORTTIME, bench/pipeline.py).
     """
     import importlib
     import logging
@@ -140,7 +140,6 @@ def _import_task_modules(**_: Any) -> None:
         dbapi = make_url(settings.database_url).get_dialect().import_dbapi()
         if dbapi.__name__ == "psycopg2":
             importlib.import_module("psycopg2.extras")  # else imported on the first connect
-        importlib.import_module("iras.services")
     except Exception:  # noqa: BLE001 - a warm-up must never stop a worker from starting
         logging.getLogger(__name__).warning("worker warm-up import failed", exc_info=True)
 

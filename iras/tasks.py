@@ -82,6 +82,7 @@ from iras.schemas import (
     TriageResult,
     utcnow,
 )
+from iras.services import cost_summary, serialize_incident
 from iras.workflow import (
     ANALYSIS_STATES,
     CLOSING_EVENT_FOR_OUTCOME,
@@ -1035,7 +1036,7 @@ def _resolve_with_postmortem(
     now = utcnow()
     closing = SimpleNamespace(**{**row._mapping, "status": S.CLOSING.value, "outcome": "resolved"})
     # The remediation's own transition, committed with the post-mortem: in its timeline.
-    pending = SimpleNamespace(at=now, event=Event.REMEDIATION_SUCCEEDED.value, actor="iras", detail=succeeded)
+    pending = _PmTransition(now, Event.REMEDIATION_SUCCEEDED.value, "iras", succeeded)
     with read_connection() as conn:
         data = _postmortem_input(conn, closing, written, (pending,), plan=plan)
     try:
@@ -1295,8 +1296,6 @@ def _postmortem_input(
     transitions (`_PmTransition`'s fields) that commit together with the
     post-mortem, so its timeline has them; `plan`: the incident's plan (`plan_id`'s
     document) when the caller validated it already."""
-    from iras.services import cost_summary
-
     incident_id = incident.id
     results: list[Any] = []
     transitions: list[Any] = []
@@ -1422,8 +1421,6 @@ STAGE_TASKS: dict[IncidentStatus, Any] = {
 
 
 def _incident_doc(incident_id: str) -> dict[str, Any] | None:
-    from iras.services import serialize_incident
-
     with new_session() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
