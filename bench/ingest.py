@@ -164,30 +164,24 @@ def main() -> None:
             server_dedup = tree_cpu_seconds(server_roots(backends, stack)) - server0
             s_dedup = summarize("duplicates (closed loop)", dedup)
 
-            offered = int(args.rate * args.rate_seconds)
-            with DirtyPages() as dirty:
-                paced = open_loop(
-                    url,
-                    lambda i: alert_body(f"{run}-paced-{i}"),
-                    rate=args.rate,
-                    count=offered,
-                    max_seconds=args.rate_seconds + 1,
-                )
-            s_paced = summarize(f"new alerts (open loop, {args.rate:g}/s offered)", paced, dirty)
+            def paced(label: str, key: str, rate: float) -> dict[str, Any]:
+                """An open loop of new alerts at `rate`/s, summarised with the kernel's
+                writeback bursts in the same span."""
+                with DirtyPages() as dirty:
+                    result = open_loop(
+                        url,
+                        lambda i: alert_body(f"{run}-{key}-{i}"),
+                        rate=rate,
+                        count=int(rate * args.rate_seconds),
+                        max_seconds=args.rate_seconds + 1,
+                    )
+                return summarize(label, result, dirty)
+
+            s_paced = paced(f"new alerts (open loop, {args.rate:g}/s offered)", "paced", args.rate)
             # The same open loop at half the measured capacity: the latency of a system
             # that keeps up, next to the one of the offered target rate.
             half = max(10.0, round(new.rate() / 2))
-            with DirtyPages() as dirty:
-                sustained = open_loop(
-                    url,
-                    lambda i: alert_body(f"{run}-half-{i}"),
-                    rate=half,
-                    count=int(half * args.rate_seconds),
-                    max_seconds=args.rate_seconds + 1,
-                )
-            s_half = summarize(
-                f"new alerts (open loop, {half:g}/s offered = half capacity)", sustained, dirty
-            )
+            s_half = paced(f"new alerts (open loop, {half:g}/s offered = half capacity)", "half", half)
 
             with engine.connect() as conn:
                 incidents = conn.scalar(

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import text  # noqa: E402
 
 from bench import _load  # noqa: E402
-from bench._load import closed_loop  # noqa: E402
+from bench._load import LoadResult, closed_loop  # noqa: E402
 from bench._stack import (  # noqa: E402
     WEBHOOK_HEADERS,
     Stack,
@@ -138,15 +138,7 @@ def main() -> None:
                 lambda: status_counts(engine).get("awaiting_approval", 0) == WARM_UP, 60, what="warm-up"
             )
             warm_ids = [json.loads(b)["incident_id"] for b in warm.bodies]
-            approved = closed_loop(
-                f"{stack.base}/incidents/x/approve",
-                lambda i: (
-                    f"{stack.base}/incidents/{warm_ids[i]}/approve",
-                    b'{"by": "bench", "reason": "warm-up"}',
-                ),
-                count=WARM_UP,
-                concurrency=4,
-            )
+            approved = approve_all(stack.base, warm_ids, concurrency=4)
             assert approved.ok == WARM_UP, approved.statuses
             wait_until(
                 lambda: status_counts(engine).get("resolved", 0) == WARM_UP, 60, what="warm-up resolved"
@@ -212,13 +204,7 @@ def main() -> None:
 
             # ---- phase 2: approve -> post-mortem stored
             t1 = time.perf_counter()
-            approved = closed_loop(
-                f"{stack.base}/incidents/x/approve",
-                lambda i: (f"{stack.base}/incidents/{ids[i]}/approve", b'{"by": "bench", "reason": "bench"}'),
-                count=n,
-                concurrency=args.concurrency,
-                max_seconds=args.timeout,
-            )
+            approved = approve_all(stack.base, ids, concurrency=args.concurrency, max_seconds=args.timeout)
             if approved.ok != n:
                 raise SystemExit(f"only {approved.ok}/{n} approvals accepted: {approved.statuses}")
 
@@ -352,6 +338,17 @@ def main() -> None:
 
 # Incidents taken end to end before the measured run.
 WARM_UP = 20
+
+
+def approve_all(base: str, ids: list[str], *, concurrency: int, max_seconds: float = 60) -> LoadResult:
+    """Approve each incident's plan through the API, `concurrency` requests at a time."""
+    return closed_loop(
+        f"{base}/incidents/x/approve",
+        lambda i: (f"{base}/incidents/{ids[i]}/approve", b'{"by": "bench", "reason": "bench"}'),
+        count=len(ids),
+        concurrency=concurrency,
+        max_seconds=max_seconds,
+    )
 
 
 def _own_cpu_seconds() -> float:
