@@ -65,7 +65,7 @@ class EmbeddedWorker:
 
 def banner(settings: Settings, url: str, ingest_line: str) -> str:
     """What `iras run` prints once it serves: where, on what, and a first alert to send.
-    The database and broker URLs are shown without their passwords (a terminal's
+    The database and broker URLs are shown without credentials or query (a terminal's
     scrollback and a process supervisor's log are not places for them)."""
     analyst = "claude" if settings.use_claude else "offline (no ANTHROPIC_API_KEY)"
     return (
