@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # --- storage and queues -------------------------------------------------
     database_url: str = "sqlite:///iras.db"
+    # Server-side prepared statements for the hot statements (iras/prepared.py); off
+    # behind a connection pooler in transaction mode (PgBouncer), which drops them.
+    db_prepared_statements: bool = True
     celery_broker_url: str = "memory://"
     celery_result_backend: str | None = None
     broker_visibility_timeout_seconds: int = Field(3600, ge=5)

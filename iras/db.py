@@ -36,7 +36,9 @@ _factory: sessionmaker[Session] | None = None
 _engine_pid: int | None = None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, prepared_statements: bool = True) -> Engine:
+    """An engine for `url`. On PostgreSQL, with `prepared_statements`, the hot
+    statements run as server-side prepared statements (`iras.prepared`)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -72,6 +74,10 @@ def make_engine(url: str) -> Engine:
         connect_args={"connect_timeout": 10},
     )
     _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
+    if prepared_statements and engine.dialect.driver == "psycopg2":
+        from iras import prepared
+
+        prepared.install(engine)
     return engine
 
 
@@ -116,7 +122,8 @@ def get_engine() -> Engine:
         if _engine is None or _engine_pid != os.getpid():
             if _engine is not None:
                 _engine.dispose(close=False)
-            _engine = make_engine(get_settings().database_url)
+            settings = get_settings()
+            _engine = make_engine(settings.database_url, prepared_statements=settings.db_prepared_statements)
             _factory = sessionmaker(bind=_engine, expire_on_commit=False)
             _engine_pid = os.getpid()
         return _engine
