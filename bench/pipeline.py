@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import sys
 import time
@@ -378,6 +379,16 @@ def _enable_statement_stats(backends: Any, engine: Any) -> None:
         conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
 
 
+_PREPARED_PREFIX = re.compile(r"^PREPARE iras_\w+ \(.*?\) AS ")
+
+
+def statement_label(query: str) -> str:
+    """A pg_stat_statements query as the report names it: whitespace collapsed, the
+    `PREPARE iras_<hash> (<types>) AS` of a prepared statement (iras/prepared.py) left
+    out, cut to 160 characters."""
+    return _PREPARED_PREFIX.sub("", " ".join(query.split()))[:160]
+
+
 def _statement_stats(engine: Any, n: int) -> dict[str, Any]:
     """Statements per incident (BEGIN/COMMIT/ROLLBACK included), and the 30 most frequent."""
     with engine.connect() as conn:
@@ -391,9 +402,9 @@ def _statement_stats(engine: Any, n: int) -> dict[str, Any]:
     return {
         "per_incident": round(sum(c for _, c, _ in rows) / n, 1),
         "exec_ms_per_incident": round(sum(ms for *_, ms in rows) / n, 2),
-        "top_per_incident": {" ".join(q.split())[:160]: round(c / n, 2) for q, c, _ in rows[:30]},
+        "top_per_incident": {statement_label(q): round(c / n, 2) for q, c, _ in rows[:30]},
         "top_exec_ms_per_incident": {
-            " ".join(q.split())[:160]: round(ms / n, 3) for q, _, ms in sorted(rows, key=lambda r: -r[2])[:10]
+            statement_label(q): round(ms / n, 3) for q, _, ms in sorted(rows, key=lambda r: -r[2])[:10]
         },
     }
 

@@ -1,5 +1,5 @@
 """The benchmarks' own arithmetic: bench/repeat.py's summary, the open loop's
-stalls, the writeback bursts."""
+stalls, the writeback bursts, the statement report's labels."""
 
 from __future__ import annotations
 
@@ -39,3 +39,12 @@ def test_a_writeback_burst_is_a_large_drop_of_dirty_pages() -> None:
     d.samples = [(0.0, 100.0), (0.25, 120.0), (0.5, 150.0), (0.75, 2.0), (1.0, 10.0), (1.25, 0.0)]
     assert d.drops() == [[0.75, 150.0, 2.0]]
     assert d.drops(min_mb=5) == [[0.75, 150.0, 2.0], [1.25, 10.0, 0.0]]
+
+
+def test_a_prepared_statement_is_reported_by_its_sql() -> None:
+    from bench.pipeline import statement_label
+
+    prepared = "PREPARE iras_0123abcd (text, TIMESTAMP WITH TIME ZONE, NUMERIC(10, 2)) AS SELECT a\n  FROM t WHERE b = $1"
+    assert statement_label(prepared) == "SELECT a FROM t WHERE b = $1"
+    assert statement_label("SELECT x AS y FROM t") == "SELECT x AS y FROM t"
+    assert len(statement_label("SELECT " + "x, " * 100)) == 160
