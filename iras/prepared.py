@@ -43,8 +43,9 @@ from sqlalchemy.sql import sqltypes
 log = logging.getLogger(__name__)
 
 # Prepared statements one connection keeps at most (each holds a plan in the server
-# backend's memory). IRAS's hot set is a few dozen.
-MAX_PER_CONNECTION = 200
+# backend's memory). The pipeline's hot path uses about a dozen (`bench/pipeline.py
+# --statements`); the rest (console filters, rare paths) may run as text.
+MAX_PER_CONNECTION = 100
 _KINDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 # "Prepared statement does not exist", "cached plan must not change result type".
 _STALE = {"26000", "0A000"}
