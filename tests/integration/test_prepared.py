@@ -3,7 +3,8 @@ real PostgreSQL. What must hold: the rows are the ones the statement returns as
 text (types, NULLs, percent signs, unicode); a statement is prepared once per
 connection; transactions and `DB_PREPARED_STATEMENTS=false` prepare nothing; a
 statement the server cannot prepare, a string longer than the column it is
-compared with, and a plan made stale by a migration still get their answer."""
+compared with, a plan made stale by a migration and a statement past the
+per-connection cap still get their answer."""
 
 from __future__ import annotations
 
@@ -186,3 +187,23 @@ def test_a_plan_made_stale_by_a_migration_is_prepared_again(engines: tuple[Engin
         conn.execute(text("ALTER TABLE scratch ALTER COLUMN n TYPE text"))
         assert conn.execute(read, {"id": 1}).scalar_one() == "7"
         assert len(conn.execute(_PREPARED).all()) == 1
+
+
+@pytest.mark.integration
+def test_a_connection_prepares_no_more_than_its_cap(
+    engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `MAX_PER_CONNECTION` a new statement runs as text (the server keeps a plan
+    per prepared statement): every statement still answers."""
+    import iras.prepared
+
+    monkeypatch.setattr(iras.prepared, "MAX_PER_CONNECTION", 2)
+    incident_id = seed(engines[1])
+    reads = [
+        select(column).where(Incident.id == bindparam("id"))
+        for column in (Incident.title, Incident.status, Incident.source)
+    ]
+    with autocommit(engines[0]) as conn:
+        answers = [conn.execute(read, {"id": incident_id}).scalar_one() for read in reads * 2]
+        assert answers == ["50% of checkout fails — ünïcode", "executing", "generic"] * 2
+        assert len(conn.execute(_PREPARED).all()) == 2
