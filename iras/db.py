@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from iras import prepared
 from iras.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ def make_engine(url: str, *, prepared_statements: bool = True) -> Engine:
     )
     _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
     if prepared_statements and engine.dialect.driver == "psycopg2":
-        from iras import prepared
-
         prepared.install(engine)
     return engine
 

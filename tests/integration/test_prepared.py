@@ -207,3 +207,20 @@ def test_a_connection_prepares_no_more_than_its_cap(
         answers = [conn.execute(read, {"id": incident_id}).scalar_one() for read in reads * 2]
         assert answers == ["50% of checkout fails — ünïcode", "executing", "generic"] * 2
         assert len(conn.execute(_PREPARED).all()) == 2
+
+
+@pytest.mark.integration
+def test_the_setting_reaches_the_apps_engine(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`DB_PREPARED_STATEMENTS` decides for the engine every IRAS process uses."""
+    from iras.config import reset_settings
+    from iras.db import autocommit_connection, reset_engine
+
+    read = select(Incident.id).where(Incident.id == bindparam("id"))
+    for setting, expected in (("false", 0), ("true", 1)):
+        monkeypatch.setenv("DB_PREPARED_STATEMENTS", setting)
+        reset_settings()
+        reset_engine()
+        with autocommit_connection() as conn:
+            assert conn.execute(read, {"id": "none"}).all() == []
+            assert len(conn.execute(_PREPARED).all()) == expected
+    reset_engine()
