@@ -1,7 +1,7 @@
 """`iras.prepared`: autocommit statements run as server-side prepared statements on a
 real PostgreSQL. What must hold: the rows are the ones the statement returns as
-text (types, NULLs, percent signs, unicode); a statement is prepared once per
-connection; transactions and `DB_PREPARED_STATEMENTS=false` prepare nothing; a
+text (types, NULLs, percent signs, unicode); a statement (the transitions' CTE
+among them) is prepared once per connection; transactions and `DB_PREPARED_STATEMENTS=false` prepare nothing; a
 statement the server cannot prepare, a string longer than the column it is
 compared with, a plan made stale by a migration and a statement past the
 per-connection cap still get their answer."""
@@ -224,3 +224,27 @@ def test_the_setting_reaches_the_apps_engine(pg_database: str, monkeypatch: pyte
             assert conn.execute(read, {"id": "none"}).all() == []
             assert len(conn.execute(_PREPARED).all()) == expected
     reset_engine()
+
+
+@pytest.mark.integration
+def test_a_transition_is_a_prepared_statement(engines: tuple[Engine, Engine]) -> None:
+    """The hot statement itself: `advance`'s data-modifying CTE (WITH moved AS ...) is
+    prepared on its connection once, and a second incident's transition reuses it."""
+    from iras.db import autocommit_connection, held_connection
+    from iras.workflow import Event, IncidentStatus, advance
+
+    ids = [seed(engines[1]) for _ in range(2)]
+    with held_connection():
+        for incident_id in ids:
+            moved = advance(
+                incident_id,
+                IncidentStatus.EXECUTING,
+                Event.REMEDIATION_SUCCEEDED,
+                values={"outcome": "resolved"},
+            )
+            assert moved is not None
+        with autocommit_connection() as conn:
+            statements = [" ".join(row.statement.split()) for row in conn.execute(_PREPARED)]
+            statuses = conn.execute(select(Incident.status).where(Incident.id.in_(ids))).scalars().all()
+    assert statuses == ["closing", "closing"]
+    assert len([s for s in statements if " AS WITH moved AS (UPDATE incidents" in s]) == 1
