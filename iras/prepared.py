@@ -54,6 +54,7 @@ _PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s")
 
 
 class PreparedForm(NamedTuple):
+    kind_ok: bool  # a SELECT, INSERT, UPDATE, DELETE or WITH: what PREPARE accepts
     name: str
     body: str  # the statement with $1..$n placeholders, `%%` unescaped
     params: tuple[str, ...]  # the parameter names, in $n order
@@ -77,7 +78,9 @@ def prepared_form(statement: str) -> PreparedForm:
     body = _PLACEHOLDER.sub(renumber, statement)
     name = "iras_" + hashlib.sha1(statement.encode()).hexdigest()[:20]
     args = ", ".join(f"%({p})s" for p in params)
-    return PreparedForm(name, body, tuple(params), f"EXECUTE {name}({args})" if params else f"EXECUTE {name}")
+    kind_ok = statement.lstrip()[:6].upper().startswith(_KINDS)
+    execute = f"EXECUTE {name}({args})" if params else f"EXECUTE {name}"
+    return PreparedForm(kind_ok, name, body, tuple(params), execute)
 
 
 def parameter_type(bind: Any, dialect: Any) -> str:
@@ -143,16 +146,15 @@ def install(engine: Engine) -> None:
             or not parameters
             or not isinstance(parameters, dict)
             or not raw.autocommit
-            or not statement.lstrip()[:6].upper().startswith(_KINDS)
         ):
             return False
-        form = prepared_form(statement)
-        if form.name in refused:
+        form = prepared_form(statement)  # cached: the checks on the text run once
+        if not form.kind_ok or form.name in refused:
             return False
-        with lock:
-            names = prepared.get(raw)
-            if names is None:
-                names = prepared[raw] = set()
+        names = prepared.get(raw)
+        if names is None:
+            with lock:
+                names = prepared.setdefault(raw, set())
         if form.name not in names:
             if len(names) >= MAX_PER_CONNECTION or not prepare(cursor, form, context):
                 return False

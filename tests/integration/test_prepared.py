@@ -33,6 +33,8 @@ def test_a_statement_becomes_a_named_statement_with_numbered_parameters() -> Non
     assert form.execute == f"EXECUTE {form.name}(%(x)s, %(y_1)s)"
     assert form.name.startswith("iras_") and form.name == prepared_form(sql).name
     assert prepared_form(sql.replace("a FROM", "b FROM")).name != form.name
+    assert form.kind_ok and prepared_form("\n WITH moved AS (UPDATE t SET a = %(a)s) SELECT 1").kind_ok
+    assert not prepared_form("SET lock_timeout = %(t)s").kind_ok
 
 
 def test_parameters_are_declared_with_the_bind_type_strings_as_text() -> None:
