@@ -140,14 +140,12 @@ def test_an_autocommit_statement_is_prepared_once_and_answers_as_text_does(
 
 
 @pytest.mark.integration
-def test_a_transaction_or_the_setting_off_prepares_nothing(engines: tuple[Engine, Engine]) -> None:
+def test_a_transaction_prepares_nothing(engines: tuple[Engine, Engine]) -> None:
+    """(The setting off: `test_the_setting_reaches_the_apps_engine`.)"""
     with_prepared, as_text = engines
     incident_id = seed(as_text)
     params = {"id": incident_id, "status": "executing", "pattern": "%"}
     with with_prepared.begin() as conn:
-        assert len(conn.execute(_READ, params).all()) == 1
-        assert conn.execute(_PREPARED).all() == []
-    with autocommit(as_text) as conn:
         assert len(conn.execute(_READ, params).all()) == 1
         assert conn.execute(_PREPARED).all() == []
 
