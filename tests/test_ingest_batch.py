@@ -23,6 +23,7 @@ from iras.db import new_session
 from iras.ingest import batch as ingest_batch
 from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, prepare, write_batch
 from iras.models import AlertEvent, DeadLetter, Incident, Transition
+from iras.schemas import NormalizedAlert
 from iras.services import IngestOutcome
 
 
@@ -335,16 +336,41 @@ def test_a_route_a_ready_made_message_cannot_take_goes_through_kombu() -> None:
 def test_the_fast_path_answers_and_counts_like_flask(client: FlaskClient) -> None:
     from iras import metrics
 
-    def count(status: str) -> float:
-        return metrics.WEBHOOK_REQUESTS.labels("generic", status)._value.get()  # type: ignore[attr-defined]
+    def counts() -> tuple[float, ...]:
+        """webhook requests by source, then HTTP requests and durations by route."""
+        return tuple(
+            series._value.get() if hasattr(series, "_value") else series._sum.get()  # type: ignore[attr-defined]
+            for series in (
+                metrics.WEBHOOK_REQUESTS.labels("generic", "202"),
+                metrics.WEBHOOK_REQUESTS.labels("auto", "202"),
+                metrics.HTTP_REQUESTS.labels("/webhook/<source>", "POST", "202"),
+                metrics.HTTP_REQUESTS.labels("/webhook/alert", "POST", "202"),
+            )
+        )
 
-    before = count("202")
+    before = counts()
     r = client.post("/webhook/generic", json=generic("fast"))
     assert r.status_code == 202 and r.mimetype == "application/json"
     assert r.get_json()["status"] == "processing"
     again = client.post("/webhook/generic", json=generic("fast")).get_json()
     assert again == {"incident_id": r.get_json()["incident_id"], "status": "deduplicated", "alerts": 1}
-    assert count("202") == before + 2
+    assert client.post("/webhook/alert", json=generic("fast-auto")).status_code == 202
+    # Each request counted once, under its own route and source.
+    assert [b - a for a, b in zip(before, counts(), strict=True)] == [2, 1, 2, 1]
+
+
+def test_each_alert_is_stored_as_its_model_without_the_body(iras_env: str) -> None:
+    body = generic("doc") | {"labels": {"team": "paiements-é", "zone": "東京"}}
+    item = prepare(body, "generic")
+    assert isinstance(item, Prepared)
+    with new_session() as session:
+        write_batch(session, [item])
+        session.commit()
+    with new_session() as session:
+        doc = session.scalars(select(AlertEvent.alert)).one()
+    assert isinstance(doc, dict)  # a JSON object, not a JSON string holding one
+    assert "raw" not in doc
+    assert NormalizedAlert.model_validate(doc) == item.alerts[0].model_copy(update={"raw": {}})
 
 
 def test_a_rejected_payload_takes_one_rate_limit_token_not_two(client: FlaskClient, monkeypatch: Any) -> None:

@@ -80,12 +80,14 @@ def detect_source(payload: dict[str, Any]) -> str:
     """
     if not isinstance(payload, dict):
         raise PayloadError("payload", "must be a JSON object")
-    lowered = {str(k).lower() for k in payload}
+    lowered: set[str] | None = None  # only needed once a shape does not match
     closest: tuple[float, str, list[str]] | None = None
     for name, missing_of in _SHAPES:
         missing = missing_of(payload)
         if not missing:
             return name
+        if lowered is None:
+            lowered = {str(k).lower() for k in payload}
         signature = _SIGNATURES[name]
         # Share of the signature present, so {"title": ...} is closer to generic (1 of 2)
         # than to Grafana (1 of 4).

@@ -70,7 +70,10 @@ class Prepared:
     payload: dict[str, Any]
     alerts: list[NormalizedAlert]
     key: str
-    docs: list[dict[str, Any]]
+    # Each alert as JSON text (the alert_events.alert column), without its `raw`
+    # (kept once per request): pydantic-core writes it ~3x faster than model_dump
+    # followed by json.dumps.
+    alert_json: list[str]
     any_resolved: bool
     any_firing: bool
     # The body as received, when it is the UTF-8 text of `payload`: PostgreSQL's jsonb
@@ -93,7 +96,7 @@ def prepare(payload: Any, source: str | None = None, raw_json: str | None = None
         payload=payload,
         alerts=alerts,
         key=incident_key(alerts[0]),
-        docs=[a.model_dump(mode="json", exclude={"raw"}) for a in alerts],
+        alert_json=[a.model_dump_json(exclude={"raw"}) for a in alerts],
         any_resolved=any(a.status == "resolved" for a in alerts),
         any_firing=any(a.status == "firing" for a in alerts),
         raw_json=raw_json,
@@ -164,8 +167,8 @@ def _raw_json(payload: dict[str, Any] | None) -> str | None:
     return None if payload is None else _json_of(payload)
 
 
-# How each JSON column's value is sent (jsonb takes JSON text).
-_PG_JSON: dict[str, Callable[[Any], Any]] = {"alert": _dumps, "raw": _raw_json, "detail": _dumps}
+# How each JSON column's value is sent (jsonb takes JSON text; `alert` already is).
+_PG_JSON: dict[str, Callable[[Any], Any]] = {"raw": _raw_json, "detail": _dumps}
 
 
 def _pg_insert(conn: Any, table: str, rows: list[dict[str, Any]]) -> None:
@@ -233,7 +236,7 @@ class _Rows:
             # concurrent duplicate from another process.
             session.execute(_INSERT_INCIDENT, sorted(self.incidents, key=lambda r: r["fingerprint"]))
         if self.alerts:
-            session.execute(_INSERT_ALERT, self.alerts)
+            session.execute(_INSERT_ALERT, [{**r, "alert": json.loads(r["alert"])} for r in self.alerts])
         if self.transitions:
             session.execute(_INSERT_TRANSITION, self.transitions)
         if self.joins:
@@ -251,10 +254,10 @@ def _alert_rows(iid: str, it: Prepared, now: Any) -> list[dict[str, Any]]:
             "received_at": now,
             "status": a.status,
             "fingerprint": a.fingerprint,
-            "alert": doc,
+            "alert": doc,  # JSON text
             "raw": it.payload if i == 0 else None,
         }
-        for i, (a, doc) in enumerate(zip(it.alerts, it.docs, strict=True))
+        for i, (a, doc) in enumerate(zip(it.alerts, it.alert_json, strict=True))
     ]
 
 

@@ -137,7 +137,7 @@ class FastWebhook:
                 text = None
             if text is not None and (text.startswith("\ufeff") or has_nul_escape(raw)):
                 text = None  # a BOM is not JSON text for PostgreSQL; a NUL was replaced in `body`
-            prepared = prepare(body, source, text)
+            prepared = prepare(body, source or detected, text)  # detected once
         except PayloadError:
             return None  # Flask checks the rate, then answers 400 and keeps the dead letter
         token_ctx = metrics._log_context.set(
@@ -173,13 +173,34 @@ _STATUS_LINES = {
 }
 
 
+# (route segment, status) -> the three series a request updates. Bounded: the
+# segment is only kept when it names a known source (else "other"), and this path
+# answers three statuses. `labels()` validates and locks on every call.
+_SERIES: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+
+def _series(path: str, rest: str, status: int) -> tuple[Any, Any, Any]:
+    source = metrics._webhook_source(path)
+    key = (source, status)
+    found = _SERIES.get(key)
+    if found is None:
+        rule = _RULE_ALERT if rest == "alert" else _RULE_SOURCE
+        code = str(status)
+        found = (
+            metrics.HTTP_REQUESTS.labels(rule, "POST", code),
+            metrics.HTTP_DURATION.labels(rule),
+            metrics.WEBHOOK_REQUESTS.labels(source, code),
+        )
+        _SERIES[key] = found
+    return found
+
+
 def _observe(path: str, rest: str, status: int, started: float) -> None:
     """The metrics Flask's hooks record for a webhook request (iras.metrics.init_app)."""
     try:
-        rule = _RULE_ALERT if rest == "alert" else _RULE_SOURCE
-        code = str(status)
-        metrics.HTTP_REQUESTS.labels(rule, "POST", code).inc()
-        metrics.HTTP_DURATION.labels(rule).observe(time.perf_counter() - started)
-        metrics.WEBHOOK_REQUESTS.labels(metrics._webhook_source(path), code).inc()
+        requests, duration, webhooks = _series(path, rest, status)
+        requests.inc()
+        duration.observe(time.perf_counter() - started)
+        webhooks.inc()
     except Exception:  # noqa: BLE001 - metrics never fail a request
         log.debug("webhook metrics failed", exc_info=True)

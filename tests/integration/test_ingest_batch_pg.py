@@ -15,6 +15,7 @@ from sqlalchemy import select
 from iras.db import new_session
 from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
 from iras.models import AlertEvent, Incident, Transition
+from iras.schemas import NormalizedAlert
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def test_one_transaction_for_a_batch_with_duplicates_and_a_resolution(pg: str, m
 
     monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
     items = [
-        item("a", big=1.5, nested={"x": [1, "é", None]}),
+        item("a", big=1.5, nested={"x": [1, "é", None]}, labels={"team": "paiements-é", "zone": "東京"}),
         item("b", raw=False),
         item("a"),
         item("c"),
@@ -62,8 +63,10 @@ def test_one_transaction_for_a_batch_with_duplicates_and_a_resolution(pg: str, m
         raws = s.scalars(select(AlertEvent.raw).where(AlertEvent.incident_id == a.id).order_by(AlertEvent.id))
         # The opening body is the incident's payload; the joiner keeps its own.
         assert list(raws) == [items[0].payload, items[2].payload]
-        docs = s.scalars(select(AlertEvent.alert).where(AlertEvent.incident_id == a.id))
+        docs = list(s.scalars(select(AlertEvent.alert).where(AlertEvent.incident_id == a.id)))
         assert all(d["fingerprint"] == "a" and d["source"] == "generic" for d in docs)
+        # Each alert is stored as its model, less the body (kept once, in `raw`).
+        assert NormalizedAlert.model_validate(docs[0]) == items[0].alerts[0].model_copy(update={"raw": {}})
         events = s.scalars(
             select(Transition.event).where(Transition.incident_id == c.id).order_by(Transition.id)
         )
