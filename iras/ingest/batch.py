@@ -167,23 +167,46 @@ def _raw_json(payload: dict[str, Any] | None) -> str | None:
     return None if payload is None else _json_of(payload)
 
 
-# How each JSON column's value is sent (jsonb takes JSON text; `alert` already is).
-_PG_JSON: dict[str, Callable[[Any], Any]] = {"raw": _raw_json, "detail": _dumps}
+def _iso(value: Any) -> str:
+    return value.isoformat()
 
 
-def _pg_insert(conn: Any, table: str, rows: list[dict[str, Any]]) -> None:
-    """`rows` in one multi-row INSERT of the table's _PG_COLUMNS."""
+# How a column's value is sent, when not as is: jsonb takes JSON text (`alert`
+# already is); a timestamp goes as its ISO 8601 text with its offset, which the
+# column reads whatever the session's DateStyle (psycopg2's datetime adapter costs
+# ~4 us a value, a third of an incident row's rendering).
+_PG_ENCODE: dict[str, Callable[[Any], Any]] = {
+    "raw": _raw_json,
+    "detail": _dumps,
+    "last_seen": _iso,
+    "created_at": _iso,
+    "updated_at": _iso,
+    "received_at": _iso,
+    "at": _iso,
+}
+
+
+def _pg_insert(table: str, rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """`rows` as one multi-row INSERT of the table's _PG_COLUMNS: (SQL, parameters)."""
     columns = _PG_COLUMNS[table]
-    encoders = [_PG_JSON.get(name) for name in columns]
+    encoders = [_PG_ENCODE.get(name) for name in columns]
     params: list[Any] = []
     for r in rows:
         params.extend(
             encode(r[name]) if encode else r[name] for name, encode in zip(columns, encoders, strict=True)
         )
-    conn.exec_driver_sql(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + _pg_values(len(rows), len(columns)),
-        tuple(params),
-    )
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + _pg_values(len(rows), len(columns)), params
+
+
+def _pg_statement(parts: list[tuple[str, list[Any]]]) -> tuple[str, tuple[Any, ...]]:
+    """Several writes as ONE statement: all but the last as data-modifying CTEs (run
+    in full, in one snapshot; the foreign keys are checked at the statement's end,
+    when the incidents it inserts are there)."""
+    *first, (last_sql, _) = parts
+    sql = last_sql
+    if first:
+        sql = "WITH " + ", ".join(f"w{i} AS ({part})" for i, (part, _) in enumerate(first)) + " " + last_sql
+    return sql, tuple(p for _, params in parts for p in params)
 
 
 def _lock_open(session: Session, keys: list[str]) -> dict[str, str]:
@@ -204,31 +227,50 @@ class _Rows:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     joins: dict[str, int] = field(default_factory=dict)
+    # id -> row of the incidents in `incidents` (not yet written).
+    opening: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def join(self, iid: str, n: int) -> None:
+        """`n` more alerts for open incident `iid`. One opened since the last flush gets
+        them in its own row: the flush writes in one statement, whose UPDATE would not
+        see a row its INSERT adds."""
+        row = self.opening.get(iid)
+        if row is not None:
+            row["alert_count"] += n
+        else:
+            self.joins[iid] = self.joins.get(iid, 0) + n
+
+    def open(self, row: dict[str, Any]) -> None:
+        self.incidents.append(row)
+        self.opening[row["id"]] = row
 
     def flush(self, session: Session, now: Any) -> None:
         if session.get_bind().dialect.name == "postgresql":
             self._flush_pg(session, now)
         else:
             self._flush_core(session, now)
-        self.incidents, self.alerts, self.transitions, self.joins = [], [], [], {}
+        self.incidents, self.alerts, self.transitions, self.joins, self.opening = [], [], [], {}, {}
 
     def _flush_pg(self, session: Session, now: Any) -> None:
-        """PostgreSQL: each table's rows in ONE driver-level statement (psycopg2 renders the
-        values in C). SQLAlchemy's per-row bind processing and insertmanyvalues batching
-        were ~a quarter of a web process's CPU per alert; errors still go through
-        SQLAlchemy (IntegrityError, OperationalError and invalidation of a dead connection)."""
-        conn = session.connection()
+        """PostgreSQL: every table's rows in ONE driver-level statement (psycopg2 renders
+        the values in C; one statement is one round trip). SQLAlchemy's per-row bind
+        processing and insertmanyvalues batching were ~a quarter of a web process's CPU
+        per alert; errors still go through SQLAlchemy (IntegrityError, OperationalError
+        and invalidation of a dead connection)."""
+        parts: list[tuple[str, list[Any]]] = []
         if self.incidents:
-            _pg_insert(conn, "incidents", sorted(self.incidents, key=lambda r: r["fingerprint"]))
+            parts.append(_pg_insert("incidents", sorted(self.incidents, key=lambda r: r["fingerprint"])))
         if self.alerts:
-            _pg_insert(conn, "alert_events", self.alerts)
+            parts.append(_pg_insert("alert_events", self.alerts))
         if self.transitions:
-            _pg_insert(conn, "transitions", self.transitions)
+            parts.append(_pg_insert("transitions", self.transitions))
         if self.joins:
             params = [now]
             for iid, n in sorted(self.joins.items()):
                 params.extend((iid, n))
-            conn.exec_driver_sql(_PG_JOIN % _pg_values(len(self.joins), 2), tuple(params))
+            parts.append((_PG_JOIN % _pg_values(len(self.joins), 2), params))
+        if parts:
+            session.connection().exec_driver_sql(*_pg_statement(parts))
 
     def _flush_core(self, session: Session, now: Any) -> None:
         if self.incidents:
@@ -286,7 +328,7 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
             outcomes.append(_join(session, iid, it.payload, it.alerts, now))
             continue
         if iid is not None:
-            rows.joins[iid] = rows.joins.get(iid, 0) + n
+            rows.join(iid, n)
             rows.alerts.extend(_alert_rows(iid, it, now))
             outcomes.append(IngestOutcome(iid, "deduplicated" if it.any_firing else "resolved_noted", n))
             continue
@@ -297,7 +339,7 @@ def write_batch(session: Session, items: list[Prepared]) -> tuple[list[IngestOut
         iid = new_id()
         open_by_key[it.key] = iid
         opened.append(iid)
-        rows.incidents.append(
+        rows.open(
             {
                 "id": iid,
                 "status": IncidentStatus.TRIAGING.value,

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from iras.db import new_session
 from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
 from iras.models import AlertEvent, Incident, Transition
-from iras.schemas import NormalizedAlert
+from iras.schemas import NormalizedAlert, utcnow
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -71,6 +71,59 @@ def test_one_transaction_for_a_batch_with_duplicates_and_a_resolution(pg: str, m
             select(Transition.event).where(Transition.incident_id == c.id).order_by(Transition.id)
         )
         assert list(events) == ["ingested", "alerts_resolved"]
+
+
+def test_a_batch_writes_its_rows_in_one_statement_and_counts_every_alert(pg: str) -> None:
+    """New incidents, their alerts and transitions, and joins to incidents opened
+    earlier go in one statement; a duplicate of an incident the same statement opens
+    is counted in that incident's row (the statement's UPDATE cannot see it)."""
+    from sqlalchemy import event
+
+    from iras.db import get_engine, reset_engine
+
+    # Timestamps are sent as ISO 8601 text: the same instant whatever the session's zone.
+    with new_session() as s:
+        s.execute(
+            text(
+                f"ALTER DATABASE {s.scalar(text('SELECT current_database()'))} SET TimeZone = 'America/Los_Angeles'"
+            )
+        )
+        s.commit()
+    reset_engine()
+    commit_batch([item("old")])
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcomes, opened = commit_batch([item("old"), item("new"), item("new"), item("old"), item("new")])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [o.status for o in outcomes] == [
+        "deduplicated",
+        "processing",
+        "deduplicated",
+        "deduplicated",
+        "deduplicated",
+    ]
+    writes = [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
+    assert len(writes) == 1, writes
+    with new_session() as s:
+        counts = dict(s.execute(select(Incident.fingerprint, Incident.alert_count)).all())
+        alerts = s.scalar(select(func.count()).select_from(AlertEvent))
+        ingested = s.scalar(select(func.count()).select_from(Transition))
+    assert counts == {"generic:old": 3, "generic:new": 3}
+    assert (alerts, ingested) == (6, 2)
+    with new_session() as s:
+        assert s.scalar(text("SHOW TimeZone")) == "America/Los_Angeles"
+        new = s.scalars(select(Incident).where(Incident.fingerprint == "generic:new")).one()
+        at = s.scalar(select(Transition.at).where(Transition.incident_id == new.id))
+        received = s.scalars(select(AlertEvent.received_at).where(AlertEvent.incident_id == new.id)).all()
+    assert new.created_at == new.updated_at == new.last_seen == at == received[0]
+    assert abs((new.created_at - utcnow()).total_seconds()) < 60
 
 
 def test_writers_of_several_processes_race_on_the_same_keys(pg: str) -> None:
