@@ -572,27 +572,16 @@ def test_concurrent_decisions_one_wins(database: str, sent: list[tuple[str, ...]
 def test_a_decision_on_postgresql_is_one_statement(pg_database: str, sent: list[tuple[str, ...]]) -> None:
     """No read before the compare-and-set: one statement for a decision that applies,
     one more (the read that says why) for one that does not."""
-    from sqlalchemy import event
-
-    from iras.db import get_engine
     from iras.services import DecisionError
+    from tests.support.sql import statements_sent
 
     iid, plan_id, _ready = awaiting()
-    statements: list[str] = []
-
-    def note(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with statements_sent() as statements:
         decide_now(iid, plan_id=plan_id)
         assert len(statements) == 1 and statements[0].lstrip().startswith("WITH moved AS"), statements
         with pytest.raises(DecisionError):
             decide_now(iid)
         assert len(statements) == 3 and statements[2].lstrip().startswith("SELECT"), statements
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
 
 
 def test_the_post_mortem_reads_every_fact_in_one_statement(database: str) -> None:

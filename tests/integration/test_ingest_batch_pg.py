@@ -17,6 +17,7 @@ from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_bat
 from iras.models import AlertEvent, Incident, Transition
 from iras.schemas import NormalizedAlert, utcnow
 from tests.support.services import RedisServer
+from tests.support.sql import statements_sent
 
 pytestmark = pytest.mark.integration
 
@@ -77,31 +78,17 @@ def test_a_batch_writes_its_rows_in_one_statement_and_counts_every_alert(pg: str
     """New incidents, their alerts and transitions, and joins to incidents opened
     earlier go in one statement; a duplicate of an incident the same statement opens
     is counted in that incident's row (the statement's UPDATE cannot see it)."""
-    from sqlalchemy import event
-
-    from iras.db import get_engine, reset_engine
+    from iras.db import reset_engine
 
     # Timestamps are sent as ISO 8601 text: the same instant whatever the session's zone.
     with new_session() as s:
-        s.execute(
-            text(
-                f"ALTER DATABASE {s.scalar(text('SELECT current_database()'))} SET TimeZone = 'America/Los_Angeles'"
-            )
-        )
+        name = s.scalar(text("SELECT current_database()"))
+        s.execute(text(f"ALTER DATABASE {name} SET TimeZone = 'America/Los_Angeles'"))
         s.commit()
     reset_engine()
     commit_batch([item("old")])
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        outcomes, opened = commit_batch([item("old"), item("new"), item("new"), item("old"), item("new")])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    with statements_sent() as statements:
+        outcomes, _ = commit_batch([item("old"), item("new"), item("new"), item("old"), item("new")])
     assert [o.status for o in outcomes] == [
         "deduplicated",
         "processing",
