@@ -173,9 +173,10 @@ _STATUS_LINES = {
 }
 
 
-# (route segment, status) -> the three series a request updates. Bounded: the
-# segment is only kept when it names a known source (else "other"), and this path
-# answers three statuses. `labels()` validates and locks on every call.
+# (source label, status) -> the three series a request updates (the label decides
+# the route: "auto" is /webhook/alert). Bounded: the label is a known source, "auto"
+# or "other", and this path answers three statuses. `labels()` validates and locks
+# on every call.
 _SERIES: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
 
