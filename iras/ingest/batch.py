@@ -167,29 +167,25 @@ def _raw_json(payload: dict[str, Any] | None) -> str | None:
     return None if payload is None else _json_of(payload)
 
 
-def _iso(value: Any) -> str:
-    return value.isoformat()
-
-
 # How a column's value is sent, when not as is: jsonb takes JSON text (`alert`
-# already is); a timestamp goes as its ISO 8601 text with its offset, which the
-# column reads whatever the session's DateStyle (psycopg2's datetime adapter costs
-# ~4 us a value, a third of an incident row's rendering).
-_PG_ENCODE: dict[str, Callable[[Any], Any]] = {
-    "raw": _raw_json,
-    "detail": _dumps,
-    "last_seen": _iso,
-    "created_at": _iso,
-    "updated_at": _iso,
-    "received_at": _iso,
-    "at": _iso,
-}
+# already is).
+_PG_ENCODE: dict[str, Callable[[Any], Any]] = {"raw": _raw_json, "detail": _dumps}
+# Sent as ISO 8601 text with its offset, which the column reads whatever the
+# session's DateStyle: psycopg2's datetime adapter costs ~4 us a value, a third of
+# an incident row's rendering.
+_PG_TIMESTAMPS = frozenset({"last_seen", "created_at", "updated_at", "received_at", "at"})
 
 
-def _pg_insert(table: str, rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
-    """`rows` as one multi-row INSERT of the table's _PG_COLUMNS: (SQL, parameters)."""
+def _pg_insert(table: str, rows: list[dict[str, Any]], now: Any) -> tuple[str, list[Any]]:
+    """`rows` as one multi-row INSERT of the table's _PG_COLUMNS: (SQL, parameters).
+    `now`, the batch's timestamp in every one of its rows, is rendered once."""
     columns = _PG_COLUMNS[table]
-    encoders = [_PG_ENCODE.get(name) for name in columns]
+    stamp = now.isoformat()
+
+    def iso(value: Any) -> str:
+        return stamp if value is now else value.isoformat()
+
+    encoders = [iso if name in _PG_TIMESTAMPS else _PG_ENCODE.get(name) for name in columns]
     params: list[Any] = []
     for r in rows:
         params.extend(
@@ -259,11 +255,11 @@ class _Rows:
         and invalidation of a dead connection)."""
         parts: list[tuple[str, list[Any]]] = []
         if self.incidents:
-            parts.append(_pg_insert("incidents", sorted(self.incidents, key=lambda r: r["fingerprint"])))
+            parts.append(_pg_insert("incidents", sorted(self.incidents, key=lambda r: r["fingerprint"]), now))
         if self.alerts:
-            parts.append(_pg_insert("alert_events", self.alerts))
+            parts.append(_pg_insert("alert_events", self.alerts, now))
         if self.transitions:
-            parts.append(_pg_insert("transitions", self.transitions))
+            parts.append(_pg_insert("transitions", self.transitions, now))
         if self.joins:
             params = [now]
             for iid, n in sorted(self.joins.items()):
