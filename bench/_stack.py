@@ -396,6 +396,18 @@ def table_bytes(engine: Engine) -> dict[str, int]:
         return {t: int(conn.scalar(text("SELECT pg_total_relation_size(:t)"), {"t": t})) for t in IRAS_TABLES}
 
 
+def seq_rows_read(engine: Engine) -> dict[str, int]:
+    """Rows each IRAS table has returned to sequential scans so far
+    (pg_stat_user_tables.seq_tup_read). A hot statement that cannot find its row by an
+    index shows here, growing with the table, long before it shows as a slower run."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT relname, seq_tup_read FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
+            {"t": list(IRAS_TABLES)},
+        )
+        return {str(name): int(count) for name, count in rows}
+
+
 def wait_until(
     predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition"
 ) -> float:

@@ -1,0 +1,165 @@
+"""The pipeline's statements find their rows through indexes on a database with a
+history, as prepared statements run them (iras/prepared.py: a generic plan, the
+parameters declared with the types the statement is prepared with).
+
+A statement that cannot use an index (a missing index, a parameter declared with a
+type that forces a cast on the column) costs nothing on an empty database and a
+sequential scan of the whole table on every call once there is a history: the
+pipeline gets slower as it is used, and no other test sees it. Here one incident
+goes from alert to post-mortem in process on a database of 3,000 past incidents with
+current statistics, every statement it sends is captured, and each one's generic
+plan is read with EXPLAIN."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+
+from iras.prepared import _declared_types, prepared_form
+
+pytestmark = pytest.mark.integration
+
+HISTORY = 3000
+# Tables that grow with every incident: a sequential scan of one is a bug. (api_tokens,
+# dead_letters and alembic_version stay small or are off the pipeline's path.)
+GROWING = ("incidents", "alert_events", "stage_results", "transitions", "step_runs", "postmortems")
+SCENARIO = json.loads(
+    (Path(__file__).parents[1] / "data" / "checkout-guest-npe-after-release.json").read_text()
+)
+
+# Past incidents, each with the rows a resolved incident leaves: an alert, five stage
+# results, eight transitions, three steps, a post-mortem.
+_HISTORY_SQL = [
+    """INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, alert_count,
+                              last_seen, rca_attempts, plan_id, outcome, created_at, updated_at)
+       SELECT md5('h' || g)::uuid::text, 'resolved', 'P2', 'past incident ' || g, 'svc-' || g % 40,
+              'alertmanager', 'history-' || g, 1, now(), 1, NULL, 'resolved',
+              now() - make_interval(secs => g * 60), now() - make_interval(secs => g * 60)
+       FROM generate_series(1, :n) AS g""",
+    """INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw)
+       SELECT id, created_at, 'firing', fingerprint, '{"title": "past"}', '{"title": "past"}' FROM incidents""",
+    """INSERT INTO stage_results (incident_id, stage, attempt, result, analyst, input_tokens, output_tokens,
+                                  cache_read_tokens, cache_creation_tokens, latency_ms, created_at)
+       SELECT i.id, s, 1, '{"x": 1}', 'offline', 0, 0, 0, 0, 1.0, i.created_at
+       FROM incidents i CROSS JOIN unnest(ARRAY['triage', 'context', 'rca', 'plan', 'postmortem']) AS s""",
+    """INSERT INTO transitions (incident_id, from_status, to_status, event, actor, at)
+       SELECT i.id, 'a', 'b', 'e' || k, 'iras', i.created_at FROM incidents i CROSS JOIN generate_series(1, 8) AS k""",
+    """INSERT INTO step_runs (incident_id, plan_id, step_order, kind, command, status, started_at, rolled_back)
+       SELECT i.id, 1, k, 'apply', 'true', 'succeeded', i.created_at, false
+       FROM incidents i CROSS JOIN generate_series(1, 3) AS k""",
+    """INSERT INTO postmortems (incident_id, analyst, created_at, data, outcome, severity)
+       SELECT id, 'offline', created_at, '{}', 'resolved', 'P2' FROM incidents""",
+]
+
+
+def grow(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for sql in _HISTORY_SQL:
+            conn.execute(text(sql), {"n": HISTORY})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))  # what autovacuum keeps current on a running system
+    engine.dispose()
+
+
+class Captured:
+    """Every statement the application's engine sends, as `PREPARE` would declare it."""
+
+    def __init__(self) -> None:
+        self.prepares: dict[str, tuple[str, int]] = {}  # name -> (PREPARE text, parameter count)
+
+    def __call__(
+        self, _conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, _many: bool
+    ) -> None:
+        compiled = getattr(context, "compiled", None)
+        if compiled is None or statement is not compiled.string or not isinstance(parameters, dict):
+            return  # not a statement iras.prepared would prepare (an expanded IN list, a batch)
+        form = prepared_form(statement)
+        if form.kind_ok and form.params:
+            declared = _declared_types(form, context)
+            self.prepares[form.name] = (f"PREPARE {form.name} ({declared}) AS {form.body}", len(form.params))
+
+
+@pytest.fixture
+def captured(pg_database: str) -> Iterator[Captured]:
+    from iras.db import get_engine
+
+    grow(pg_database)
+    seen = Captured()
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", seen)
+    yield seen
+    event.remove(engine, "before_cursor_execute", seen)
+
+
+def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Ingest, the four analysis stages, the decision, the remediation and its
+    post-mortem, each through the code the web process and the workers run."""
+    import iras.tasks
+    from iras.analysts import set_analyst
+    from iras.config import reset_settings
+    from iras.db import read_session, session_scope
+    from iras.ingest.batch import commit_batch, prepare
+    from iras.integrations import mock
+    from iras.models import Incident
+    from iras.services import decide
+    from tests.support.analysts import ScriptedAnalyst
+
+    monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
+    reset_settings()
+    sent: list[str] = []
+    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append(status.value))
+    set_analyst(ScriptedAnalyst(confidence=0.9))
+    mock.set_fixture(SCENARIO["evidence"])
+    item = prepare({**SCENARIO["alert"], "fingerprint": uuid.uuid4().hex}, None, None)
+    (outcome,), _ = commit_batch([item])
+    iid = outcome.incident_id
+    iras.tasks.run_triage.apply(args=[iid])
+    with read_session() as session:
+        plan_id = session.get(Incident, iid).plan_id  # type: ignore[union-attr]
+        decide(session, iid, approve=True, actor="alice", via="api", reason="go", plan_id=plan_id)
+    iras.tasks.execute_plan.apply(args=[iid])
+    with session_scope() as session:
+        assert session.get(Incident, iid).status == "resolved"  # type: ignore[union-attr]
+    return iid
+
+
+def sequential_scans(url: str, prepares: dict[str, tuple[str, int]]) -> dict[str, list[str]]:
+    """For each statement, the growing tables its generic plan reads sequentially."""
+    engine: Engine = create_engine(url)
+    found: dict[str, list[str]] = {}
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+            for name, (prepare_sql, count) in prepares.items():
+                conn.exec_driver_sql(prepare_sql.replace("%", "%%"))
+                nulls = ", ".join(["NULL"] * count)
+                plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE {name}({nulls})"))
+                scanned = [t for t in re.findall(r"Seq Scan on (\w+)", plan) if t in GROWING]
+                if scanned:
+                    found[prepare_sql.split(" AS ", 1)[1][:160]] = scanned
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return found
+
+
+def test_every_statement_from_alert_to_post_mortem_finds_its_rows_by_index(
+    captured: Captured, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_incident_end_to_end(monkeypatch)
+    bodies = [sql for sql, _ in captured.prepares.values()]
+    # The hot statements are among those checked: not a test that passes on nothing.
+    assert any("INSERT INTO step_runs" in b for b in bodies)  # a step's claim
+    assert any("UPDATE incidents" in b and "decided_by" in b for b in bodies)  # the decision
+    assert any("INSERT INTO postmortems" in b for b in bodies)  # the closing statement
+    assert len(bodies) >= 10
+    scans = sequential_scans(pg_database, captured.prepares)
+    assert not scans, "statements reading a growing table sequentially:\n" + json.dumps(scans, indent=1)
