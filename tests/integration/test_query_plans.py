@@ -109,6 +109,7 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     from iras.ingest.batch import commit_batch, prepare
     from iras.integrations import mock
     from iras.models import Incident
+    from iras.schemas import RemediationPlan, RemediationStep
     from iras.services import decide
     from tests.support.analysts import ScriptedAnalyst
 
@@ -116,7 +117,18 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     reset_settings()
     sent: list[str] = []
     monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append(status.value))
-    set_analyst(ScriptedAnalyst(confidence=0.9))
+    steps = [
+        RemediationStep(
+            order=i,
+            action="restart_service",
+            description=f"restart api-{i}",
+            command=f"kubectl rollout restart deployment/api-{i}",
+            rollback_command=f"kubectl rollout undo deployment/api-{i}",
+            risk_level="low",
+        )
+        for i in (1, 2, 3)
+    ]  # three steps: the second and third claims carry the previous step's outcome
+    set_analyst(ScriptedAnalyst(confidence=0.9, plan=RemediationPlan(summary="restart", steps=steps)))
     mock.set_fixture(SCENARIO["evidence"])
     item = prepare({**SCENARIO["alert"], "fingerprint": uuid.uuid4().hex}, None, None)
     (outcome,), _ = commit_batch([item])
@@ -157,7 +169,8 @@ def test_every_statement_from_alert_to_post_mortem_finds_its_rows_by_index(
     one_incident_end_to_end(monkeypatch)
     bodies = [sql for sql, _ in captured.prepares.values()]
     # The hot statements are among those checked: not a test that passes on nothing.
-    assert any("INSERT INTO step_runs" in b for b in bodies)  # a step's claim
+    assert any("INSERT INTO step_runs" in b and "step_done" not in b for b in bodies)  # the first claim
+    assert any("INSERT INTO step_runs" in b and "step_done" in b for b in bodies)  # the next ones
     assert any("UPDATE incidents" in b and "decided_by" in b for b in bodies)  # the decision
     assert any("INSERT INTO postmortems" in b for b in bodies)  # the closing statement
     assert len(bodies) >= 10
