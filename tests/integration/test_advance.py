@@ -184,29 +184,18 @@ def test_a_finished_steps_outcome_is_stored_even_when_the_transition_lost(databa
 def approved_plan(steps: int, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, list[Any]]:
     """An incident in `executing` whose approved plan has `steps` low-risk steps, run by
     the dry-run executor: (incident id, plan id, the steps)."""
-    from iras.schemas import RemediationPlan, RemediationStep
+    from tests.support.analysts import restart_plan
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
     reset_settings()
-    plan_steps = [
-        RemediationStep(
-            order=i,
-            action="restart_service",
-            description=f"step {i}",
-            command=f"kubectl rollout restart deployment/api-{i}",
-            rollback_command=f"kubectl rollout undo deployment/api-{i}",
-            risk_level="low",
-        )  # fmt: skip
-        for i in range(1, steps + 1)
-    ]
-    plan = RemediationPlan(summary="restart", steps=plan_steps)
+    plan = restart_plan(steps)
     iid = incident(S.PLANNING)
     plan_id = advance(
         iid, S.PLANNING, Event.PLAN_READY, plan={**result("plan"), "result": plan.model_dump(mode="json")}
     )
     assert plan_id
     assert advance(iid, S.AWAITING_APPROVAL, Event.APPROVED, also_equal={"plan_id": plan_id}) == 0
-    return iid, plan_id, plan_steps
+    return iid, plan_id, plan.steps
 
 
 def test_a_remediation_claims_each_step_once_and_closes(

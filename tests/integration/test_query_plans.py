@@ -109,26 +109,15 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     from iras.ingest.batch import commit_batch, prepare
     from iras.integrations import mock
     from iras.models import Incident
-    from iras.schemas import RemediationPlan, RemediationStep
     from iras.services import decide
-    from tests.support.analysts import ScriptedAnalyst
+    from tests.support.analysts import ScriptedAnalyst, restart_plan
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
     reset_settings()
     sent: list[str] = []
     monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append(status.value))
-    steps = [
-        RemediationStep(
-            order=i,
-            action="restart_service",
-            description=f"restart api-{i}",
-            command=f"kubectl rollout restart deployment/api-{i}",
-            rollback_command=f"kubectl rollout undo deployment/api-{i}",
-            risk_level="low",
-        )
-        for i in (1, 2, 3)
-    ]  # three steps: the second and third claims carry the previous step's outcome
-    set_analyst(ScriptedAnalyst(confidence=0.9, plan=RemediationPlan(summary="restart", steps=steps)))
+    # Three steps: the second and third claims carry the previous step's outcome.
+    set_analyst(ScriptedAnalyst(confidence=0.9, plan=restart_plan(3)))
     mock.set_fixture(SCENARIO["evidence"])
     item = prepare({**SCENARIO["alert"], "fingerprint": uuid.uuid4().hex}, None, None)
     (outcome,), _ = commit_batch([item])

@@ -8,7 +8,32 @@ from typing import Any
 
 from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput
 from iras.analysts.offline import OfflineAnalyst
-from iras.schemas import ContextBundle, PostMortem, RemediationPlan, RootCauseHypothesis, TriageResult
+from iras.schemas import (
+    ContextBundle,
+    PostMortem,
+    RemediationPlan,
+    RemediationStep,
+    RootCauseHypothesis,
+    TriageResult,
+)
+
+
+def restart_plan(steps: int) -> RemediationPlan:
+    """A plan of `steps` low-risk, reversible restarts (the dry-run executor runs them)."""
+    return RemediationPlan(
+        summary="restart",
+        steps=[
+            RemediationStep(
+                order=i,
+                action="restart_service",
+                description=f"restart api-{i}",
+                command=f"kubectl rollout restart deployment/api-{i}",
+                rollback_command=f"kubectl rollout undo deployment/api-{i}",
+                risk_level="low",
+            )
+            for i in range(1, steps + 1)
+        ],
+    )
 
 
 class ScriptedAnalyst:
