@@ -106,3 +106,11 @@ def test_kill_9_workers_every_two_seconds(chaos_stack: Callable[..., ChaosStack]
             ids=escalated,
         )
         assert int(rows[0][0]) == len(escalated)
+    # And never resolves past one: a resolved incident has no step of unknown outcome.
+    resolved = [i for i, s in final.items() if s == "resolved"]
+    if resolved:
+        rows = stack.query(
+            "SELECT count(*) FROM step_runs WHERE status = 'unknown' AND incident_id = ANY(:ids)",
+            ids=resolved,
+        )
+        assert int(rows[0][0]) == 0
