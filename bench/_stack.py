@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy import Engine, bindparam, create_engine, text  # noqa: E402
 
 from tests.support.services import (  # noqa: E402
     IrasProcess,
@@ -354,6 +354,16 @@ def status_counts(engine: Engine) -> dict[str, int]:
         }
 
 
+def count_in(engine: Engine, *statuses: str) -> int:
+    """Incidents in any of `statuses`, through the status index: a probe polled many
+    times a second must not scan a table that grows (a `--history` run's)."""
+    query = text("SELECT count(*) FROM incidents WHERE status IN :s").bindparams(
+        bindparam("s", expanding=True)
+    )
+    with engine.connect() as conn:
+        return int(conn.scalar(query, {"s": list(statuses)}))
+
+
 def xact_commits(engine: Engine) -> int:
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_stat_clear_snapshot()"))
@@ -394,6 +404,45 @@ def table_bytes(engine: Engine) -> dict[str, int]:
     """pg_total_relation_size (heap + TOAST + indexes) of every IRAS table."""
     with engine.connect() as conn:
         return {t: int(conn.scalar(text("SELECT pg_total_relation_size(:t)"), {"t": t})) for t in IRAS_TABLES}
+
+
+# Past incidents, each with the rows a resolved incident leaves: an alert, five stage
+# results, eight transitions, three steps, a post-mortem. Their documents are small: what
+# matters here is the number of rows the pipeline's statements must find theirs among.
+_HISTORY_SQL = (
+    """INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, alert_count,
+                              last_seen, rca_attempts, plan_id, outcome, created_at, updated_at)
+       SELECT md5('history' || g)::uuid::text, 'resolved', 'P2', 'past incident ' || g, 'svc-' || g % 40,
+              'history', 'history-' || g, 1, now(), 1, NULL, 'resolved',
+              now() - make_interval(secs => g * 60), now() - make_interval(secs => g * 60)
+       FROM generate_series(1, :n) AS g""",
+    """INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw)
+       SELECT id, created_at, 'firing', fingerprint, '{"title": "past"}', '{"title": "past"}'
+       FROM incidents WHERE source = 'history'""",
+    """INSERT INTO stage_results (incident_id, stage, attempt, result, analyst, input_tokens, output_tokens,
+                                  cache_read_tokens, cache_creation_tokens, latency_ms, created_at)
+       SELECT i.id, s, 1, '{"x": 1}', 'offline', 0, 0, 0, 0, 1.0, i.created_at
+       FROM incidents i CROSS JOIN unnest(ARRAY['triage', 'context', 'rca', 'plan', 'postmortem']) AS s
+       WHERE i.source = 'history'""",
+    """INSERT INTO transitions (incident_id, from_status, to_status, event, actor, at)
+       SELECT i.id, 'a', 'b', 'e' || k, 'iras', i.created_at
+       FROM incidents i CROSS JOIN generate_series(1, 8) AS k WHERE i.source = 'history'""",
+    """INSERT INTO step_runs (incident_id, plan_id, step_order, kind, command, status, started_at, rolled_back)
+       SELECT i.id, 1, k, 'apply', 'true', 'succeeded', i.created_at, false
+       FROM incidents i CROSS JOIN generate_series(1, 3) AS k WHERE i.source = 'history'""",
+    """INSERT INTO postmortems (incident_id, analyst, created_at, data, outcome, severity)
+       SELECT id, 'offline', created_at, '{}', 'resolved', 'P2' FROM incidents WHERE source = 'history'""",
+)
+
+
+def seed_history(engine: Engine, n: int) -> None:
+    """`n` resolved past incidents (source `history`) with their rows, then ANALYZE, as
+    autovacuum keeps a running system's statistics."""
+    with engine.begin() as conn:
+        for sql in _HISTORY_SQL:
+            conn.execute(text(sql), {"n": n})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
 
 
 def seq_rows_read(engine: Engine) -> dict[str, int]:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
 
+from bench._stack import seed_history
 from iras.prepared import _declared_types, prepared_form
 
 pytestmark = pytest.mark.integration
@@ -33,40 +34,6 @@ GROWING = ("incidents", "alert_events", "stage_results", "transitions", "step_ru
 SCENARIO = json.loads(
     (Path(__file__).parents[1] / "data" / "checkout-guest-npe-after-release.json").read_text()
 )
-
-# Past incidents, each with the rows a resolved incident leaves: an alert, five stage
-# results, eight transitions, three steps, a post-mortem.
-_HISTORY_SQL = [
-    """INSERT INTO incidents (id, status, severity, title, service, source, fingerprint, alert_count,
-                              last_seen, rca_attempts, plan_id, outcome, created_at, updated_at)
-       SELECT md5('h' || g)::uuid::text, 'resolved', 'P2', 'past incident ' || g, 'svc-' || g % 40,
-              'alertmanager', 'history-' || g, 1, now(), 1, NULL, 'resolved',
-              now() - make_interval(secs => g * 60), now() - make_interval(secs => g * 60)
-       FROM generate_series(1, :n) AS g""",
-    """INSERT INTO alert_events (incident_id, received_at, status, fingerprint, alert, raw)
-       SELECT id, created_at, 'firing', fingerprint, '{"title": "past"}', '{"title": "past"}' FROM incidents""",
-    """INSERT INTO stage_results (incident_id, stage, attempt, result, analyst, input_tokens, output_tokens,
-                                  cache_read_tokens, cache_creation_tokens, latency_ms, created_at)
-       SELECT i.id, s, 1, '{"x": 1}', 'offline', 0, 0, 0, 0, 1.0, i.created_at
-       FROM incidents i CROSS JOIN unnest(ARRAY['triage', 'context', 'rca', 'plan', 'postmortem']) AS s""",
-    """INSERT INTO transitions (incident_id, from_status, to_status, event, actor, at)
-       SELECT i.id, 'a', 'b', 'e' || k, 'iras', i.created_at FROM incidents i CROSS JOIN generate_series(1, 8) AS k""",
-    """INSERT INTO step_runs (incident_id, plan_id, step_order, kind, command, status, started_at, rolled_back)
-       SELECT i.id, 1, k, 'apply', 'true', 'succeeded', i.created_at, false
-       FROM incidents i CROSS JOIN generate_series(1, 3) AS k""",
-    """INSERT INTO postmortems (incident_id, analyst, created_at, data, outcome, severity)
-       SELECT id, 'offline', created_at, '{}', 'resolved', 'P2' FROM incidents""",
-]
-
-
-def grow(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for sql in _HISTORY_SQL:
-            conn.execute(text(sql), {"n": HISTORY})
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))  # what autovacuum keeps current on a running system
-    engine.dispose()
 
 
 class Captured:
@@ -93,7 +60,9 @@ def captured(pg_database: str) -> Iterator[Captured]:
     from iras.db import get_engine
     from iras.integrations import mock
 
-    grow(pg_database)
+    admin = create_engine(pg_database)
+    seed_history(admin, HISTORY)  # with current statistics (ANALYZE)
+    admin.dispose()
     seen = Captured()
     engine = get_engine()
     event.listen(engine, "before_cursor_execute", seen)
