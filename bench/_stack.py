@@ -400,6 +400,13 @@ def wal_bytes_since(engine: Engine, lsn: str) -> int:
         return int(conn.scalar(text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :lsn)"), {"lsn": lsn}))
 
 
+def wal_full_page_images(engine: Engine) -> int:
+    """Full-page images written to the WAL so far (pg_stat_wal): the first change to
+    a page after a checkpoint logs the whole 8 kB page."""
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT wal_fpi FROM pg_stat_wal")))
+
+
 def table_bytes(engine: Engine) -> dict[str, int]:
     """pg_total_relation_size (heap + TOAST + indexes) of every IRAS table."""
     with engine.connect() as conn:

@@ -66,6 +66,7 @@ from bench._stack import (  # noqa: E402
     tree_cpu_seconds,
     wait_until,
     wal_bytes_since,
+    wal_full_page_images,
     wal_lsn,
     xact_commits,
 )
@@ -191,6 +192,7 @@ def main() -> None:
                     conn.execute(text("SELECT pg_stat_statements_reset()"))
             seq0 = seq_rows_read(engine)
             lsn0 = wal_lsn(engine)
+            fpi0 = wal_full_page_images(engine)
             commits0 = xact_commits(engine)
             xid0 = next_xid(engine)
             sessions0 = backend_sessions(engine)
@@ -248,6 +250,7 @@ def main() -> None:
             writes = next_xid(engine) - xid0
             sessions = backend_sessions(engine) - sessions0
             wal = wal_bytes_since(engine, lsn0)
+            fpi = wal_full_page_images(engine) - fpi0
             cpu = tree_cpu_seconds(roots) - cpu0
             parts2 = {r: tree_cpu_seconds([r]) for r in roots}
             load2 = _own_cpu_seconds()
@@ -354,6 +357,7 @@ def main() -> None:
             # New PostgreSQL connections (a backend process each) during the run.
             "connections_opened": sessions,
             "wal_bytes_per_incident": round(wal / n),
+            "wal_full_page_images_per_incident": round(fpi / n, 2),
             "server_cpu_ms_per_incident": round(cpu * 1000 / n, 1),
             "server_cpu_ms_per_incident_by_process": cpu_parts,
             "server_cpu_ms_per_incident_by_phase": cpu_by_phase,
