@@ -7,8 +7,8 @@ type that forces a cast on the column) costs nothing on an empty database and a
 sequential scan of the whole table on every call once there is a history: the
 pipeline gets slower as it is used, and no other test sees it. Here one incident
 goes from alert to post-mortem in process on a database of 3,000 past incidents with
-current statistics, every statement it sends is captured, and each one's generic
-plan is read with EXPLAIN."""
+current statistics and is then read through the API and the console; every statement
+sent is captured, and each one's generic plan is read with EXPLAIN."""
 
 from __future__ import annotations
 
@@ -127,7 +127,16 @@ def sequential_scans(url: str, prepares: dict[str, tuple[str, int]]) -> dict[str
 def test_every_statement_from_alert_to_post_mortem_finds_its_rows_by_index(
     captured: Captured, pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    one_incident_end_to_end(monkeypatch)
+    from iras.web import create_app
+
+    iid = one_incident_end_to_end(monkeypatch)
+    before_reads = len(captured.prepares)
+    web = create_app().test_client()
+    # What an on-call engineer opens next: the incident's document and its console page.
+    for path in (f"/incidents/{iid}", f"/ui/incidents/{iid}"):
+        response = web.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+    assert len(captured.prepares) > before_reads  # the reads sent statements of their own
     bodies = [sql for sql, _ in captured.prepares.values()]
     # The hot statements are among those checked: not a test that passes on nothing.
     assert any("INSERT INTO step_runs" in b and "step_done" not in b for b in bodies)  # the first claim
