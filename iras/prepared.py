@@ -112,6 +112,12 @@ def _declared_types(form: PreparedForm, context: Any) -> str:
     return ", ".join(parameter_type(binds.get(p), context.dialect) for p in form.params)
 
 
+def prepare_sql(form: PreparedForm, context: Any) -> str:
+    """The PREPARE statement for `form`, its parameters declared with the types of the
+    compiled statement in `context`."""
+    return f"PREPARE {form.name} ({_declared_types(form, context)}) AS {form.body}"
+
+
 def install(engine: Engine) -> None:
     """Prepare the eligible statements of `engine` (PostgreSQL through psycopg2)."""
     prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -120,7 +126,7 @@ def install(engine: Engine) -> None:
 
     def prepare(cursor: Any, form: PreparedForm, context: Any) -> bool:
         try:
-            cursor.execute(f"PREPARE {form.name} ({_declared_types(form, context)}) AS {form.body}")
+            cursor.execute(prepare_sql(form, context))
         except engine.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
             code = getattr(exc, "pgcode", None)
             if code == _ALREADY_PREPARED:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, event, text
 
 from bench._stack import seed_history
-from iras.prepared import _declared_types, prepared_form
+from iras.prepared import prepare_sql, prepared_form
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,7 @@ class Captured:
             return  # not a statement iras.prepared would prepare (an expanded IN list, a batch)
         form = prepared_form(statement)
         if form.kind_ok and form.params:
-            declared = _declared_types(form, context)
-            self.prepares[form.name] = (f"PREPARE {form.name} ({declared}) AS {form.body}", len(form.params))
+            self.prepares[form.name] = (prepare_sql(form, context), len(form.params))
 
 
 @pytest.fixture
@@ -106,7 +105,7 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def sequential_scans(url: str, prepares: dict[str, tuple[str, int]]) -> dict[str, list[str]]:
     """For each statement, the growing tables its generic plan reads sequentially."""
-    engine: Engine = create_engine(url)
+    engine = create_engine(url)
     found: dict[str, list[str]] = {}
     try:
         with engine.connect() as conn:
