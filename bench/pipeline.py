@@ -44,7 +44,6 @@ from sqlalchemy import text  # noqa: E402
 from bench import _load  # noqa: E402
 from bench._load import LoadResult, closed_loop  # noqa: E402
 from bench._stack import (  # noqa: E402
-    IRAS_TABLES,
     WEBHOOK_HEADERS,
     Stack,
     WorkerSpec,
@@ -177,7 +176,7 @@ def main() -> None:
                 t_seed = time.perf_counter()
                 seed_history(engine, args.history)
                 log(f"{args.history} past incidents written in {time.perf_counter() - t_seed:.1f}s")
-            sizes0 = table_bytes(engine) if args.history else dict.fromkeys(IRAS_TABLES, 0)
+            sizes0 = table_bytes(engine) if args.history else {}
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("CHECKPOINT"))
 
