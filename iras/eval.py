@@ -74,6 +74,7 @@ EXPECTED_KEYS = {
     "remediation_action",
     "evidence_keys",
 }
+OPTIONAL_EXPECTED_KEYS = {"culprit_service_aliases"}
 _ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
@@ -107,14 +108,21 @@ class _Check:
     def err(self, where: str, msg: str) -> None:
         self.errors.append(f"{self.name}: {where}: {msg}")
 
-    def keys(self, where: str, obj: Any, required: set[str], extra_ok: bool = False) -> bool:
+    def keys(
+        self,
+        where: str,
+        obj: Any,
+        required: set[str],
+        extra_ok: bool = False,
+        optional: frozenset[str] | set[str] = frozenset(),
+    ) -> bool:
         if not isinstance(obj, dict):
             self.err(where, f"must be an object, got {type(obj).__name__}")
             return False
         missing = required - obj.keys()
         if missing:
             self.err(where, f"missing keys {sorted(missing)}")
-        extra = obj.keys() - required
+        extra = obj.keys() - required - optional
         if extra and not extra_ok:
             self.err(where, f"unexpected keys {sorted(extra)}")
         return not missing
@@ -195,7 +203,7 @@ def validate_scenario(doc: Any, filename: str) -> list[str]:
                 c.err(where, f"created_at not RFC 3339: {d['created_at']!r}")
 
     exp = doc["expected"]
-    if c.keys("expected", exp, EXPECTED_KEYS):
+    if c.keys("expected", exp, EXPECTED_KEYS, optional=OPTIONAL_EXPECTED_KEYS):
         if exp["severity"] not in SEVERITIES:
             c.err("expected.severity", f"must be one of {SEVERITIES}, got {exp['severity']!r}")
         if exp["category"] not in CATEGORIES:
@@ -227,6 +235,19 @@ def validate_scenario(doc: Any, filename: str) -> list[str]:
                 c.err("expected.evidence_keys", f"entries must be non-empty strings, got {k!r}")
             elif not any(k in msg for msg in messages):
                 c.err("expected.evidence_keys", f"{k!r} does not occur verbatim in any log message")
+        aliases = exp.get("culprit_service_aliases", [])
+        if not isinstance(aliases, list) or not 1 <= len(aliases) <= 4 or not all(map(_nonempty, aliases)):
+            if "culprit_service_aliases" in exp:
+                c.err("expected.culprit_service_aliases", "must be a list of 1-4 non-empty strings")
+            aliases = []
+        if _nonempty(exp["culprit_service"]):
+            seen = json.dumps([doc["alert"], doc["evidence"]], ensure_ascii=False).lower()
+            names = [exp["culprit_service"], *aliases]
+            if not any(str(name).lower() in seen for name in names):
+                c.err(
+                    "expected.culprit_service",
+                    "neither the culprit nor an alias appears in the alert or the evidence",
+                )
     return c.errors
 
 
@@ -282,6 +303,12 @@ def sha_matches(predicted: Any, expected: Any) -> bool:
     return len(p) >= 7 and e.startswith(p)
 
 
+def culprit_matches(predicted: Any, expected: dict[str, Any]) -> bool:
+    """The culprit is right when it names the expected component or one of its aliases."""
+    names = [expected["culprit_service"], *expected.get("culprit_service_aliases", [])]
+    return bool(_norm(predicted)) and _norm(predicted) in {_norm(name) for name in names}
+
+
 def evidence_recall(keys: list[str], evidence: list[str]) -> float:
     """Share of evidence keys that occur verbatim in at least one cited evidence line."""
     if not keys:
@@ -302,7 +329,7 @@ def score(expected: dict[str, Any], predicted: Predicted) -> dict[str, Any]:
         and exp_rank is not None
         and abs(pred_rank - exp_rank) <= 1,
         "category": _norm(predicted.get("category")) == _norm(expected["category"]),
-        "culprit_service": _norm(predicted.get("culprit_service")) == _norm(expected["culprit_service"]),
+        "culprit_service": culprit_matches(predicted.get("culprit_service"), expected),
         "culprit_deployment": sha_matches(
             predicted.get("culprit_deployment_sha"), expected["culprit_deployment_sha"]
         ),
@@ -333,6 +360,9 @@ OVERALL_KEYS = [
 ]
 
 
+CONFIDENCE_GATE = 0.7
+
+
 def totals(rows: list[dict[str, Any]], invalid_files: int = 0) -> dict[str, Any]:
     """Aggregate per-scenario scores into rates (0..1)."""
     n = len(rows)
@@ -345,6 +375,14 @@ def totals(rows: list[dict[str, Any]], invalid_files: int = 0) -> dict[str, Any]
     fa = [v for v in fa if v is not None]
     out["false_alarms"] = len(fa)
     out["false_alarms_remediated"] = sum(1 for v in fa if not v)
+    # The 0.7 gate decides whether IRAS proposes a plan or escalates with suspects, so a
+    # confident answer that names the wrong culprit or action is the costly mistake.
+    confident = [r for r in rows if (r.get("predicted", {}).get("confidence") or 0.0) >= CONFIDENCE_GATE]
+    out["confident_answers"] = len(confident)
+    out["confident_wrong"] = sum(
+        1 for r in confident if not (r["scores"]["culprit_service"] and r["scores"]["remediation_action"])
+    )
+    out["confident_wrong_rate"] = round(out["confident_wrong"] / len(confident), 4) if confident else 0.0
     out["overall"] = round(sum(out[k] for k in OVERALL_KEYS) / len(OVERALL_KEYS), 4) if n else 0.0
     return out
 
@@ -479,6 +517,7 @@ def predicted_from_results(
         "culprit_deployment_sha": rca.culprit_deployment_sha if rca else None,
         "remediation_action": plan.first_action.value if plan else "none",
         "evidence": list(rca.evidence) if rca else [],
+        "confidence": rca.confidence if rca else None,
     }
 
 
@@ -555,6 +594,7 @@ def format_table(rows: list[dict[str, Any]], total: dict[str, Any]) -> str:
         "totals: "
         + ", ".join(f"{k}={total[k] * 100:.1f}%" for k in RATE_KEYS)
         + f", false_alarms_remediated={total['false_alarms_remediated']}/{total['false_alarms']}"
+        + f", confident_wrong={total['confident_wrong']}/{total['confident_answers']}"
         + f", overall={total['overall'] * 100:.1f}%"
     )
     if total["invalid_files"]:
@@ -579,6 +619,7 @@ def evaluate(scenarios: list[dict[str, Any]], runner: Runner) -> list[dict[str, 
             "culprit_deployment_sha": predicted.get("culprit_deployment_sha"),
             "remediation_action": predicted.get("remediation_action") or "none",
             "evidence": list(predicted.get("evidence") or []),
+            "confidence": predicted.get("confidence"),
         }
         row: dict[str, Any] = {
             "id": scenario["id"],

@@ -135,6 +135,7 @@ def test_invalid_files_are_reported_per_file_and_valid_ones_still_run(tmp_path: 
         "culprit_deployment_sha",
         "remediation_action",
         "evidence",
+        "confidence",
     }
     assert row["scores"]["category"] is True
     assert doc["totals"]["invalid_files"] == 2
