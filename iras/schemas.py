@@ -178,6 +178,18 @@ class ContextBundle(_Model):
 # --------------------------------------------------------------------------- RCA
 
 
+class Suspect(_Model):
+    """One candidate cause, ranked; the RCA hands the top few over instead of one guess."""
+
+    service: str = Field(min_length=1, description="The component where this candidate cause would live.")
+    score: float = Field(ge=0.0, le=1.0, description="Relative support from the evidence.")
+    category: Category | None = None
+    reason: str = Field(default="", description="Why this candidate is suspected, in one sentence.")
+    evidence: list[str] = Field(
+        default_factory=list, description="Log lines quoted verbatim for this candidate."
+    )
+
+
 class RootCauseHypothesis(_Model):
     primary_cause: str = Field(min_length=1)
     category: Category
@@ -189,6 +201,14 @@ class RootCauseHypothesis(_Model):
     )
     confidence: float = Field(ge=0.0, le=1.0)
     reasoning: list[str] = Field(default_factory=list, description="The rules or observations that led here.")
+    suspects: list[Suspect] = Field(
+        default_factory=list, max_length=5, description="The top candidates, best first, with their evidence."
+    )
+    severity: Severity | None = Field(
+        default=None,
+        description="Severity re-judged from the evidence; replaces triage's when it differs.",
+    )
+    severity_reason: str | None = Field(default=None, description="Why the evidence changed the severity.")
 
 
 # --------------------------------------------------------------------------- plan
