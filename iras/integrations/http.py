@@ -2,7 +2,7 @@
 transient, how long to wait, and what error the caller sees.
 
 * Every request has a timeout (a hung backend must not hold a worker forever).
-* Connection errors, timeouts, 429 and 5xx are retried a bounded number of times
+* Connection errors, timeouts, 429 and 5xx are retried (tenacity) a bounded number of times
   with jittered exponential backoff; a `Retry-After` (or GitHub's exhausted
   `X-RateLimit-Reset`) replaces the backoff. A wait longer than the policy allows
   is not slept through: the call gives up at once and reports the hint, so a
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import tenacity
 
 from iras import __version__
 from iras.config import Settings, redact_url
@@ -136,13 +137,77 @@ class HTTPStatusError(SourceUnavailable):
         self.status = status
 
 
-class _Failure:
-    """The last failure seen, kept to build the final error message."""
+class _TransientFailure(Exception):
+    """One try failed in a way worth retrying; carries what the final error must say."""
 
-    def __init__(self) -> None:
-        self.message = ""
-        self.retry_after: float | None = None
-        self.status: int | None = None
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _send_once(
+    session: requests.Session, method: str, url: str, where: str, timeout: float, kwargs: dict[str, Any]
+) -> requests.Response:
+    """One try: the response, a permanent error, or a `_TransientFailure` to retry."""
+    try:
+        response = session.request(method, url, timeout=timeout, **kwargs)
+    except requests.Timeout as exc:
+        raise _TransientFailure(f"{where}: timed out after {timeout:g}s ({type(exc).__name__})") from exc
+    except requests.ConnectionError as exc:
+        raise _TransientFailure(f"{where}: connection failed ({_short(exc)})") from exc
+    except requests.RequestException as exc:  # invalid URL, too many redirects: not transient
+        raise SourceUnavailable(f"{where}: {type(exc).__name__}: {_short(exc)}") from exc
+    if response.status_code < 400:
+        return response
+    status = response.status_code
+    limited = rate_limit_wait(response)
+    is_rate_limit = status == 429 or (status == 403 and limited is not None)
+    if status not in TRANSIENT_STATUSES and not is_rate_limit:
+        raise HTTPStatusError(f"{where}: HTTP {status}: {describe_error(response)}", status)
+    reason = describe_error(response)
+    response.close()
+    if is_rate_limit:
+        message = f"{where}: rate limited (HTTP {status}): {reason}"
+    else:
+        message = f"{where}: HTTP {status}: {reason}"
+    raise _TransientFailure(message, status, limited)
+
+
+def _retrying(policy: RetryPolicy) -> tenacity.Retrying:
+    """tenacity does the loop; the policy decides the waits.
+
+    A server's retry hint replaces the jittered backoff, and a hint longer than the
+    policy allows stops the loop at once: the caller (a Celery task) schedules its
+    own retry instead of blocking a worker.
+    """
+
+    def hint(state: tenacity.RetryCallState) -> float | None:
+        exc = state.outcome.exception() if state.outcome else None
+        return exc.retry_after if isinstance(exc, _TransientFailure) else None
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        limited = hint(state)
+        return limited if limited is not None else policy.backoff(state.attempt_number)
+
+    def hint_too_long(state: tenacity.RetryCallState) -> bool:
+        limited = hint(state)
+        return limited is not None and limited > policy.max_sleep_seconds
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        log.info("%s; retrying in %.2fs (attempt %d/%d)", exc, sleep, state.attempt_number, policy.attempts)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_TransientFailure),
+        stop=tenacity.stop_after_attempt(policy.attempts) | hint_too_long,
+        wait=wait,
+        sleep=policy.sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
 def request(
@@ -156,7 +221,7 @@ def request(
     notifier: bool = False,
     **kwargs: Any,
 ) -> requests.Response:
-    """Send one request with bounded retries; return the first non-error response.
+    """Send one request with bounded retries (tenacity); return the first non-error response.
 
     1. Connection errors and timeouts are transient: back off and retry.
     2. 429, 5xx, and a 403 that is a rate limit (GitHub) are transient: wait for
@@ -166,45 +231,15 @@ def request(
        (with the server's retry hint) for a notifier.
     """
     where = f"{source} {method} {redact_url(url)}"
-    failure = _Failure()
-    for attempt in range(1, policy.attempts + 1):
-        wait: float | None
-        try:
-            response = session.request(method, url, timeout=timeout, **kwargs)
-        except requests.Timeout as exc:
-            failure.message = f"{where}: timed out after {timeout:g}s ({type(exc).__name__})"
-            failure.status, wait = None, policy.backoff(attempt)
-        except requests.ConnectionError as exc:
-            failure.message = f"{where}: connection failed ({_short(exc)})"
-            failure.status, wait = None, policy.backoff(attempt)
-        except requests.RequestException as exc:  # invalid URL, too many redirects: not transient
-            raise SourceUnavailable(f"{where}: {type(exc).__name__}: {_short(exc)}") from exc
-        else:
-            if response.status_code < 400:
-                return response
-            status = response.status_code
-            limited = rate_limit_wait(response)
-            is_rate_limit = status == 429 or (status == 403 and limited is not None)
-            if status not in TRANSIENT_STATUSES and not is_rate_limit:
-                raise HTTPStatusError(f"{where}: HTTP {status}: {describe_error(response)}", status)
-            reason = describe_error(response)
-            if is_rate_limit:
-                failure.message = f"{where}: rate limited (HTTP {status}): {reason}"
-                if limited is not None and limited > policy.max_sleep_seconds:
-                    failure.message += f"; the limit lifts in {limited:.0f}s, not waiting that long"
-            else:
-                failure.message = f"{where}: HTTP {status}: {reason}"
-            failure.status = status
-            failure.retry_after = limited
-            wait = limited if limited is not None else policy.backoff(attempt)
-            response.close()
-        if attempt == policy.attempts or wait > policy.max_sleep_seconds:
-            break
-        log.info("%s; retrying in %.2fs (attempt %d/%d)", failure.message, wait, attempt, policy.attempts)
-        policy.sleep(wait)
-    if notifier:
-        raise TransientNotifyError(failure.message, retry_after=failure.retry_after)
-    raise SourceUnavailable(failure.message)
+    try:
+        return _retrying(policy)(_send_once, session, method, url, where, timeout, kwargs)
+    except _TransientFailure as failure:
+        message = failure.message
+        if failure.retry_after is not None and failure.retry_after > policy.max_sleep_seconds:
+            message += f"; the limit lifts in {failure.retry_after:.0f}s, not waiting that long"
+        if notifier:
+            raise TransientNotifyError(message, retry_after=failure.retry_after) from None
+        raise SourceUnavailable(message) from None
 
 
 def json_body(response: requests.Response, source: str) -> Any:
