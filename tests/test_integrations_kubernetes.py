@@ -522,3 +522,66 @@ def test_with_github_configured_its_deployments_are_not_mixed_with_the_rollout_h
     bundle = gather_context(settings, ["checkout"], T0)
     assert bundle.deployments == []  # GitHub is down here; the rollout history does not stand in
     assert [w.current_revision for w in bundle.workloads] == [7]
+
+
+# --------------------------------------------------------------------------- RBAC manifest
+
+
+def test_the_shipped_rbac_grants_reads_only_and_every_request_the_source_makes(
+    cluster: FakeKubernetes, tmp_path: Path
+) -> None:
+    import re
+
+    import yaml
+
+    manifest = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "rbac.yaml"
+    documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+    rules = [rule for doc in documents if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]]
+    granted = {
+        (verb, group, resource)
+        for rule in rules
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert {verb for verb, _, _ in granted} == {"get", "list", "watch"}, "read-only"
+    bound = {
+        doc["roleRef"]["name"]
+        for doc in documents
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and {"kind": "ServiceAccount", "name": "iras", "namespace": "iras"} in doc["subjects"]
+    }
+    assert bound == {doc["metadata"]["name"] for doc in documents if doc["kind"] == "ClusterRole"}
+
+    _checkout(cluster)
+    cluster.add(
+        "pods",
+        pod(
+            "db-0",
+            "shop",
+            {"app.kubernetes.io/name": "checkout"},
+            owner=("Job", "checkout-migrate"),
+            claims=["data-db-0"],
+        ),
+    )
+    KubernetesSource(_settings(cluster, tmp_path)).gather(["checkout"], START, END)
+    used = set()
+    for request in cluster.requests:
+        match = re.match(
+            r"^/apis?/(?:(?P<group>[a-z0-9.]+)/)?v[0-9a-z]+(?:/namespaces/[^/]+)?/(?P<res>[a-z]+)(?P<one>/[^/]+)?$",
+            request.path,
+        )
+        assert match, request.path
+        group = match.group("group") or ""
+        used.add(("get" if match.group("one") else "list", group, match.group("res")))
+    assert {res for _, _, res in used} >= {
+        "pods",
+        "events",
+        "replicasets",
+        "deployments",
+        "jobs",
+        "horizontalpodautoscalers",
+        "nodes",
+        "persistentvolumeclaims",
+    }
+    assert used <= granted, used - granted
