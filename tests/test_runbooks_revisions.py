@@ -168,3 +168,14 @@ def test_steps_it_does_not_know_are_left_alone() -> None:
     )
     plan = _plan(restart)
     assert pin_to_workloads(plan, [_facts()]) is plan
+
+
+def test_the_plan_prompt_gives_the_model_the_revisions_replicas_and_hpa() -> None:
+    from iras.analysts.prompts.plan import render_workload
+
+    line = render_workload(
+        _facts(ready_replicas=1, hpa_name="checkout", hpa_min_replicas=2, hpa_max_replicas=6)
+    )
+    assert line.startswith("- deployment/checkout -n shop, live revision 9, previous revision 8")
+    assert "replicas 4 (1 ready)" in line and "HPA checkout min 2 max 6" in line
+    assert "no previous revision recorded" in render_workload(_facts(revisions=[]))
