@@ -3,6 +3,7 @@ offline analyst, and the official client reading a local Kubernetes API server."
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,9 +185,14 @@ def test_the_approved_rollback_names_the_revisions_or_says_it_cannot(
     mock.set_fixture({"logs": [], "metrics": [], "deployments": []})
     set_analyst(ScriptedAnalyst(confidence=0.9, plan=_rollback_plan()))
 
-    doc = wait_for(fire(pipeline, service="invoice-worker"), "awaiting_approval", timeout=60)
+    incident_id = fire(pipeline, service="invoice-worker")
+    doc = wait_for(incident_id, "awaiting_approval", timeout=60)
     (step,) = doc["plan"]["steps"]
     if with_cluster:
+        # The console's Evidence section shows the source and its lines like any log line.
+        page = html.unescape(pipeline.get(f"/ui/incidents/{incident_id}").text)
+        assert "kubernetes: kubernetes ok" in page
+        assert f"Warning Failed pod/invoice-worker-6c5d4b7f8-q8w4z {SECRET_EVENT}" in page
         assert step["command"] == "kubectl rollout undo deployment/invoice-worker -n billing --to-revision=11"
         assert (
             step["rollback_command"]
