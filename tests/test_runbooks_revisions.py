@@ -179,3 +179,29 @@ def test_the_plan_prompt_gives_the_model_the_revisions_replicas_and_hpa() -> Non
     assert line.startswith("- deployment/checkout -n shop, live revision 9, previous revision 8")
     assert "replicas 4 (1 ready)" in line and "HPA checkout min 2 max 6" in line
     assert "no previous revision recorded" in render_workload(_facts(revisions=[]))
+
+
+def test_a_memory_limit_increase_is_undone_by_the_limit_in_the_pod_spec() -> None:
+    guessed = RemediationStep(
+        order=1,
+        action=RunbookAction.INCREASE_RESOURCE_LIMIT,
+        description="Raise the memory limit of deployment/checkout to 2Gi",
+        command="kubectl set resources deployment/checkout --limits=memory=2Gi -n shop",
+        rollback_command=None,
+        risk_level=RiskLevel.MEDIUM,
+        safety_notes=["Current limit unknown: no exact rollback, record it before applying."],
+    )
+    facts = _facts(memory_limits={"checkout": "512Mi", "envoy": "128Mi"})
+    (step,) = pin_to_workloads(_plan(guessed), [facts]).steps
+    assert step.command == "kubectl set resources deployment/checkout -c checkout --limits=memory=2Gi -n shop"
+    assert step.rollback_command == (
+        "kubectl set resources deployment/checkout -c checkout --limits=memory=512Mi -n shop"
+    )
+    _plain_and_allowed(step.command)
+    assert not any("unknown" in note for note in step.safety_notes)
+
+    # A "raise" to less than the current limit is raised above it.
+    (step,) = pin_to_workloads(_plan(guessed), [_facts(memory_limits={"checkout": "4Gi"})]).steps
+    assert "--limits=memory=8Gi" in step.command and (step.rollback_command or "").endswith(
+        "memory=4Gi -n shop"
+    )

@@ -477,7 +477,7 @@ def _kubectl_target(argv: list[str]) -> tuple[str, str, str | None, dict[str, st
         elif not arg.startswith("-"):
             positional.append(arg)
         index += 1
-    verbs = 2 if positional[:1] == ["rollout"] else 1
+    verbs = 2 if positional[:1] in (["rollout"], ["set"]) else 1
     rest = positional[verbs:]
     kind, name = "", ""
     if rest and "/" in rest[0]:
@@ -517,6 +517,8 @@ def pin_to_workloads(
     * `kubectl scale deployment/x --replicas=K`: undone by the replica count read now;
       a scale-out below the current count is raised above it; under an HPA, a manual
       scale is reverted by the autoscaler, so the step raises the HPA's ceiling instead.
+    * `kubectl set resources deployment/x --limits=memory=M`: undone by the limit in
+      the pod spec, on the workload's container.
     """
     steps = [_pin_step(step, workloads, culprit_sha) for step in plan.steps]
     if steps == plan.steps:
@@ -542,6 +544,8 @@ def _pin_step(
         return _pin_rollback(step, argv, workloads, culprit_sha)
     if argv[1:2] == ["scale"]:
         return _pin_scale(step, argv, workloads)
+    if argv[1:3] == ["set", "resources"]:
+        return _pin_memory(step, argv, workloads)
     return step
 
 
@@ -642,6 +646,60 @@ def _pin_scale(step: RemediationStep, argv: list[str], workloads: list[WorkloadF
                     notes
                     + [f"Undoing this step restores the {current} replicas {resource} had when planned."]
                 )
+            ),
+        }
+    )
+
+
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_UNIT = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _bytes(quantity: str) -> int | None:
+    match = _QUANTITY.match(quantity)
+    return int(match.group(1)) * _UNIT[match.group(2) or ""] if match else None
+
+
+def _pin_memory(step: RemediationStep, argv: list[str], workloads: list[WorkloadFacts]) -> RemediationStep:
+    """`kubectl set resources ... --limits=memory=NEW`: undone by the limit read from the
+    pod spec, on the workload's own container (`-c`), so sidecars keep theirs."""
+    kind, name, namespace, flags = _kubectl_target(argv)
+    limits = flags.get("limits", "")
+    facts = _find(workloads, kind, name, namespace) if kind in ("deployment", "statefulset") else None
+    if facts is None or not limits.startswith("memory=") or "," in limits:
+        return step
+    if len(facts.memory_limits) == 1:
+        ((container, old),) = facts.memory_limits.items()
+    elif facts.name in facts.memory_limits:
+        container, old = facts.name, facts.memory_limits[facts.name]
+    else:
+        return step
+    new = limits.split("=", 1)[1]
+    old_bytes, new_bytes = _bytes(old), _bytes(new)
+    if old_bytes is None:
+        return step
+    notes = [n for n in step.safety_notes if not n.startswith("Current limit unknown")]
+    if new_bytes is None or new_bytes <= old_bytes:
+        new = _bigger_memory(old)[0] if _bigger_memory(old)[1] else f"{old_bytes * 2 // 2**20}Mi"
+        notes.append(f"{container} already has a {old} memory limit: the new limit was raised above it.")
+    resource, ns = f"{kind}/{facts.name}", facts.namespace
+    return step.model_copy(
+        update={
+            "description": f"Raise the memory limit of container {container} in {resource} from {old} to {new}",
+            "command": f"kubectl set resources {resource} -c {container} --limits=memory={new} -n {ns}",
+            "rollback_command": f"kubectl set resources {resource} -c {container} --limits=memory={old} -n {ns}",
+            "safety_notes": list(
+                dict.fromkeys(notes + [f"Undoing this step restores the {old} limit read from the pod spec."])
             ),
         }
     )
