@@ -220,9 +220,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "remediation_allowed_commands", "slack_approver_ids", "kubernetes_namespaces", mode="before"
-    )(
-        _split_commas
-    )
+    )(_split_commas)
 
     @field_validator("llm_price_table")
     @classmethod

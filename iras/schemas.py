@@ -179,7 +179,9 @@ class WorkloadFacts(_Model):
     """What Kubernetes said about one workload: what remediation needs to be exact
     (the live revision and the one before it, the replica count, the HPA bounds)."""
 
-    kind: str = Field(min_length=1, description="Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet or Pod.")
+    kind: str = Field(
+        min_length=1, description="Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet or Pod."
+    )
     name: str = Field(min_length=1)
     namespace: str = Field(min_length=1)
     service: str = Field(default="", description="The service whose label selector found it.")
