@@ -339,6 +339,19 @@ def test_continue_pagination_collects_every_page(cluster: FakeKubernetes, tmp_pa
     assert "daemonset/worker pods: 0/7 Running and Ready" in [line.message for line in evidence.lines]
 
 
+def test_a_listing_longer_than_the_page_limit_is_reported_as_cut(
+    cluster: FakeKubernetes, tmp_path: Path
+) -> None:
+    for i in range(5):
+        cluster.add(
+            "pods", pod(f"worker-{i}", "jobs", {"app": "worker"}, owner=("DaemonSet", "worker"), ready=False)
+        )
+    settings = _settings(cluster, tmp_path, kubernetes_page_size=2, kubernetes_max_pages=2)
+    evidence = KubernetesSource(settings).gather(["worker"], START, END)
+    assert "daemonset/worker pods: 0/4 Running and Ready" in [line.message for line in evidence.lines]
+    assert "kubernetes: list pods stopped after 2 pages of 2" in evidence.gaps
+
+
 def test_a_cronjob_pod_is_reported_under_its_cronjob(cluster: FakeKubernetes, tmp_path: Path) -> None:
     cluster.add(
         "jobs",

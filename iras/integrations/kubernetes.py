@@ -182,6 +182,7 @@ class KubernetesSource:
         self.max_pages = settings.kubernetes_max_pages
         self._deadline = 0.0
         self._now = datetime.now(UTC)
+        self._truncated: list[str] = []
 
     # ------------------------------------------------------------------ client plumbing
     def _client(self) -> Any:
@@ -269,7 +270,9 @@ class KubernetesSource:
             token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return items
-        log.warning("kubernetes: %s %s stopped after %d pages", what.verb, what.resource, self.max_pages)
+        note = f"kubernetes: {what.verb} {what.resource} stopped after {self.max_pages} pages of {self.page_size}"
+        log.warning(note)
+        self._truncated.append(note)
         return items
 
     def _get(self, fn: Callable[..., Any], what: _What, *args: Any) -> dict[str, Any] | None:
@@ -289,6 +292,7 @@ class KubernetesSource:
         from `history_start`. Raises SourceUnavailable when no pod listing succeeded."""
         self._deadline = time.monotonic() + self.budget
         self._now = datetime.now(UTC)
+        self._truncated = []
         evidence = KubernetesEvidence()
         api_client = self._client()
         try:
@@ -323,6 +327,7 @@ class KubernetesSource:
                 self._describe(workload, end, history_start or start, evidence)
         finally:
             api_client.close()
+        evidence.gaps.extend(self._truncated)
         evidence.lines.sort(key=lambda line: line.timestamp)
         return evidence
 
