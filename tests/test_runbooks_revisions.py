@@ -205,3 +205,10 @@ def test_a_memory_limit_increase_is_undone_by_the_limit_in_the_pod_spec() -> Non
     assert "--limits=memory=8Gi" in step.command and (step.rollback_command or "").endswith(
         "memory=4Gi -n shop"
     )
+
+
+def test_names_that_are_not_plain_resource_names_never_reach_a_command() -> None:
+    odd = _facts(name="checkout", namespace="shop;rm", replicas=4)
+    plan = pin_to_workloads(_plan(_claude_rollback()), [odd])
+    assert plan.steps[0].rollback_command is None  # treated as unknown, nothing from `odd` used
+    assert "shop;rm" not in plan.steps[0].command

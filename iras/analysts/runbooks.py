@@ -520,6 +520,14 @@ def pin_to_workloads(
     * `kubectl set resources deployment/x --limits=memory=M`: undone by the limit in
       the pod spec, on the workload's container.
     """
+    # Names from the cluster go into command lines: only plain resource names do.
+    workloads = [
+        w
+        for w in workloads
+        if _K8S_NAME.match(w.name)
+        and _K8S_NAME.match(w.namespace)
+        and (w.hpa_name is None or _K8S_NAME.match(w.hpa_name))
+    ]
     steps = [_pin_step(step, workloads, culprit_sha) for step in plan.steps]
     if steps == plan.steps:
         return plan
@@ -677,6 +685,8 @@ def _pin_memory(step: RemediationStep, argv: list[str], workloads: list[Workload
     limits = flags.get("limits", "")
     facts = _find(workloads, kind, name, namespace) if kind in ("deployment", "statefulset") else None
     if facts is None or not limits.startswith("memory=") or "," in limits:
+        return step
+    if not all(_K8S_NAME.match(name) for name in facts.memory_limits):
         return step
     if len(facts.memory_limits) == 1:
         ((container, old),) = facts.memory_limits.items()
