@@ -247,6 +247,10 @@ def test_pod_states_events_history_hpa_and_nodes_become_kubectl_worded_lines(
         for m in messages
     )
     assert "deployment/checkout pods: 1/3 Running and Ready" in messages
+    assert (
+        "deployment/checkout Replicas: 3 desired | 3 updated | 3 total | 1 available | 2 unavailable; revision 7"
+        in messages
+    )
     assert any(
         m.startswith(
             "deployment/checkout revision 7 (current) replicaset/checkout-7d4b9c8f6 images: "
@@ -598,3 +602,95 @@ def test_the_shipped_rbac_grants_reads_only_and_every_request_the_source_makes(
         "persistentvolumeclaims",
     }
     assert used <= granted, used - granted
+
+
+def test_an_init_container_image_pull_and_a_stalled_rollout_read_as_kubectl_shows_them(
+    cluster: FakeKubernetes, tmp_path: Path
+) -> None:
+    labels = {"app.kubernetes.io/name": "menu-api"}
+    cluster.add(
+        "replicasets",
+        replica_set(
+            "menu-api-7d4b9c8f6",
+            "shop",
+            labels,
+            deployment="menu-api",
+            revision=31,
+            image="registry.example/menu-api:4.21.0",
+            created=T0 - timedelta(minutes=25),
+            replicas=3,
+        ),
+    )
+    stalled = [
+        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"},
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "menu-api-7d4b9c8f6" has timed out progressing.',
+        },
+    ]
+    cluster.add(
+        "deployments",
+        deployment("menu-api", "shop", labels, replicas=3, revision=31, ready=0, conditions=stalled),
+    )
+    cluster.add(
+        "pods",
+        pod(
+            "menu-api-7d4b9c8f6-h7mtr",
+            "shop",
+            {**labels, "pod-template-hash": "7d4b9c8f6"},
+            owner=("ReplicaSet", "menu-api-7d4b9c8f6"),
+            phase="Pending",
+            ready=False,
+            statuses=[
+                {
+                    "name": "menu-api",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "registry.example/menu-api:4.21.0",
+                    "state": {"waiting": {"reason": "PodInitializing"}},
+                }
+            ],
+            init_statuses=[
+                {
+                    "name": "log-shipper",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "registry.example/platform/log-shipper:v2.3.0",
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "registry.example/platform/log-shipper:v2.3.0"',
+                        }
+                    },
+                }
+            ],
+        ),
+    )
+    evidence = KubernetesSource(_settings(cluster, tmp_path)).gather(
+        ["menu-api"], START, END, T0 - timedelta(hours=6)
+    )
+    by_message = {line.message: line.level for line in evidence.lines}
+    assert (
+        by_message[
+            "pod/menu-api-7d4b9c8f6-h7mtr Ready: 0/1, Status: Init:ImagePullBackOff, Restarts: 0, Node: node-a"
+        ]
+        == "WARN"
+    )
+    assert (
+        by_message[
+            "pod/menu-api-7d4b9c8f6-h7mtr init container log-shipper: State: Waiting, Reason: ImagePullBackOff, "
+            'Message: Back-off pulling image "registry.example/platform/log-shipper:v2.3.0", Ready: False, '
+            "Restart Count: 0"
+        ]
+        == "WARN"
+    )
+    stalled_line = next(m for m in by_message if m.startswith("deployment/menu-api Replicas:"))
+    assert by_message[stalled_line] == "WARN"
+    assert (
+        'Progressing=False ProgressDeadlineExceeded: ReplicaSet "menu-api-7d4b9c8f6" has timed out progressing.'
+        in (stalled_line)
+    )
+    (release,) = evidence.deployments
+    assert (release.ref, release.status) == ("4.21.0", "failure")

@@ -672,9 +672,11 @@ class KubernetesSource:
 
         if obj and workload.kind in ("Deployment", "StatefulSet"):
             desired = facts.replicas if facts.replicas is not None else "?"
+            # As `kubectl describe` prints the Replicas line.
             text = (
                 f"{ref} Replicas: {desired} desired | {int(status.get('updatedReplicas') or 0)} updated | "
-                f"{int(status.get('readyReplicas') or 0)} ready | {int(status.get('availableReplicas') or 0)} available"
+                f"{int(status.get('replicas') or 0)} total | {int(status.get('availableReplicas') or 0)} available"
+                f" | {int(status.get('unavailableReplicas') or 0)} unavailable"
             )
             if facts.current_revision is not None:
                 text += f"; revision {facts.current_revision}"
