@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from iras.config import Settings
 from iras.integrations import deployment_source, log_source, metric_source
-from iras.schemas import ContextBundle, SourceStatus
+from iras.schemas import ContextBundle, SourceStatus, WorkloadFacts
 
 if TYPE_CHECKING:
     from iras.integrations.kubernetes import KubernetesEvidence
@@ -82,7 +82,7 @@ def gather_context(
                     error=f"source unavailable: {type(exc).__name__}: {exc}"[:500],
                 )
             )
-    workloads = []
+    workloads: list[WorkloadFacts] = []
     if kube_future is not None:
         kube, status = _kubernetes_result(kube_future, timeout)
         sources.append(status)
