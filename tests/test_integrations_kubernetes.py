@@ -694,3 +694,44 @@ def test_an_init_container_image_pull_and_a_stalled_rollout_read_as_kubectl_show
     )
     (release,) = evidence.deployments
     assert (release.ref, release.status) == ("4.21.0", "failure")
+
+
+def test_an_unschedulable_pod_says_why_and_its_scheduler_event_is_kept(
+    cluster: FakeKubernetes, tmp_path: Path
+) -> None:
+    why = "0/41 nodes are available: 8 Insufficient nvidia.com/gpu, 33 node(s) didn't match Pod's node affinity/selector."
+    unscheduled = pod(
+        "avatar-inference-5d8c7b6f9-59rqb",
+        "ml",
+        {"app": "avatar-inference"},
+        owner=("ReplicaSet", "avatar-inference-5d8c7b6f9"),
+        node="",
+        phase="Pending",
+        ready=False,
+        statuses=[],
+    )
+    unscheduled["metadata"]["labels"]["pod-template-hash"] = "5d8c7b6f9"
+    unscheduled["status"]["conditions"][0].update(status="False", reason="Unschedulable", message=why)
+    cluster.add("pods", unscheduled)
+    cluster.add(
+        "events",
+        event(
+            "ml",
+            "Pod",
+            "avatar-inference-5d8c7b6f9-59rqb",
+            "FailedScheduling",
+            why,
+            first=T0 - timedelta(minutes=9),
+            last=T0 - timedelta(minutes=1),
+            count=9,
+            component="default-scheduler",
+        ),
+    )
+    evidence = KubernetesSource(_settings(cluster, tmp_path)).gather(["avatar-inference"], START, END)
+    messages = [line.message for line in evidence.lines]
+    assert [(w.kind, w.name) for w in evidence.workloads] == [("Deployment", "avatar-inference")]
+    assert (
+        "pod/avatar-inference-5d8c7b6f9-59rqb Ready: 0/1, Status: Pending, Restarts: 0, Node: <none>, "
+        f"PodScheduled=False Unschedulable: {why}"
+    ) in messages
+    assert f"Warning FailedScheduling pod/avatar-inference-5d8c7b6f9-59rqb {why} (x9 over 8m)" in messages
