@@ -162,6 +162,19 @@ class Settings(BaseSettings):
     github_max_pages: int = Field(5, ge=1, le=50)
     slack_api_url: str = "https://slack.com/api/"
     pagerduty_source: str = "iras"
+    # Kubernetes (iras/integrations/kubernetes.py), read-only: on when KUBECONFIG is set or
+    # IRAS runs in a pod (KUBERNETES_SERVICE_HOST); KUBERNETES_ENABLED=false turns it off.
+    kubernetes_enabled: bool | None = None
+    kubeconfig: str | None = None
+    kubernetes_context: str | None = None
+    kubernetes_service_host: str | None = None
+    # Namespaces to look in (empty: every namespace, which needs the ClusterRole).
+    kubernetes_namespaces: CommaList = Field(default_factory=list)
+    # Label selector per service, JSON: {"checkout": "app=checkout-web,tier=web"}. Unlisted
+    # services: app.kubernetes.io/name=<service>, then app=<service>.
+    kubernetes_label_selectors: dict[str, str] = Field(default_factory=dict)
+    kubernetes_page_size: int = Field(200, ge=1, le=5000)
+    kubernetes_max_pages: int = Field(10, ge=1, le=100)
 
     @field_validator("database_url")
     @classmethod
@@ -205,9 +218,9 @@ class Settings(BaseSettings):
             repos[service.strip()] = f"{owner}/{name}"
         return repos
 
-    _split = field_validator("remediation_allowed_commands", "slack_approver_ids", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "remediation_allowed_commands", "slack_approver_ids", "kubernetes_namespaces", mode="before"
+    )(_split_commas)
 
     @field_validator("llm_price_table")
     @classmethod
@@ -216,6 +229,12 @@ class Settings(BaseSettings):
         from iras.analysts.pricing import validate_price_table
 
         return validate_price_table(value)
+
+    @property
+    def kubernetes_configured(self) -> bool:
+        if self.kubernetes_enabled is not None:
+            return self.kubernetes_enabled
+        return bool(self.kubeconfig or self.kubernetes_service_host)
 
     @property
     def is_sqlite(self) -> bool:

@@ -157,11 +157,49 @@ class SourceStatus(_Model):
     """What each context tool returned, so a gap in evidence is stated, never hidden."""
 
     name: str
-    kind: Literal["logs", "metrics", "deployments"]
+    kind: Literal["logs", "metrics", "deployments", "kubernetes"]
     status: Literal["ok", "unavailable", "not_configured"]
     client: str = ""
     error: str | None = None
     items: int = 0
+
+
+class WorkloadRevision(_Model):
+    """One entry of a workload's rollout history (a ReplicaSet of a Deployment)."""
+
+    revision: int = Field(ge=0)
+    replica_set: str = ""
+    images: list[str] = Field(default_factory=list)
+    change_cause: str = ""
+    created_at: datetime | None = None
+    replicas: int = 0
+
+
+class WorkloadFacts(_Model):
+    """What Kubernetes said about one workload: what remediation needs to be exact
+    (the live revision and the one before it, the replica count, the HPA bounds)."""
+
+    kind: str = Field(
+        min_length=1, description="Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet or Pod."
+    )
+    name: str = Field(min_length=1)
+    namespace: str = Field(min_length=1)
+    service: str = Field(default="", description="The service whose label selector found it.")
+    replicas: int | None = Field(default=None, description="spec.replicas when the request was made.")
+    ready_replicas: int | None = None
+    current_revision: int | None = None
+    revisions: list[WorkloadRevision] = Field(default_factory=list)
+    hpa_name: str | None = None
+    hpa_min_replicas: int | None = None
+    hpa_max_replicas: int | None = None
+    hpa_current_replicas: int | None = None
+    hpa_desired_replicas: int | None = None
+    memory_limits: dict[str, str] = Field(default_factory=dict, description="Container name -> memory limit.")
+
+    def revision_before(self, revision: int) -> WorkloadRevision | None:
+        """The newest recorded revision older than `revision` (what `rollout undo` returns to)."""
+        older = [r for r in self.revisions if r.revision < revision]
+        return max(older, key=lambda r: r.revision) if older else None
 
 
 class ContextBundle(_Model):
@@ -173,6 +211,8 @@ class ContextBundle(_Model):
     metrics: list[MetricDelta] = Field(default_factory=list)
     deployments: list[Deployment] = Field(default_factory=list)
     sources: list[SourceStatus] = Field(default_factory=list)
+    # Facts from the Kubernetes source (revisions, replicas, HPA bounds) for exact remediation.
+    workloads: list[WorkloadFacts] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- RCA

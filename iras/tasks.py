@@ -53,6 +53,7 @@ from iras.analysts.base import (
     StepRunView,
     TransientAnalystError,
 )
+from iras.analysts.runbooks import pin_to_workloads
 from iras.celery_app import celery_app as app
 from iras.config import get_settings
 from iras.db import (
@@ -602,8 +603,11 @@ def _plan_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incident
     settings = get_settings()
     assert carry.rca is not None and carry.bundle is not None
     out = _call_analyst(task, "plan", carry.facts, carry.rca, carry.bundle)
-    # The safety invariants are applied here, in code, whatever the analyst said.
-    plan: RemediationPlan = enforce_invariants(out.result, settings.remediation_allowed_commands)
+    # Rollbacks and scale steps name the revisions and replica counts Kubernetes
+    # reported (or say they cannot); then the safety invariants, in code, whatever
+    # the analyst said.
+    pinned = pin_to_workloads(out.result, carry.bundle.workloads, carry.rca.culprit_deployment_sha)
+    plan: RemediationPlan = enforce_invariants(pinned, settings.remediation_allowed_commands)
     out.result = plan
     now = utcnow()
     severity = carry.severity

@@ -23,6 +23,18 @@ pytest_plugins = ["tests.fakes.anthropic_server"]
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_real_cluster() -> Iterator[None]:
+    """A developer's KUBECONFIG (or running inside a pod) would turn the Kubernetes
+    source on against a real cluster in every test: tests that want it point
+    KUBECONFIG at the fake API server themselves."""
+    import os
+
+    saved = {name: os.environ.pop(name, None) for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    yield
+    os.environ.update({name: value for name, value in saved.items() if value is not None})
+
+
+@pytest.fixture(scope="session", autouse=True)
 def in_process_broker() -> Iterator[None]:
     """Bind this process's Celery producer pool to the in-process broker.
 

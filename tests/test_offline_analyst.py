@@ -397,7 +397,7 @@ def test_real_errors_are_never_called_a_false_alarm_even_during_a_load_test() ->
 # --------------------------------------------------------------------------- analyst protocol
 
 
-def test_the_analyst_plans_a_reversible_rollback_with_plain_commands() -> None:
+def test_a_rollback_without_rollout_history_says_so_and_is_irreversible() -> None:
     logs = [
         _line(-12, "basket-api", "INFO", f"basket-api version=3.2.0 commit={SHA[:7]}"),
         *[
@@ -416,8 +416,12 @@ def test_the_analyst_plans_a_reversible_rollback_with_plain_commands() -> None:
     (step,) = plan.steps
     assert step.action is RunbookAction.ROLLBACK_DEPLOYMENT
     assert step.command == "kubectl rollout undo deployment/basket-api -n default"
-    assert step.rollback_command and is_plain_command(step.rollback_command)
-    assert plan.reversible and plan.requires_human_approval
+    assert is_plain_command(step.command)
+    # No rollout history in the evidence: the revision to return to is unknown, so
+    # `rollout undo` has no exact inverse and the step says so.
+    assert step.rollback_command is None and "(revision unknown)" in step.description
+    assert any("kubectl rollout history deployment/basket-api" in note for note in step.safety_notes)
+    assert not plan.reversible and plan.requires_human_approval
 
 
 def test_failover_is_high_risk_and_commands_never_carry_shell_metacharacters() -> None:

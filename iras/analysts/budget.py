@@ -198,6 +198,8 @@ def render_sources(bundle: ContextBundle) -> list[str]:
         client = one_line(source.client or source.name, 80)
         if source.status == "ok":
             lines.append(f"- {source.kind}: ok ({client}, {source.items} items)")
+            if source.error:  # a partial answer (Kubernetes: a permission or a part that timed out)
+                lines[-1] += f"; {one_line(source.error, 240)}"
         elif source.status == "not_configured":
             lines.append(
                 f"- {source.kind}: NOT CONFIGURED ({client}); there is no {source.kind} evidence at all,"

@@ -21,6 +21,7 @@ from iras.schemas import (
     RemediationStep,
     RiskLevel,
     RunbookAction,
+    WorkloadFacts,
 )
 
 # Kubernetes object names: DNS-1123 labels. Anything else (spaces, quotes, `$`) is not
@@ -63,6 +64,9 @@ class RunbookTarget:
     config_name: str | None = None
     certificate_name: str | None = None
     current_replicas: int | None = None
+    # Rollout history (Kubernetes source): the live revision and the one to return to.
+    current_revision: int | None = None
+    previous_revision: int | None = None
     hpa_max_replicas: int | None = None
     memory_limit: str | None = None
     # What ran out ("memory", "disk", "connections", "iops"): decides what a limit increase raises.
@@ -121,21 +125,14 @@ def step_for(
     notes: list[str] = list(target.extra_notes)
 
     if action is RunbookAction.ROLLBACK_DEPLOYMENT:
-        sha = (target.deployment_sha or "")[:12]
-        desc = f"Roll back deployment/{svc} to the revision before the suspect release"
-        if sha:
-            desc += f" ({sha})"
-        # `rollout undo` toggles between the current and the previous revision, so
-        # running it again is the exact inverse.
-        return RemediationStep(
-            order=order,
-            action=action,
-            description=desc,
-            command=_kubectl("rollout", "undo", f"deployment/{svc}", namespace=ns),
-            rollback_command=_kubectl("rollout", "undo", f"deployment/{svc}", namespace=ns),
-            risk_level=RiskLevel.MEDIUM,
-            estimated_duration_seconds=180,
-            safety_notes=notes + ["Verify the error rate drops after the previous revision is live."],
+        return rollback_step(
+            order,
+            svc,
+            ns,
+            sha=target.deployment_sha,
+            current=target.current_revision,
+            previous=target.previous_revision,
+            notes=notes,
         )
 
     if action is RunbookAction.RESTART_SERVICE:
@@ -244,6 +241,66 @@ def _manual(
         executable=False,
         safety_notes=notes
         + ["Manual change: the command only shows the current state; a human applies the fix."],
+    )
+
+
+def rollback_step(
+    order: int,
+    svc: str,
+    ns: str,
+    *,
+    sha: str | None,
+    current: int | None,
+    previous: int | None,
+    notes: list[str],
+    description: str | None = None,
+) -> RemediationStep:
+    """`rollout undo` to a named revision, undone by returning to the live one.
+
+    A plain `rollout undo` toggles to whichever revision precedes the live one *when
+    it runs*; run again it does not reliably come back (a deploy in between, a history
+    limit). So without both revisions the step says so and has no rollback: the plan
+    is irreversible and a human checks `kubectl rollout history` first.
+    """
+    resource = f"deployment/{svc}"
+    base = ["kubectl", "rollout", "undo", resource, "-n", ns]
+    suspect = f" ({sha[:12]})" if sha else ""
+    if current is not None and previous is not None and previous < current:
+        return RemediationStep(
+            order=order,
+            action=RunbookAction.ROLLBACK_DEPLOYMENT,
+            description=(
+                description or f"Roll back {resource} to the revision before the suspect release{suspect}"
+            )
+            + f": revision {current} -> {previous}",
+            command=" ".join([*base, f"--to-revision={previous}"]),
+            rollback_command=" ".join([*base, f"--to-revision={current}"]),
+            risk_level=RiskLevel.MEDIUM,
+            estimated_duration_seconds=180,
+            safety_notes=notes
+            + [
+                f"Planned with revision {current} live (rollout history from Kubernetes); "
+                f"if {resource} has moved on since, re-plan.",
+                "Verify the error rate drops after the previous revision is live.",
+            ],
+        )
+    return RemediationStep(
+        order=order,
+        action=RunbookAction.ROLLBACK_DEPLOYMENT,
+        description=(
+            description or f"Roll back {resource} to the revision before the suspect release{suspect}"
+        )
+        + " (revision unknown)",
+        command=" ".join(base),
+        rollback_command=None,
+        risk_level=RiskLevel.MEDIUM,
+        estimated_duration_seconds=180,
+        safety_notes=notes
+        + [
+            "Revision unknown (no rollout history): `rollout undo` returns to whichever revision "
+            "precedes the live one and cannot be undone exactly; "
+            f"check `kubectl rollout history {resource} -n {ns}` first.",
+        ],
     )
 
 
@@ -394,4 +451,265 @@ def no_remediation_plan(reason: str) -> RemediationPlan:
         requires_human_approval=False,
         reversible=True,
         safety_notes=["Nothing will be executed."],
+    )
+
+
+# --------------------------------------------------------------------------- cluster facts
+
+
+def _kubectl_target(argv: list[str]) -> tuple[str, str, str | None, dict[str, str]]:
+    """(kind, name, namespace, --flags) of a kubectl command acting on one resource."""
+    namespace: str | None = None
+    flags: dict[str, str] = {}
+    positional: list[str] = []
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-n", "--namespace") and index + 1 < len(argv):
+            namespace = argv[index + 1]
+            index += 2
+            continue
+        if arg.startswith("--namespace="):
+            namespace = arg.split("=", 1)[1]
+        elif arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            flags[key] = value
+        elif not arg.startswith("-"):
+            positional.append(arg)
+        index += 1
+    verbs = 2 if positional[:1] in (["rollout"], ["set"]) else 1
+    rest = positional[verbs:]
+    kind, name = "", ""
+    if rest and "/" in rest[0]:
+        kind, name = rest[0].split("/", 1)
+    elif len(rest) >= 2:
+        kind, name = rest[0], rest[1]
+    kind = {
+        "deploy": "deployment",
+        "deployments": "deployment",
+        "sts": "statefulset",
+        "statefulsets": "statefulset",
+    }.get(kind, kind)
+    return kind, name, namespace, flags
+
+
+def _find(
+    workloads: list[WorkloadFacts], kind: str, name: str, namespace: str | None
+) -> WorkloadFacts | None:
+    matches = [w for w in workloads if w.kind.lower() == kind and w.name == name]
+    exact = [w for w in matches if w.namespace == namespace]
+    if exact:
+        return exact[0]
+    # The plan's namespace is a guess (alert label or "default"): a single workload of
+    # that name in the cluster is the one meant.
+    return matches[0] if len(matches) == 1 else None
+
+
+def pin_to_workloads(
+    plan: RemediationPlan, workloads: list[WorkloadFacts], culprit_sha: str | None = None
+) -> RemediationPlan:
+    """Make rollback and scale steps exact with what Kubernetes reported, whichever
+    analyst wrote them.
+
+    * `kubectl rollout undo deployment/x`: to the revision before the suspect one (the
+      ReplicaSet whose pod-template-hash is the culprit sha, else the live one), undone
+      by `--to-revision=<live>`; unknown revisions leave the step without a rollback.
+    * `kubectl scale deployment/x --replicas=K`: undone by the replica count read now;
+      a scale-out below the current count is raised above it; under an HPA, a manual
+      scale is reverted by the autoscaler, so the step raises the HPA's ceiling instead.
+    * `kubectl set resources deployment/x --limits=memory=M`: undone by the limit in
+      the pod spec, on the workload's container.
+    """
+    # Names from the cluster go into command lines: only plain resource names do.
+    workloads = [
+        w
+        for w in workloads
+        if _K8S_NAME.match(w.name)
+        and _K8S_NAME.match(w.namespace)
+        and (w.hpa_name is None or _K8S_NAME.match(w.hpa_name))
+    ]
+    steps = [_pin_step(step, workloads, culprit_sha) for step in plan.steps]
+    if steps == plan.steps:
+        return plan
+    missing_before = any(step.rollback_command is None for step in plan.steps)
+    missing_now = any(step.rollback_command is None for step in steps)
+    # A plan marked irreversible for want of a rollback that is now exact becomes
+    # reversible; the safety invariants still re-check every step afterwards.
+    reversible = not missing_now and (plan.reversible or missing_before)
+    return plan.model_copy(update={"steps": steps, "reversible": reversible})
+
+
+def _pin_step(
+    step: RemediationStep, workloads: list[WorkloadFacts], culprit_sha: str | None
+) -> RemediationStep:
+    try:
+        argv = shlex.split(step.command)
+    except ValueError:
+        return step
+    if argv[:1] != ["kubectl"] or not is_plain_command(step.command):
+        return step
+    if argv[1:3] == ["rollout", "undo"]:
+        return _pin_rollback(step, argv, workloads, culprit_sha)
+    if argv[1:2] == ["scale"]:
+        return _pin_scale(step, argv, workloads)
+    if argv[1:3] == ["set", "resources"]:
+        return _pin_memory(step, argv, workloads)
+    return step
+
+
+def _pin_rollback(
+    step: RemediationStep, argv: list[str], workloads: list[WorkloadFacts], culprit_sha: str | None
+) -> RemediationStep:
+    kind, name, namespace, flags = _kubectl_target(argv)
+    if kind != "deployment" or not name:
+        return step
+    facts = _find(workloads, kind, name, namespace)
+    rollback_flags = _kubectl_target(shlex.split(step.rollback_command))[3] if step.rollback_command else {}
+    if facts is None or facts.current_revision is None:
+        if "to-revision" in flags and "to-revision" in rollback_flags:
+            return step  # the analyst named both revisions itself
+        unknown = rollback_step(
+            step.order, name, namespace or DEFAULT_NAMESPACE, sha=None, current=None, previous=None, notes=[]
+        )
+        return step.model_copy(
+            update={
+                "rollback_command": None,
+                "safety_notes": list(dict.fromkeys(step.safety_notes + unknown.safety_notes)),
+            }
+        )
+    suspect = facts.current_revision
+    if culprit_sha:
+        for revision in facts.revisions:
+            template_hash = revision.replica_set.rsplit("-", 1)[-1]
+            if template_hash and culprit_sha.lower().startswith(template_hash.lower()):
+                suspect = revision.revision
+    before = facts.revision_before(suspect)
+    notes = [n for n in step.safety_notes if not n.startswith("Revision unknown")]
+    if suspect != facts.current_revision:
+        notes.append(
+            f"The suspect revision {suspect} is not the live one ({facts.current_revision}): "
+            "rolling back before it also drops the revisions after it."
+        )
+    pinned = rollback_step(
+        step.order,
+        facts.name,
+        facts.namespace,
+        sha=None,
+        current=facts.current_revision,
+        previous=before.revision if before else None,
+        notes=notes,
+        description=step.description.removesuffix(" (revision unknown)"),
+    )
+    return pinned.model_copy(
+        update={
+            "risk_level": step.risk_level,
+            "executable": step.executable,
+            "safety_notes": list(dict.fromkeys(pinned.safety_notes)),
+        }
+    )
+
+
+def _pin_scale(step: RemediationStep, argv: list[str], workloads: list[WorkloadFacts]) -> RemediationStep:
+    kind, name, namespace, flags = _kubectl_target(argv)
+    facts = _find(workloads, kind, name, namespace) if kind in ("deployment", "statefulset") else None
+    if facts is None or facts.replicas is None:
+        return step
+    resource, ns = f"{kind}/{facts.name}", facts.namespace
+    current = facts.replicas
+    wanted = int(flags["replicas"]) if flags.get("replicas", "").isdigit() else None
+    if facts.hpa_name and facts.hpa_max_replicas and step.action is RunbookAction.SCALE_OUT:
+        new_max = _scaled(facts.hpa_max_replicas)
+        patch = '{"spec":{"maxReplicas":%d}}'
+        hpa = f"hpa/{facts.hpa_name}"
+        return step.model_copy(
+            update={
+                "description": f"Raise the autoscaler ceiling of {resource} from {facts.hpa_max_replicas} "
+                f"to {new_max} replicas (HPA {facts.hpa_name} manages its replicas)",
+                "command": _merge_patch(hpa, ns, patch % new_max),
+                "rollback_command": _merge_patch(hpa, ns, patch % facts.hpa_max_replicas),
+                "safety_notes": list(
+                    dict.fromkeys(
+                        step.safety_notes
+                        + [
+                            f"A manual `kubectl scale` of {resource} would be reverted by HPA "
+                            f"{facts.hpa_name}; its ceiling is raised instead."
+                        ]
+                    )
+                ),
+            }
+        )
+    if wanted is None:
+        return step
+    notes = [n for n in step.safety_notes if not n.startswith("Current replica count unknown")]
+    if step.action is RunbookAction.SCALE_OUT and wanted <= current:
+        wanted = _scaled(current)
+        notes.append(f"{resource} already runs {current} replicas: the target was raised above it.")
+    return step.model_copy(
+        update={
+            "description": f"Scale {resource} from {current} to {wanted} replicas",
+            "command": f"kubectl scale {resource} --replicas={wanted} -n {ns}",
+            "rollback_command": f"kubectl scale {resource} --replicas={current} -n {ns}",
+            "safety_notes": list(
+                dict.fromkeys(
+                    notes
+                    + [f"Undoing this step restores the {current} replicas {resource} had when planned."]
+                )
+            ),
+        }
+    )
+
+
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+_UNIT = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def _bytes(quantity: str) -> int | None:
+    match = _QUANTITY.match(quantity)
+    return int(match.group(1)) * _UNIT[match.group(2) or ""] if match else None
+
+
+def _pin_memory(step: RemediationStep, argv: list[str], workloads: list[WorkloadFacts]) -> RemediationStep:
+    """`kubectl set resources ... --limits=memory=NEW`: undone by the limit read from the
+    pod spec, on the workload's own container (`-c`), so sidecars keep theirs."""
+    kind, name, namespace, flags = _kubectl_target(argv)
+    limits = flags.get("limits", "")
+    facts = _find(workloads, kind, name, namespace) if kind in ("deployment", "statefulset") else None
+    if facts is None or not limits.startswith("memory=") or "," in limits:
+        return step
+    if not all(_K8S_NAME.match(name) for name in facts.memory_limits):
+        return step
+    if len(facts.memory_limits) == 1:
+        ((container, old),) = facts.memory_limits.items()
+    elif facts.name in facts.memory_limits:
+        container, old = facts.name, facts.memory_limits[facts.name]
+    else:
+        return step
+    new = limits.split("=", 1)[1]
+    old_bytes, new_bytes = _bytes(old), _bytes(new)
+    if old_bytes is None:
+        return step
+    notes = [n for n in step.safety_notes if not n.startswith("Current limit unknown")]
+    if new_bytes is None or new_bytes <= old_bytes:
+        new = _bigger_memory(old)[0] if _bigger_memory(old)[1] else f"{old_bytes * 2 // 2**20}Mi"
+        notes.append(f"{container} already has a {old} memory limit: the new limit was raised above it.")
+    resource, ns = f"{kind}/{facts.name}", facts.namespace
+    return step.model_copy(
+        update={
+            "description": f"Raise the memory limit of container {container} in {resource} from {old} to {new}",
+            "command": f"kubectl set resources {resource} -c {container} --limits=memory={new} -n {ns}",
+            "rollback_command": f"kubectl set resources {resource} -c {container} --limits=memory={old} -n {ns}",
+            "safety_notes": list(
+                dict.fromkeys(notes + [f"Undoing this step restores the {old} limit read from the pod spec."])
+            ),
+        }
     )

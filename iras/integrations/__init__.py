@@ -48,10 +48,14 @@ def deployment_source(settings: Settings) -> DeploymentSource:
 
 
 def context_is_local(settings: Settings) -> bool:
-    """Every evidence source is the in-process mock (no Loki, Elasticsearch, Prometheus
-    or GitHub configured): gathering the evidence waits on no network."""
+    """Every evidence source is the in-process mock (no Loki, Elasticsearch, Prometheus,
+    GitHub or Kubernetes configured): gathering the evidence waits on no network."""
     return not (
-        settings.loki_url or settings.elasticsearch_url or settings.prometheus_url or settings.github_token
+        settings.loki_url
+        or settings.elasticsearch_url
+        or settings.prometheus_url
+        or settings.github_token
+        or settings.kubernetes_configured
     )
 
 

@@ -1,4 +1,4 @@
-"""Gather the evidence bundle: logs, metrics and deployments in parallel.
+"""Gather the evidence bundle: logs, metrics, deployments and Kubernetes state in parallel.
 
 A failing source degrades the bundle (recorded in `sources` as unavailable, with
 the error), it never fails the incident. Each retry of the RCA loop widens the
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iras.config import Settings
 from iras.integrations import deployment_source, log_source, metric_source
-from iras.schemas import ContextBundle, SourceStatus
+from iras.schemas import ContextBundle, SourceStatus, WorkloadFacts
+
+if TYPE_CHECKING:
+    from iras.integrations.kubernetes import KubernetesEvidence
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ def gather_context(
         ),
     }
     futures = {kind: _pool.submit(fn) for kind, (_, _, fn) in jobs.items()}
+    kube_future = (
+        _pool.submit(_kubernetes, settings, services, start, end, start - timedelta(hours=6))
+        if settings.kubernetes_configured
+        else None
+    )
     results: dict[str, list[Any]] = {}
     sources: list[SourceStatus] = []
     timeout = settings.http_timeout_seconds * 3
@@ -74,6 +82,15 @@ def gather_context(
                     error=f"source unavailable: {type(exc).__name__}: {exc}"[:500],
                 )
             )
+    workloads: list[WorkloadFacts] = []
+    if kube_future is not None:
+        kube, status = _kubernetes_result(kube_future, timeout)
+        sources.append(status)
+        results["logs"] = results["logs"] + kube.lines
+        workloads = kube.workloads
+        # The rollout history answers "what changed" when GitHub does not.
+        if not settings.github_token:
+            results["deployments"] = results["deployments"] + kube.deployments
     return ContextBundle(
         window_start=start,
         window_end=end,
@@ -83,4 +100,40 @@ def gather_context(
         metrics=results["metrics"],
         deployments=sorted(results["deployments"], key=lambda d: d.created_at),
         sources=sources,
+        workloads=workloads,
     )
+
+
+def _kubernetes(
+    settings: Settings, services: list[str], start: datetime, end: datetime, history_start: datetime
+) -> KubernetesEvidence:
+    from iras.integrations.kubernetes import KubernetesSource
+
+    return KubernetesSource(settings).gather(services, start, end, history_start)
+
+
+def _kubernetes_result(
+    future: Future[KubernetesEvidence], timeout: float
+) -> tuple[KubernetesEvidence, SourceStatus]:
+    """The Kubernetes evidence and its status; a gap in an optional part keeps the rest."""
+    from iras.integrations.kubernetes import KubernetesEvidence
+
+    try:
+        kube = future.result(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure of a source degrades, never crashes
+        log.warning("context source kubernetes failed: %s", exc)
+        error = f"source unavailable: {type(exc).__name__}: {exc}"[:500]
+        status = SourceStatus(
+            name="kubernetes", kind="kubernetes", status="unavailable", client="kubernetes", error=error
+        )
+        return KubernetesEvidence(), status
+    gaps = "; ".join(dict.fromkeys(kube.gaps))
+    status = SourceStatus(
+        name="kubernetes",
+        kind="kubernetes",
+        status="ok",
+        client="kubernetes",
+        items=len(kube.lines),
+        error=f"partial: {gaps}"[:500] if gaps else None,
+    )
+    return kube, status

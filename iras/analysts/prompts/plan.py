@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from iras.analysts.base import IncidentFacts
 from iras.analysts.budget import render_deployment
 from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, data_block, one_line, render_facts
-from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction
+from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction, WorkloadFacts
 
 _ACTIONS = ", ".join(action.value for action in RunbookAction)
 
@@ -36,6 +36,9 @@ the request. No shell syntax at all: no pipes, redirections, `;`, `&&`, `$()`, b
 variables. Commands that fail these rules are not executed.
 - rollback_command: the command that undoes the step, following the same rules. Leave it null only \
 when the step truly cannot be undone; the plan is then marked irreversible and needs approval.
+- a rollback names revisions: `kubectl rollout undo deployment/NAME -n NS --to-revision=PREVIOUS`, \
+undone by `--to-revision=LIVE`, from the Kubernetes workloads given; a scale step is undone by \
+scaling back to the replica count given.
 - risk_level: low for read-only or trivially reversible steps, medium for changes to one service \
 that can be rolled back, high for anything that deletes data or resources, affects several \
 services, or cannot be undone. Never delete namespaces, volumes, databases or data.
@@ -63,6 +66,25 @@ def render_diagnosis(rca: RootCauseHypothesis) -> str:
     return data_block("diagnosis", lines)
 
 
+def render_workload(workload: WorkloadFacts) -> str:
+    """What an exact rollback or scale step needs: namespace, revisions, replicas, HPA."""
+    parts = [
+        f"- {workload.kind.lower()}/{one_line(workload.name, 100)} -n {one_line(workload.namespace, 100)}"
+    ]
+    if workload.current_revision is not None:
+        before = workload.revision_before(workload.current_revision)
+        parts.append(f"live revision {workload.current_revision}")
+        parts.append(f"previous revision {before.revision}" if before else "no previous revision recorded")
+    if workload.replicas is not None:
+        parts.append(f"replicas {workload.replicas} ({workload.ready_replicas or 0} ready)")
+    if workload.hpa_name:
+        parts.append(
+            f"HPA {one_line(workload.hpa_name, 100)} min {workload.hpa_min_replicas} "
+            f"max {workload.hpa_max_replicas} current {workload.hpa_current_replicas}"
+        )
+    return ", ".join(parts)
+
+
 def build_user(
     facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle, allowed_programs: Sequence[str]
 ) -> str:
@@ -71,6 +93,9 @@ def build_user(
     evidence.extend(render_deployment(d) for d in deployments)
     if not deployments:
         evidence.append("- none found")
+    if bundle.workloads:
+        evidence.append("Kubernetes workloads (read when the evidence was gathered):")
+        evidence.extend(render_workload(w) for w in bundle.workloads[:10])
     return "\n".join(
         [
             f"Plan the remediation of incident {one_line(facts.incident_id)}.",
