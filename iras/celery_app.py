@@ -3,7 +3,7 @@
 Queues by kind of work:
 - `analysis`: stages that wait on a model or an HTTP API (triage, context, RCA,
   plan, post-mortem, notifications). I/O-bound: served by a thread pool with
-  high concurrency (`--pool threads --concurrency 32`).
+  high concurrency (`--pool threads --concurrency 64` in the Procfile).
 - `ops`: remediation, escalation and the beat jobs, on prefork.
 Every task acks late and is rejected (re-queued) if its worker dies, so a
 `kill -9` never loses a step; prefetch 1 so a long task never holds others hostage.
@@ -36,7 +36,6 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": OPS_QUEUE,
         "task_routes": {
             "incidents.run_triage": {"queue": ANALYSIS_QUEUE},
-            "incidents.analyze_batch": {"queue": ANALYSIS_QUEUE},
             "incidents.gather_context": {"queue": ANALYSIS_QUEUE},
             "incidents.run_rca": {"queue": ANALYSIS_QUEUE},
             "incidents.run_plan": {"queue": ANALYSIS_QUEUE},
@@ -47,10 +46,9 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # Redis re-delivers a message whose worker died without acking after this long.
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_seconds},
         "worker_hijack_root_logger": False,
-        # Task events (task-sent/received/started/succeeded) cost one Redis PUBLISH
-        # each, three to four per task: measured ~20% of a stage's publish CPU
-        # (bench/README.md). Flower switches worker events on remotely when it
-        # starts (`enable_events`), so monitoring still works when it is running.
+        # Task events (task-sent/received/started/succeeded) are one Redis PUBLISH
+        # each, three to four per task, for nobody when no monitor listens. Flower
+        # switches worker events on remotely when it starts (`enable_events`).
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "enable_utc": True,
@@ -76,37 +74,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         )
         conf["broker_connection_timeout"] = 3
         conf["task_publish_retry_policy"] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
-        conf["broker_transport"] = "iras.celery_app:RedisTransport"
     return conf
-
-
-def _redis_transport() -> type:
-    """kombu's Redis transport, except that a channel reuses one client to publish.
-
-    kombu builds a new `redis.Redis` object for every message it publishes
-    (`Channel.conn_or_acquire`); with redis-py 5+ that constructor registers
-    ~170 response callbacks and was ~7% of a webhook request's CPU. The client
-    is thread-safe and draws connections from the channel's pool, so one per
-    channel is enough.
-    """
-    from kombu.transport import redis as kombu_redis
-
-    class ReusingChannel(kombu_redis.Channel):  # type: ignore[misc]
-        def _create_client(self, asynchronous: bool = False) -> Any:
-            if asynchronous:
-                return super()._create_client(asynchronous=True)
-            client = self.__dict__.get("_iras_client")
-            if client is None:
-                client = self.__dict__["_iras_client"] = super()._create_client(asynchronous=False)
-            return client
-
-    class Transport(kombu_redis.Transport):  # type: ignore[misc]
-        Channel = ReusingChannel
-
-    return Transport
-
-
-RedisTransport = _redis_transport()
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -117,18 +85,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
 
 
 def _import_task_modules(**_: Any) -> None:
-    """Import what the tasks import lazily when a worker starts: the analyst and its
-    client libraries, the database driver.
-
-    Importing instructor + anthropic + drain3 takes ~2-3 s of CPU; done lazily it
-    landed on the first incident each worker process served (a lone incident
-    took ~12 s instead of ~9 s against 8.8 s of model time) and, in a burst, on
-    every cold process at once. In a prefork worker this runs in the parent, so
-    the children inherit the modules instead of importing them each: the engine is
-    created lazily (after the fork), and psycopg2 imported by every ops child on its
-    first remediation cost 0.06-0.16 s of CPU each (worker logs with
-    PYTHONPROFILEIMPORTTIME, bench/pipeline.py).
-    """
+    """Import, when a worker starts, what would otherwise be imported on the first
+    task: the analyst with its client libraries (instructor, anthropic and drain3
+    take seconds of CPU to import) and the database driver's extras. Otherwise the
+    first incident each worker process serves pays for it, every cold process at
+    once in a burst. In a prefork worker this runs in the parent, so the children
+    inherit the modules (the engine itself is created after the fork)."""
     import importlib
     import logging
 
@@ -146,10 +108,9 @@ def _import_task_modules(**_: Any) -> None:
 
 def _size_db_pool(sender: Any = None, **_: Any) -> None:
     """A thread-pool worker's database pool holds as many connections as it has
-    threads (up to 32) unless IRAS_DB_POOL_SIZE says otherwise. With the default of
-    10 and 16 threads, the connections checked out above 10 were opened for a
-    statement or two and closed on return: a new PostgreSQL backend each time,
-    ~3 ms of the database's CPU per incident in bench/pipeline.py. Prefork children
+    threads (up to 32) unless IRAS_DB_POOL_SIZE says otherwise: with fewer, the
+    connections checked out above the pool size are opened for a statement or two
+    and closed on return, a new PostgreSQL backend each time. Prefork children
     serve one task at a time: the default is plenty."""
     pool = getattr(sender, "pool_cls", None)
     name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from iras.ingest.tokens import parse_webhook_tokens
+
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -85,8 +87,6 @@ class Settings(BaseSettings):
     @field_validator("webhook_tokens", mode="before")
     @classmethod
     def _parse_webhook_tokens(cls, value: object) -> object:
-        from iras.web.ingest_guard import parse_webhook_tokens
-
         return parse_webhook_tokens(value)
 
     # --- access control and the console (iras/auth.py) -----------------------

@@ -18,6 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from iras.config import get_settings
+from iras.ingest import PayloadError
+from iras.ingest import store as ingest_store
 from iras.models import DeadLetter
 from iras.schemas import utcnow
 
@@ -86,14 +88,12 @@ def _claim(session: Session, row: DeadLetter) -> bool:
 
 
 def replay_one(session: Session, row: DeadLetter, source: str | None = None) -> ReplayResult:
-    """Run ingestion again on a stored body (with `source` overriding the stored one).
+    """Run ingestion again on a stored body (with `source` overriding the stored one),
+    through the webhook's implementation (`iras.ingest.store`).
 
     Success sets `replayed_at`; a failure keeps the row dead, with the new error
     in `replay_result`, so it can be replayed again after the next fix.
     """
-    from iras.ingest import PayloadError
-    from iras.services import ingest_payload
-
     row_id = int(row.id)
     if not _claim(session, row):
         return ReplayResult(row_id, False, error="being replayed by someone else")
@@ -109,9 +109,8 @@ def replay_one(session: Session, row: DeadLetter, source: str | None = None) -> 
             result = ReplayResult(row_id, False, error=f"body is not valid JSON: {str(exc)[:200]}")
         else:
             try:
-                outcome = ingest_payload(session, body, source or row.source)
+                outcome = ingest_store.ingest(body, source or row.source)
             except PayloadError as exc:
-                session.rollback()
                 result = ReplayResult(row_id, False, error=exc.message, field=exc.field)
             else:
                 result = ReplayResult(row_id, True, incident_id=outcome.incident_id, status=outcome.status)

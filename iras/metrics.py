@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
@@ -118,19 +117,6 @@ STAGE_OF_TASK = {
     "incidents.escalate": "escalate",
     "incidents.write_postmortem": "postmortem",
 }
-# One analysis task runs the following analysis stages inline, and remediation and
-# escalation may write the post-mortem in the same task (iras/tasks.py), so these
-# tasks time each stage themselves; the task's run time would lump them together.
-TIMED_INLINE = frozenset(
-    {
-        "incidents.run_triage",
-        "incidents.gather_context",
-        "incidents.run_rca",
-        "incidents.run_plan",
-        "incidents.execute_plan",
-        "incidents.escalate",
-    }
-)
 
 
 def _safe(fn: Any) -> Any:
@@ -290,18 +276,6 @@ class LogContextFilter(logging.Filter):
         return True
 
 
-@contextmanager
-def incident_log_context(incident_id: str) -> Iterator[None]:
-    """Log lines inside carry `incident_id`: for a task that works on several incidents
-    in turn (`incidents.analyze_batch`), whose arguments name no single one."""
-    outer = _log_context.get()
-    token = _log_context.set({**(outer or {}), "incident_id": incident_id})
-    try:
-        yield
-    finally:
-        _log_context.reset(token)
-
-
 def _incident_arg(args: Any) -> str | None:
     if isinstance(args, list | tuple) and args and isinstance(args[0], str) and len(args[0]) == 36:
         return args[0]
@@ -360,7 +334,7 @@ def _connect_celery_signals() -> None:
         elapsed = time.perf_counter() - started
         TASK_DURATION.labels(task.name, state or "UNKNOWN").observe(elapsed)
         stage = STAGE_OF_TASK.get(task.name)
-        if stage and task.name not in TIMED_INLINE:
+        if stage:
             STAGE_DURATION.labels(stage, state or "UNKNOWN").observe(elapsed)
 
     @worker_init.connect(weak=False)

@@ -31,8 +31,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from iras.schemas import utcnow
-from iras.workflow import TERMINAL
+from iras.postmortem import render_markdown
+from iras.schemas import PostMortem, utcnow
+from iras.states import TERMINAL
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -217,9 +218,6 @@ class PostMortemRecord(Base):
         """The post-mortem as Markdown, rendered from `data` (the same text every time)."""
         if self.stored_markdown is not None:
             return self.stored_markdown
-        from iras.postmortem import render_markdown  # local: iras.postmortem imports this module
-        from iras.schemas import PostMortem
-
         return render_markdown(PostMortem.model_validate(self.data))
 
 

@@ -7,8 +7,9 @@ database (what happened), never from the model (what it says happened).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Protocol
 
-from iras.models import Transition
 from iras.schemas import PostMortem, TimelineEntry
 
 EVENT_WORDS = {
@@ -36,7 +37,16 @@ EVENT_WORDS = {
 }
 
 
-def timeline_from(transitions: Iterable[Transition]) -> list[TimelineEntry]:
+class TransitionLike(Protocol):
+    """A `transitions` row, or any row with its columns the timeline reads."""
+
+    at: datetime
+    event: str
+    actor: str
+    detail: Any
+
+
+def timeline_from(transitions: Iterable[TransitionLike]) -> list[TimelineEntry]:
     entries = []
     for t in transitions:
         detail = t.detail or {}

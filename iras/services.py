@@ -1,5 +1,5 @@
-"""Domain operations shared by the web API, Slack, the console and the CLI:
-ingesting alerts (with deduplication), deciding on a plan, reading an incident.
+"""Domain operations shared by the web API, Slack and the console: deciding on a
+plan, reading an incident. (Ingesting alerts is `iras.ingest.store`.)
 """
 
 from __future__ import annotations
@@ -15,281 +15,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from iras import metrics
-from iras.db import after_commit, get_engine, held_connection, post_commit, read_session
-from iras.ingest import normalize
-from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition, new_id
-from iras.schemas import NormalizedAlert, utcnow
-from iras.workflow import TERMINAL, Event, IncidentStatus, advance, advance_decision, transition
+from iras import dispatch, metrics
+from iras.analysts.pricing import Usage, incident_totals
+from iras.config import get_settings
+from iras.db import get_engine, held_connection, post_commit, read_session
+from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
+from iras.schemas import utcnow
+from iras.workflow import TERMINAL, Event, IncidentStatus, advance, advance_decision
 
 log = logging.getLogger(__name__)
-
-
-def incident_key(alert: NormalizedAlert) -> str:
-    """The deduplication key: a group key if the source groups alerts, else the fingerprint."""
-    from iras import ingest
-
-    custom = getattr(ingest, "incident_key", None)
-    if custom is not None:
-        return str(custom(alert))
-    return alert.group_key or alert.fingerprint or ""
-
-
-@dataclass
-class IngestOutcome:
-    incident_id: str | None
-    status: str  # processing | deduplicated | resolved_noted | no_open_incident
-    alerts: int
-
-
-def _alert_doc(alert: NormalizedAlert) -> dict[str, Any]:
-    return alert.model_dump(mode="json", exclude={"raw"})
-
-
-def ingest_payload(session: Session, payload: Any, source: str | None = None) -> IngestOutcome:
-    """Normalise, then open or join an incident. Raises ingest.PayloadError on bad input.
-
-    Concurrent duplicates race on the partial unique index; the loser's insert
-    fails and it joins the winner's incident instead (retried once per alert).
-    """
-    alerts = normalize(payload, source)
-    if not alerts:
-        # e.g. PagerDuty's `pagey.ping` when a subscription is created: valid, nothing to do.
-        return IngestOutcome(None, "ignored", 0)
-    key = incident_key(alerts[0])
-    for attempt in range(3):
-        try:
-            outcome = _ingest_group(session, payload, alerts, key)
-            session.commit()
-            return outcome
-        except IntegrityError:
-            session.rollback()
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-# Ingestion's statements, built once on the tables with bound parameters: no ORM
-# compilation or per-call cache key over the values on the hot path.
-_incidents = Incident.metadata.tables["incidents"]
-_OPEN_STATUSES_SQL = [s.value for s in TERMINAL]
-_OPEN_BY_KEY = select(_incidents.c.id).where(
-    _incidents.c.fingerprint == bindparam("key"), _incidents.c.status.not_in(_OPEN_STATUSES_SQL)
-)
-_JOIN_OPEN = (
-    _incidents.update()
-    .where(_incidents.c.id == bindparam("iid"), _incidents.c.status.not_in(_OPEN_STATUSES_SQL))
-    .values(alert_count=_incidents.c.alert_count + bindparam("n"), last_seen=bindparam("now"))
-)
-_INSERT_INCIDENT = _incidents.insert()
-_INSERT_ALERT = AlertEvent.metadata.tables["alert_events"].insert()
-_INSERT_TRANSITION = Transition.metadata.tables["transitions"].insert()
-
-
-def _ingest_group(
-    session: Session, payload: dict[str, Any], alerts: list[NormalizedAlert], key: str
-) -> IngestOutcome:
-    now = utcnow()
-    firing = [a for a in alerts if a.status == "firing"]
-    for _ in range(3):
-        incident_id = session.execute(_OPEN_BY_KEY, {"key": key}).scalar()
-        if incident_id is None:
-            break
-        # Lock the incident row first (the UPDATE holds it to commit): concurrent joins to
-        # one incident then run one after another, so the "every alert resolved?" check
-        # below sees the alerts committed just before. Two resolutions of different
-        # alerts arriving together would otherwise each see the other still firing, and
-        # the incident would never auto-resolve.
-        joined = session.execute(_JOIN_OPEN, {"iid": incident_id, "n": len(alerts), "now": now})
-        if joined.rowcount == 1:  # type: ignore[attr-defined]
-            return _join(session, incident_id, payload, alerts, now)
-        # Closed between the lookup and the lock (auto-resolved, or the pipeline ended):
-        # look again; a firing alert then opens a new incident.
-
-    if not firing:
-        return IngestOutcome(None, "no_open_incident", len(alerts))
-    first = firing[0]
-    iid = new_id()
-    # Plain Core INSERTs on the tables with bound parameters, not ORM objects: this
-    # is the hot path of ingestion, and the unit of work (identity map, flush
-    # ordering, per-object events, per-value cache keys) was ~40% of the request's
-    # CPU for three rows nothing reads back (bench/README.md).
-    session.execute(
-        _INSERT_INCIDENT,
-        {
-            "id": iid,
-            "status": IncidentStatus.TRIAGING.value,
-            "title": first.title,
-            "service": first.service,
-            "source": first.source,
-            "fingerprint": key,
-            "alert_count": len(alerts),
-            "last_seen": now,
-            "rca_attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )  # the partial unique index fires here on a concurrent duplicate
-    session.execute(
-        _INSERT_ALERT,
-        [
-            {
-                "incident_id": iid,
-                "received_at": now,
-                "status": a.status,
-                "fingerprint": a.fingerprint,
-                "alert": _alert_doc(a),
-                # The request body once, with its first alert: the incident's payload.
-                "raw": payload if i == 0 else None,
-            }
-            for i, a in enumerate(alerts)
-        ],
-    )
-    session.execute(
-        _INSERT_TRANSITION,
-        {
-            "incident_id": iid,
-            "from_status": None,
-            "to_status": IncidentStatus.TRIAGING.value,
-            "event": "ingested",
-            "actor": f"webhook:{first.source}",
-            "at": now,
-            "detail": {"summary": first.title[:200]},
-        },
-    )
-    from iras.tasks import enqueue_stage
-
-    after_commit(session, lambda: enqueue_stage(iid, IncidentStatus.TRIAGING))
-    return IngestOutcome(iid, "processing", len(alerts))
-
-
-def _latest_alert_statuses(session: Session, incident_id: str) -> dict[str, str]:
-    """fingerprint -> the status of the last alert event received for it (one row per
-    fingerprint comes back, however many events a storm left on the incident)."""
-    last_ids = (
-        select(func.max(AlertEvent.id))
-        .where(AlertEvent.incident_id == incident_id)
-        .group_by(AlertEvent.fingerprint)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(AlertEvent.fingerprint, AlertEvent.status).where(AlertEvent.id.in_(last_ids))
-    )
-    return {fp or "": status for fp, status in rows}
-
-
-def _join(
-    session: Session, incident_id: str, payload: dict[str, Any], alerts: list[NormalizedAlert], now: Any
-) -> IngestOutcome:
-    """Record the alerts on the open incident (its row is locked by the caller)."""
-    any_resolved = any(a.status == "resolved" for a in alerts)
-    # Only a resolution needs the incident's alert history; a storm of firing duplicates
-    # skips that query.
-    before = _latest_alert_statuses(session, incident_id) if any_resolved else {}
-    session.execute(
-        _INSERT_ALERT,
-        [
-            {
-                "incident_id": incident_id,
-                "received_at": now,
-                "status": a.status,
-                "fingerprint": a.fingerprint,
-                "alert": _alert_doc(a),
-                "raw": payload if i == 0 else None,  # the request body once per request
-            }
-            for i, a in enumerate(alerts)
-        ],
-    )
-    if any_resolved:
-        after = dict(before)
-        for a in alerts:
-            after[a.fingerprint or ""] = a.status
-        # Only a change is news: Alertmanager repeats a resolved alert in later notifications.
-        newly_resolved = sorted(
-            {
-                a.fingerprint or ""
-                for a in alerts
-                if a.status == "resolved" and before.get(a.fingerprint or "") != "resolved"
-            }
-        )
-        still_firing = sorted(fp for fp, status in after.items() if status != "resolved")
-        if newly_resolved:
-            _note_resolution(session, incident_id, alerts[0].source, newly_resolved, still_firing, now)
-    if any(a.status == "firing" for a in alerts):
-        return IngestOutcome(incident_id, "deduplicated", len(alerts))
-    return IngestOutcome(incident_id, "resolved_noted", len(alerts))
-
-
-def _note_resolution(
-    session: Session,
-    incident_id: str,
-    source: str,
-    newly_resolved: list[str],
-    still_firing: list[str],
-    now: Any,
-) -> None:
-    """Put resolved alerts on the incident's timeline. When none is left firing:
-    before approval the incident is closed as auto-resolved (the CLOSING stage
-    writes a short post-mortem, no remediation runs); after approval the
-    resolution is only noted and the operator decides."""
-    from iras.tasks import enqueue_stage
-    from iras.workflow import BEFORE_APPROVAL
-
-    current = session.scalar(select(Incident.status).where(Incident.id == incident_id))
-    if current is None:
-        return
-    status = IncidentStatus(current)
-    actor = f"alert-source:{source}"[:255]
-    shown = ", ".join(fp[:40] for fp in newly_resolved[:10]) + (" ..." if len(newly_resolved) > 10 else "")
-    detail: dict[str, Any] = {"resolved": newly_resolved[:100], "still_firing": still_firing[:100]}
-    if still_firing:
-        session.add(
-            Transition(
-                incident_id=incident_id,
-                from_status=status.value,
-                to_status=status.value,
-                event="alert_resolved",
-                actor=actor,
-                at=now,
-                detail={
-                    **detail,
-                    "summary": f"{len(newly_resolved)} alert(s) resolved ({shown}); {len(still_firing)} still firing",
-                },
-            )
-        )
-        return
-    if status in BEFORE_APPROVAL and transition(
-        session,
-        incident_id,
-        status,
-        Event.ALERTS_RESOLVED,
-        actor=actor,
-        detail={
-            **detail,
-            "summary": f"every alert resolved before approval ({shown}); closing without remediation",
-        },
-        values={"outcome": "auto_resolved"},
-        now=now,
-    ):
-        after_commit(session, lambda: enqueue_stage(incident_id, IncidentStatus.CLOSING))
-        return
-    session.add(
-        Transition(
-            incident_id=incident_id,
-            from_status=status.value,
-            to_status=status.value,
-            event="alerts_resolved_noted",
-            actor=actor,
-            at=now,
-            detail={
-                **detail,
-                "summary": f"every alert resolved ({shown}) while {status.value}; the operator decides",
-            },
-        )
-    )
 
 
 # --------------------------------------------------------------------------- decisions
@@ -372,11 +108,9 @@ def decide(
         current_plan, ready = _decide_after_reading(
             session, incident_id, event, actor, via, detail, values, plan_id, now
         )
-    from iras.tasks import enqueue_notify, enqueue_stage
-
     next_status = IncidentStatus.EXECUTING if approve else IncidentStatus.ESCALATING
-    post_commit(lambda: enqueue_stage(incident_id, next_status))
-    post_commit(lambda: enqueue_notify("notify.post_decision", incident_id))
+    post_commit(lambda: dispatch.enqueue_stage(incident_id, next_status))
+    post_commit(lambda: dispatch.enqueue_notify("notify.post_decision", incident_id))
     post_commit(lambda: metrics.observe_approval_wait(via, event.value, ready, now))
     return Decision(
         id=incident_id,
@@ -464,11 +198,8 @@ def stage_results(session: Session, incident_id: str) -> list[StageResult]:
     )
 
 
-def cost_summary(results: list[StageResult]) -> dict[str, Any]:
+def cost_summary(results: list[Any]) -> dict[str, Any]:
     """Per-incident token totals and estimated cost (price table in settings)."""
-    from iras.analysts.pricing import Usage, incident_totals
-    from iras.config import get_settings
-
     calls = [
         (r.model, Usage(r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens))
         for r in results

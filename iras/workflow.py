@@ -18,24 +18,15 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from iras.db import autocommit_connection, get_engine, session_scope
+from iras.models import Base, Incident, JsonType, StepRun, Transition, UTCDateTime
 from iras.schemas import utcnow
-
-
-class IncidentStatus(StrEnum):
-    TRIAGING = "triaging"
-    GATHERING_CONTEXT = "gathering_context"
-    ANALYZING = "analyzing"
-    PLANNING = "planning"
-    AWAITING_APPROVAL = "awaiting_approval"
-    EXECUTING = "executing"
-    ESCALATING = "escalating"
-    CLOSING = "closing"
-    RESOLVED = "resolved"
-    ESCALATED = "escalated"
-    AUTO_RESOLVED = "auto_resolved"
+from iras.states import TERMINAL as TERMINAL
+from iras.states import IncidentStatus as IncidentStatus
 
 
 class Event(StrEnum):
@@ -61,7 +52,6 @@ class Event(StrEnum):
 
 S, E = IncidentStatus, Event
 
-TERMINAL: frozenset[IncidentStatus] = frozenset({S.RESOLVED, S.ESCALATED, S.AUTO_RESOLVED})
 ANALYSIS_STATES: frozenset[IncidentStatus] = frozenset(
     {S.TRIAGING, S.GATHERING_CONTEXT, S.ANALYZING, S.PLANNING}
 )
@@ -139,8 +129,6 @@ def transition(
     now = now or utcnow()
     params = {**(values or {}), "status": target.value, "updated_at": now}
     if also:
-        from iras.models import Incident  # local: models import this module
-
         equal = [Incident.__table__.c[name] == value for name, value in (also_equal or {}).items()]
         update_stmt: Any = (
             update(Incident.__table__)
@@ -216,8 +204,6 @@ def _audit_params(
 # are Core statements on the tables (no ORM objects are involved or refreshed).
 @lru_cache(maxsize=128)
 def _compare_and_set(columns: tuple[str, ...], equal: tuple[str, ...] = ()) -> Any:
-    from iras.models import Incident
-
     table = Incident.__table__
     return (
         update(table)
@@ -234,8 +220,6 @@ def _compare_and_set(columns: tuple[str, ...], equal: tuple[str, ...] = ()) -> A
 def _compare_and_set_with_audit(columns: tuple[str, ...], equal: tuple[str, ...], with_detail: bool) -> Any:
     """PostgreSQL: WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id)
     INSERT INTO transitions SELECT ... FROM moved: one round trip instead of two."""
-    from iras.models import Incident, JsonType, Transition, UTCDateTime
-
     moved = _compare_and_set(columns, equal).returning(Incident.__table__.c.id).cte("moved")
     audit = Transition.__table__
     fields: list[tuple[str, Any]] = [
@@ -254,8 +238,6 @@ def _compare_and_set_with_audit(columns: tuple[str, ...], equal: tuple[str, ...]
 @lru_cache(maxsize=2)
 def _insert_transition(with_detail: bool) -> Any:
     """The audit row; without a detail the column is left out (SQL NULL, not JSON null)."""
-    from iras.models import Transition
-
     table = Transition.__table__
     skip = {"id"} if with_detail else {"id", "detail"}
     return insert(table).values({c: bindparam(c.name) for c in table.c if c.name not in skip})
@@ -289,7 +271,6 @@ def advance(
     plan: dict[str, Any] | None = None,
     step_outcome: dict[str, Any] | None = None,
     also_equal: dict[str, Any] | None = None,
-    then: tuple[Event, dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> int | None:
     """`transition()` in a transaction of its own, together with the rows it produces.
@@ -299,28 +280,21 @@ def advance(
     incident's `plan_id` (and the transition detail's); `step_outcome` (`id` and the
     finished columns of a `running` step row) is stored whether or not it matched:
     the step ran. `also_equal` adds `column = value` (`IS NULL` for None) conditions to
-    the compare-and-set. `then` (event, detail): a second transition, out of the status the
-    first one enters, committed with it (the incident goes straight to the second's
-    target; both audit rows are written, the second after the first). Returns None when
-    the incident was not in `expected` (nothing of `rows`/`plan` is written), else the new
-    plan id (0 without a plan).
+    the compare-and-set. Returns None when the incident was not in `expected` (nothing
+    of `rows`/`plan` is written), else the new plan id (0 without a plan).
 
     On PostgreSQL this is ONE statement run in autocommit: the compare-and-set, its
     audit row and the produced rows are data-modifying CTEs of the same statement,
-    atomic without BEGIN/COMMIT. A stage commit was four round trips (BEGIN, the
-    transition, the result INSERT, COMMIT), each a wake-up of a PostgreSQL backend and a
-    pass through the ORM session: most of the database's CPU per incident
-    (bench/README.md). SQLite (embedded, in-process) keeps a plain transaction.
+    atomic without BEGIN/COMMIT, one round trip instead of four (BEGIN, the
+    transition, the result INSERT, COMMIT). SQLite (embedded, in-process) keeps a
+    plain transaction.
     """
-    from iras.db import get_engine, session_scope
-
     target = next_status(expected, event)
-    final = next_status(target, then[0]) if then is not None else target
     now = now or utcnow()
     move = _Move(
         incident_id, expected, event, actor, detail,
-        params={**(values or {}), "status": final.value, "updated_at": now},
-        now=now, rows=rows, plan=plan, step_outcome=step_outcome, also_equal=also_equal or {}, then=then,
+        params={**(values or {}), "status": target.value, "updated_at": now},
+        now=now, rows=rows, plan=plan, step_outcome=step_outcome, also_equal=also_equal or {},
     )  # fmt: skip
     if get_engine().dialect.name != "postgresql":
         with session_scope() as session:
@@ -347,11 +321,10 @@ class _Move:
     plan: dict[str, Any] | None = None
     step_outcome: dict[str, Any] | None = None
     also_equal: dict[str, Any] = field(default_factory=dict)
-    then: tuple[Event, dict[str, Any]] | None = None
 
     @property
     def target(self) -> IncidentStatus:
-        """The status the first transition enters."""
+        """The status the transition enters."""
         return next_status(self.expected, self.event)
 
 
@@ -378,8 +351,6 @@ def advance_decision(
     plan_id (added to the audit detail as `plan_id`) and when that plan was ready (its
     latest `plan_ready` transition, for the approval-wait metric). None when the
     compare-and-set did not match; nothing is written then."""
-    from iras.db import get_engine
-
     assert get_engine().dialect.name == "postgresql", "SQLite decides with a read first (services.decide)"
     expected = IncidentStatus.AWAITING_APPROVAL
     target = next_status(expected, event)
@@ -395,8 +366,6 @@ def _advance_pg(move: _Move, *, report: bool) -> Any:
     """Run `_advance_statement` in autocommit: its row (plan_id[, plan_ready_at]), or
     None when the compare-and-set did not match. Every parameter is prefixed (see
     `_advance_statement`)."""
-    from iras.db import autocommit_connection
-
     m, target, equal = move, move.target, move.also_equal
     shape = (
         tuple(sorted(m.params)),
@@ -406,7 +375,6 @@ def _advance_pg(move: _Move, *, report: bool) -> Any:
         tuple(sorted(m.step_outcome)) if m.step_outcome is not None else None,
         tuple((name, equal[name] is None) for name in sorted(equal)),
         report,
-        m.then is not None,
     )
     bind: dict[str, Any] = {
         **{f"_where_{name}": value for name, value in equal.items() if value is not None},
@@ -419,20 +387,11 @@ def _advance_pg(move: _Move, *, report: bool) -> Any:
         bind.update({f"_p_{name}": value for name, value in m.plan.items()})
     if m.step_outcome is not None:
         bind.update({f"_s_{name}": value for name, value in m.step_outcome.items()}, _s_running="running")
-    if m.then is not None:
-        bind.update(
-            _t2_from_status=target.value,
-            _t2_to_status=next_status(target, m.then[0]).value,
-            _t2_event=m.then[0].value,
-            _t2_detail=m.then[1],
-        )
     with autocommit_connection() as conn:
         return conn.execute(_advance_statement(*shape), bind).first()
 
 
 def _advance_in_transaction(session: Session, move: _Move) -> int | None:
-    from iras.models import Base, Incident
-
     m, tables = move, Base.metadata.tables
     if m.step_outcome is not None:
         store_step_outcome(session, m.step_outcome)
@@ -456,11 +415,6 @@ def _advance_in_transaction(session: Session, move: _Move) -> int | None:
             store_step_outcome(session, m.step_outcome)
             session.commit()
         return None
-    second = m.then
-    if second is not None and not transition(
-        session, m.incident_id, m.target, second[0], actor=m.actor, detail=second[1], now=m.now
-    ):
-        raise RuntimeError(f"incident {m.incident_id} left {m.target.value!r} inside its own transaction")
     for table_name, row in m.rows:
         session.execute(insert(tables[table_name]).values({"incident_id": m.incident_id, **row}))
     return plan_id
@@ -469,8 +423,6 @@ def _advance_in_transaction(session: Session, move: _Move) -> int | None:
 def store_step_outcome(session: Session, outcome: dict[str, Any]) -> None:
     """Store a finished step's outcome (`id` and its finished columns) on its row, if
     that row is still `running`. The caller commits."""
-    from iras.models import StepRun
-
     table = StepRun.__table__
     session.execute(
         update(table)
@@ -488,7 +440,6 @@ def _advance_statement(
     step_outcome: tuple[str, ...] | None,
     equal: tuple[tuple[str, bool], ...] = (),
     report: bool = False,
-    then: bool = False,
 ) -> Any:
     """WITH moved AS (UPDATE incidents ... WHERE id AND status RETURNING id, plan_id),
     audit AS (INSERT INTO transitions ... FROM moved), r0 AS (INSERT ... FROM moved), ...
@@ -497,16 +448,7 @@ def _advance_statement(
 
     `report` (a decision, `advance_decision`): the audit detail gets the moved row's
     plan_id, and the SELECT also returns the time of the incident's latest `plan_ready`
-    transition (the statement's snapshot: its own audit row is not seen).
-
-    `then` (`advance(then=...)`): the audit INSERT writes a second row, from the `_t2_*`
-    parameters, as the second branch of a UNION ALL: inserted (and numbered by the id
-    sequence) after the first."""
-    from sqlalchemy import func, literal_column, type_coerce, union_all
-    from sqlalchemy.dialects.postgresql import JSONB
-
-    from iras.models import Base, Incident, Transition
-
+    transition (the statement's snapshot: its own audit row is not seen)."""
     tables = Base.metadata.tables
     incidents = Incident.__table__
     update_stmt = (
@@ -535,7 +477,7 @@ def _advance_statement(
     audit = Transition.__table__
     audit_columns = ["incident_id", "from_status", "to_status", "event", "actor", "at"]
     audit_values = [moved.c.id] + [typed(f"_t_{c}", audit.c[c]) for c in audit_columns[1:]]
-    if with_detail or plan is not None or report or then:
+    if with_detail or plan is not None or report:
         detail: Any = (
             bindparam("_t_detail", type_=JSONB)
             if with_detail
@@ -546,11 +488,6 @@ def _advance_statement(
         audit_columns.append("detail")
         audit_values.append(detail)
     audit_rows: Any = select(*audit_values)
-    if then:
-        second = [moved.c.id] + [typed(f"_t2_{c}", audit.c[c]) for c in audit_columns[1:4]]
-        second += [typed("_t_actor", audit.c.actor), typed("_t_at", audit.c.at)]
-        second.append(bindparam("_t2_detail", type_=JSONB))
-        audit_rows = union_all(audit_rows, select(*second))
     ctes = [insert(audit).from_select(audit_columns, audit_rows, include_defaults=False).cte("audit")]
 
     def produced(table_name: str, names: tuple[str, ...], prefix: str, with_id: bool) -> Any:
@@ -586,8 +523,6 @@ def step_outcome_cte(columns: tuple[str, ...]) -> Any:
     UPDATE step_runs SET <columns> = :_s_<column> WHERE id = :_s_id AND status =
     :_s_running (pass "running"). Every parameter is named: a literal's anonymous
     parameter loses its value in a CTE of an INSERT."""
-    from iras.models import StepRun
-
     steps = StepRun.__table__
     return (
         update(steps)

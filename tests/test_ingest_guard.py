@@ -17,9 +17,10 @@ from sqlalchemy import func, select
 
 from iras.config import Settings, reset_settings
 from iras.db import new_session
+from iras.ingest.tokens import parse_webhook_tokens
 from iras.models import AlertEvent, DeadLetter, Incident
 from iras.web import ingest_guard
-from iras.web.ingest_guard import MemoryLimiter, RedisLimiter, parse_webhook_tokens
+from iras.web.ingest_guard import MemoryLimiter, RedisLimiter
 
 PAYLOADS = Path(__file__).parent / "payloads"
 AM = json.loads((PAYLOADS / "alertmanager_firing.json").read_text())

@@ -213,7 +213,7 @@ def test_every_task_is_a_no_op_on_duplicate_delivery(pipeline: FlaskClient, wait
         )
     for task in (
         tasks.run_triage,
-        tasks.gather_context_task,
+        tasks.gather_context,
         tasks.run_rca,
         tasks.run_plan,
         tasks.execute_plan,
@@ -414,11 +414,9 @@ def test_a_rollback_whose_worker_died_is_not_re_run_and_the_incident_escalates(c
     assert "rollback outcome unknown" in json.dumps(doc["timeline"])
 
 
-def test_unconfigured_notifiers_are_called_in_place_once_each(
-    pipeline: FlaskClient, wait_for: WaitFor
-) -> None:
-    """Without a Slack token or PagerDuty key the mocks are called right after each
-    commit (no notification task, no incident document): still once per event."""
+def test_unconfigured_notifiers_get_each_notification_once(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+    """Without a Slack token or PagerDuty key the notification tasks run as they do
+    with them, and the mocks receive each notification once."""
     incident_id = _fire_scenario(pipeline)
     wait_for(incident_id, "awaiting_approval")
     assert pipeline.post(f"/incidents/{incident_id}/approve", json={"by": "alice"}).status_code == 200
@@ -477,11 +475,12 @@ def test_configured_slack_and_pagerduty_get_the_full_incident(
     reset_settings()
 
 
-def test_a_remediation_task_retried_after_closing_writes_the_post_mortem(
+def test_a_remediation_task_retried_after_closing_sends_the_post_mortem_once(
     pipeline: FlaskClient, wait_for: WaitFor
 ) -> None:
-    """The post-mortem follows the remediation in the same task: a redelivery or a
-    retry that finds the incident in `closing` resumes there, once."""
+    """A redelivery or retry of the remediation that finds the incident in `closing`
+    (its post-mortem message lost, say) sends the post-mortem task; the post-mortem
+    is written once however often it is sent."""
     from iras import tasks
 
     incident_id = _fire_scenario(pipeline)

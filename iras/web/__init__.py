@@ -44,11 +44,6 @@ def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(postmortems_bp)
     app.register_blueprint(console_bp)
 
-    # POST /webhook/* on its plain success path skips Flask (the rest goes through it).
-    from iras.web.fast_webhook import FastWebhook
-
-    app.wsgi_app = FastWebhook(app, app.wsgi_app)  # type: ignore[method-assign]
-
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.name.lower().replace(" ", "_"), reason=exc.description), exc.code

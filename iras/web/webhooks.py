@@ -20,8 +20,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from iras.config import get_settings
 from iras.db import new_session
 from iras.ingest import PayloadError, detect_source
-from iras.ingest.batch import get_writer, prepare
-from iras.services import IngestOutcome
+from iras.ingest.batch import get_writer
+from iras.ingest.store import IngestOutcome, prepare
 from iras.web import ingest_guard
 from iras.web.util import error, json_body
 
@@ -108,7 +108,7 @@ def _ingest(route_source: str | None) -> Any:
         prepared = prepare(body, source)
     except PayloadError as exc:
         return _rejected(source, exc.message, exc.field)
-    # Group commit: answered once this alert's batch is committed (iras/ingest/batch.py).
+    # Group commit: answered once this alert's batch is committed (iras.ingest.batch).
     # A database outage raises OperationalError here: the app answers 503.
     outcome = prepared if isinstance(prepared, IngestOutcome) else get_writer().submit(prepared)
     doc = {"incident_id": outcome.incident_id, "status": outcome.status, "alerts": outcome.alerts}
