@@ -1,13 +1,10 @@
-"""Group commit of webhook alerts (iras/ingest/batch.py) and the lean WSGI path in
-front of Flask (iras/web/fast_webhook.py): one transaction per batch, dedup inside
-a batch, a request answered only after its own commit, a failed batch answering
-503 for all of its requests and writing nothing, a poisonous alert failing alone,
-and the Celery message the Redis path pushes being the one Celery itself builds."""
+"""Ingestion (iras/ingest/store.py) and the webhook's group commit in front of it
+(iras/ingest/batch.py): one transaction per batch, dedup inside a batch, a
+request answered only after its own commit, a failed batch answering 503 for all
+of its requests and writing nothing, a poisonous alert failing alone."""
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,12 +16,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from iras import dispatch
 from iras.db import new_session
 from iras.ingest import batch as ingest_batch
-from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, prepare, write_batch
+from iras.ingest import store
+from iras.ingest.batch import BatchWriter
+from iras.ingest.store import IngestOutcome, Prepared, prepare, write_batch
 from iras.models import AlertEvent, DeadLetter, Incident, Transition
 from iras.schemas import NormalizedAlert
-from iras.services import IngestOutcome
 
 
 def generic(fp: str, status: str = "firing", title: str = "Disk full") -> dict[str, Any]:
@@ -51,14 +50,13 @@ def counts() -> tuple[int, int, int]:
         )
 
 
-class Recorder(TriagePublisher):
-    """Records the incidents it would enqueue instead of sending anything."""
+class Recorder:
+    """A writer's `on_commit`: records the incidents whose triage it would send."""
 
     def __init__(self) -> None:
-        super().__init__("memory://")
         self.sent: list[str] = []
 
-    def publish(self, incident_ids: Any) -> None:
+    def __call__(self, incident_ids: Any) -> None:
         self.sent.extend(incident_ids)
 
 
@@ -67,9 +65,8 @@ def no_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stage messages are dropped: a session-wide embedded worker (started by another
     module) must not work on these tests' incidents while the next test swaps the
     database under it."""
-    import iras.tasks
-
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_stages", lambda *_: None)
 
 
 @pytest.fixture
@@ -103,10 +100,8 @@ def test_a_batch_joins_incidents_opened_by_an_earlier_batch(iras_env: str) -> No
 
 
 def test_a_resolution_in_the_same_batch_sees_the_alerts_before_it(iras_env: str, monkeypatch: Any) -> None:
-    import iras.tasks
-
     enqueued: list[tuple[str, str]] = []
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, s: enqueued.append((iid, s.value)))
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda iid, s: enqueued.append((iid, s.value)))
     items = [prepared("r"), prepared("r", "resolved"), prepared("gone", "resolved")]
     with new_session() as session:
         outcomes, _ = write_batch(session, items)
@@ -130,8 +125,8 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(wri
         by_fp.setdefault(fp, set()).add(o.incident_id)
     assert all(len(ids) == 1 for ids in by_fp.values())
     assert writer.items == 40 and writer.batches <= 40
-    assert writer.drain(10)  # requests are answered before their batch publishes
-    assert sorted(writer.publisher.sent) == sorted(  # type: ignore[attr-defined]
+    assert writer.drain(10)  # requests are answered before their batch sends their triage
+    assert sorted(writer.on_commit.sent) == sorted(  # type: ignore[attr-defined]
         o.incident_id for o in outcomes if o.status == "processing"
     )
     with new_session() as session:
@@ -140,13 +135,13 @@ def test_concurrent_requests_share_transactions_and_each_gets_its_own_answer(wri
 
 def test_a_request_is_answered_only_after_its_commit(writer: BatchWriter, monkeypatch: Any) -> None:
     release = threading.Event()
-    real = ingest_batch.commit_batch
+    real = store.commit_batch
 
     def slow_commit(items: list[Prepared]) -> Any:
         release.wait(10)
         return real(items)
 
-    monkeypatch.setattr(ingest_batch, "commit_batch", slow_commit)
+    monkeypatch.setattr(store, "commit_batch", slow_commit)
     answer: list[IngestOutcome] = []
     thread = threading.Thread(target=lambda: answer.append(writer.submit(prepared("wait"))))
     thread.start()
@@ -159,32 +154,35 @@ def test_a_request_is_answered_only_after_its_commit(writer: BatchWriter, monkey
         assert session.get(Incident, answer[0].incident_id) is not None
 
 
-def test_a_request_is_answered_before_its_batch_publishes_and_drain_waits_for_it(iras_env: str) -> None:
-    """The 202 follows the commit, not the publish (the analysis message follows; a slow
-    broker does not hold the answer); `drain` (run at exit) waits for the publish."""
+def test_a_request_is_answered_before_its_batch_sends_the_triage_and_drain_waits_for_it(
+    iras_env: str,
+) -> None:
+    """The 202 follows the commit, not the send (a slow broker does not hold the
+    answer); `drain` (run at exit) waits for the send."""
     release = threading.Event()
 
     class SlowBroker(Recorder):
-        def publish(self, incident_ids: Any) -> None:
+        def __call__(self, incident_ids: Any) -> None:
             release.wait(10)
-            super().publish(incident_ids)
+            super().__call__(incident_ids)
 
-    writer = BatchWriter(SlowBroker())
-    outcome = writer.submit(prepared("slow-broker"), timeout=5)  # answered while the publish waits
+    recorder = SlowBroker()
+    writer = BatchWriter(recorder)
+    outcome = writer.submit(prepared("slow-broker"), timeout=5)  # answered while the send waits
     assert outcome.status == "processing"
     with new_session() as session:
         assert session.get(Incident, outcome.incident_id) is not None
-    assert writer.publisher.sent == []  # type: ignore[attr-defined]
+    assert recorder.sent == []
     assert writer.drain(0.2) is False
     release.set()
     assert writer.drain(10) is True
-    assert writer.publisher.sent == [outcome.incident_id]  # type: ignore[attr-defined]
+    assert recorder.sent == [outcome.incident_id]
 
 
 def test_a_failed_batch_commit_answers_503_for_all_and_writes_nothing(
     client: FlaskClient, monkeypatch: Any
 ) -> None:
-    real_commit = ingest_batch.commit_batch
+    real_commit = store.commit_batch
     gate = threading.Barrier(2, timeout=5)
     batches: list[int] = []
 
@@ -200,7 +198,7 @@ def test_a_failed_batch_commit_answers_503_for_all_and_writes_nothing(
             session.rollback()
         raise OperationalError("COMMIT", None, ConnectionError("server closed the connection"))
 
-    monkeypatch.setattr(ingest_batch, "commit_batch", failing)
+    monkeypatch.setattr(store, "commit_batch", failing)
     ingest_batch._writer = None  # a writer of this test's own
 
     def post(fp: str) -> tuple[int, dict[str, Any]]:
@@ -219,20 +217,20 @@ def test_a_failed_batch_commit_answers_503_for_all_and_writes_nothing(
     assert all(doc["reason"] == "database unavailable, retry later" for _, doc in answers)
     assert max(batches) > 1, "the five requests queued behind the first one form one batch"
     assert counts() == (0, 0, 0)
-    monkeypatch.setattr(ingest_batch, "commit_batch", real_commit)
+    monkeypatch.setattr(store, "commit_batch", real_commit)
     ingest_batch._writer = None
     assert client.post("/webhook/generic", json=generic("after")).status_code == 202
 
 
 def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) -> None:
-    real = ingest_batch.write_batch
+    real = store.write_batch
 
     def picky(session: Any, items: list[Prepared]) -> Any:
         if any(it.key == "generic:poison" for it in items):
             raise ValueError("cannot store this one")
         return real(session, items)
 
-    monkeypatch.setattr(ingest_batch, "write_batch", picky)
+    monkeypatch.setattr(store, "write_batch", picky)
     results: dict[str, Any] = {}
 
     def submit(fp: str) -> None:
@@ -251,89 +249,7 @@ def test_a_poisonous_alert_fails_alone(writer: BatchWriter, monkeypatch: Any) ->
     assert counts()[0] == 3
 
 
-@pytest.mark.parametrize(
-    ("task", "args", "queue"),
-    [
-        ("incidents.run_triage", ("inc-1",), "analysis"),
-        ("incidents.execute_plan", ("inc-1",), "ops"),
-        ("incidents.escalate", ("inc-1",), "ops"),
-        ("incidents.write_postmortem", ("inc-1",), "analysis"),
-        ("notify.post_decision", ["inc-1"], "analysis"),
-    ],
-)
-def test_the_redis_message_is_the_one_celery_builds(task: str, args: Any, queue: str) -> None:
-    """Same headers and properties as `<task>.delay(id)` / `send_task` through kombu
-    (`AMQP.as_task_v2`), the queue Celery's router gives the task, a body Celery
-    decodes to the same call."""
-    from celery.app.amqp import AMQP
-
-    from iras.celery_app import celery_app
-    from iras.publish import RedisPublisher
-
-    pub = RedisPublisher("redis://127.0.0.1:1/0")  # no connection is made to build one
-    ours = json.loads(pub.message(task, args, 123.0))
-    celery_msg = AMQP.as_task_v2(celery_app.amqp, "task-id", task, args=args, kwargs={}, ignore_result=True)
-    assert set(ours["headers"]) - {"iras_sent_at"} == set(celery_msg.headers)
-    assert ours["headers"]["task"] == task and ours["headers"]["ignore_result"] is True
-    assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
-    assert ours["headers"]["parent_id"] is None
-    assert ours["headers"]["argsrepr"] == celery_msg.headers["argsrepr"] == repr(args)
-    assert ours["headers"]["iras_sent_at"] == 123.0
-    body_args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
-    assert (body_args, kwargs) == (list(args), {})
-    assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    assert set(ours["properties"]) == {
-        "correlation_id", "reply_to", "delivery_mode", "delivery_info", "priority", "body_encoding", "delivery_tag",
-    }  # fmt: skip
-    assert ours["properties"]["delivery_info"] == {"exchange": "", "routing_key": queue}
-    assert (ours["properties"]["delivery_mode"], ours["properties"]["priority"]) == (2, 0)
-    route = pub.route(task)
-    assert route is not None and route.queue == queue
-    assert pub.route(task) is route  # resolved once per task name
-
-
-def test_a_message_sent_from_a_task_records_its_parent() -> None:
-    """As `apply_async` inside a running task: root_id and parent_id from the task."""
-    from celery._state import _task_stack
-
-    from iras.publish import RedisPublisher
-    from iras.tasks import run_triage
-
-    pub = RedisPublisher("redis://127.0.0.1:1/0")
-    run_triage.push_request(id="parent-1", root_id="root-1", called_directly=False)
-    _task_stack.push(run_triage)
-    try:
-        headers = json.loads(pub.message("incidents.execute_plan", ("inc-1",), 1.0))["headers"]
-    finally:
-        _task_stack.pop()
-        run_triage.pop_request()
-    assert (headers["root_id"], headers["parent_id"]) == ("root-1", "parent-1")
-
-
-def test_a_route_a_ready_made_message_cannot_take_goes_through_kombu() -> None:
-    """A priority or a topic exchange: `send` says no (the caller uses kombu)."""
-    from celery import Celery
-    from kombu import Exchange, Queue
-
-    from iras.celery_app import build_config
-    from iras.config import Settings
-    from iras.publish import RedisPublisher
-
-    app = Celery("other")
-    app.conf.update(build_config(Settings(celery_broker_url="redis://127.0.0.1:1/0")))
-    app.conf.task_routes = {
-        "x.urgent": {"queue": "ops", "priority": 9},
-        "x.topic": {"queue": Queue("t", Exchange("t", type="topic"), routing_key="t.#")},
-    }
-    pub = RedisPublisher("redis://127.0.0.1:1/0", app=app)
-    assert pub.route("x.urgent") is None and pub.route("x.topic") is None
-    assert pub.send("x.urgent", ("inc-1",)) is False
-    assert pub.route("x.plain") is not None and pub.route("x.plain").queue == "ops"  # type: ignore[union-attr]
-    with pytest.raises(ValueError):
-        pub.message("x.topic", ("inc-1",), 1.0)
-
-
-def test_the_fast_path_answers_and_counts_like_flask(client: FlaskClient) -> None:
+def test_the_webhook_answers_and_counts_each_request_once(client: FlaskClient) -> None:
     from iras import metrics
 
     def counts() -> tuple[float, ...]:
@@ -373,9 +289,8 @@ def test_each_alert_is_stored_as_its_model_without_the_body(iras_env: str) -> No
     assert NormalizedAlert.model_validate(doc) == item.alerts[0].model_copy(update={"raw": {}})
 
 
-def test_a_rejected_payload_takes_one_rate_limit_token_not_two(client: FlaskClient, monkeypatch: Any) -> None:
-    """The fast path hands a payload the adapter refuses to Flask before any token
-    is taken: Flask asks the limiter once, then writes the 400 and its dead letter."""
+def test_a_rejected_payload_takes_one_rate_limit_token(client: FlaskClient, monkeypatch: Any) -> None:
+    """The webhook asks the limiter once, then writes the 400 and its dead letter."""
     from iras.web import ingest_guard
 
     asked: list[str] = []
@@ -394,21 +309,11 @@ def test_a_rejected_payload_takes_one_rate_limit_token_not_two(client: FlaskClie
         assert session.scalar(select(func.count()).select_from(DeadLetter)) == 1
 
 
-def test_many_tokens_at_once_as_many_single_takes() -> None:
-    from iras.web.ingest_guard import MemoryLimiter
-
-    limiter = MemoryLimiter()
-    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 3
-    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 2
-    assert limiter.acquire_many("k", rate=0.001, burst=5, n=3) == 0
-    assert limiter.acquire("k", rate=0.001, burst=5) > 0
-
-
-def test_the_batch_takes_the_rate_limit_tokens_and_refuses_the_rest_with_429(
+def test_concurrent_requests_over_the_rate_limit_are_refused_with_429(
     iras_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Concurrent requests share batches: the writer takes their tokens in one call
-    per bucket; the ones left without a token are answered 429 with Retry-After."""
+    """Concurrent requests of one source share its bucket: the ones left without a
+    token are answered 429 with Retry-After, and nothing of theirs is written."""
     from iras.config import reset_settings
     from iras.web import create_app
 
@@ -424,3 +329,18 @@ def test_the_batch_takes_the_rate_limit_tokens_and_refuses_the_rest_with_429(
     assert refused.get_json()["error"] == "too_many_requests" and refused.headers["Retry-After"]
     assert counts()[0] == 4
     reset_settings()
+
+
+def test_one_request_ingested_alone_sends_the_triage_of_the_incident_it_opened(
+    iras_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`store.ingest` (the dead-letter replay, `iras alerts replay`) writes through the
+    same `commit_batch` as the webhook, then sends the triage after the commit."""
+    sent: list[tuple[list[str], str]] = []
+    monkeypatch.setattr(dispatch, "enqueue_stages", lambda ids, s: sent.append((list(ids), s.value)))
+    first = store.ingest(generic("alone"), "generic")
+    again = store.ingest(generic("alone"), "generic")
+    assert (first.status, again.status) == ("processing", "deduplicated")
+    assert again.incident_id == first.incident_id
+    assert sent == [([first.incident_id], "triaging")]
+    assert counts() == (1, 2, 1)

@@ -44,10 +44,11 @@ def configure(iras_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     Stage messages are dropped: these tests are about the door, and a session-wide
     embedded worker (started by another module) must not work on their incidents
     while the next test swaps the database and settings under it."""
-    import iras.tasks
+    from iras import dispatch
     from iras.web import create_app
 
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_stages", lambda *_: None)
 
     def _configure(**env: str) -> FlaskClient:
         for name, value in env.items():

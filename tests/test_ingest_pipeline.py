@@ -157,10 +157,13 @@ def test_alertmanager_partial_resolution_is_on_the_timeline_and_keeps_the_incide
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Record stage messages instead of sending them: the session's embedded worker
     (started by an earlier test) must not move the incident under the test's feet."""
-    import iras.tasks
+    from iras import dispatch
 
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append((iid, status.value)))
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda iid, status: sent.append((iid, status.value)))
+    monkeypatch.setattr(
+        dispatch, "enqueue_stages", lambda ids, status: sent.extend((iid, status.value) for iid in ids)
+    )
     return sent
 
 

@@ -202,17 +202,16 @@ def test_a_remediation_claims_each_step_once_and_closes(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The remediation's own statements (`_claim_step` carrying the previous step's
-    outcome, the final `advance`) on both databases, with a model-backed analyst (the
-    post-mortem is a task of its own): every step succeeded and recorded once, the
-    incident in `closing`, a second delivery changes nothing."""
-    import iras.tasks
+    outcome, the final `advance`) on both databases: every step succeeded and
+    recorded once, the incident in `closing`, a second delivery changes nothing."""
+    from iras import dispatch
+    from iras.tasks.remediation import execute_plan
 
-    monkeypatch.setattr(iras.tasks, "_analyst_is_local", lambda: False)
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append((iid, status.value)))
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda iid, status: sent.append((iid, status.value)))
     iid, plan_id, _ = approved_plan(3, monkeypatch)
-    iras.tasks.execute_plan.apply(args=[iid])
-    iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
+    execute_plan.apply(args=[iid])
+    execute_plan.apply(args=[iid])  # a duplicate delivery
     with new_session() as s:
         inc = s.get(Incident, iid)
         assert inc is not None and (inc.status, inc.outcome) == ("closing", "resolved")
@@ -226,116 +225,22 @@ def test_a_remediation_claims_each_step_once_and_closes(
     assert sent == [(iid, "closing"), (iid, "closing")]
 
 
-def test_a_remediation_with_a_local_analyst_commits_its_post_mortem_with_it(
-    database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With a local analyst the remediation's success and the post-mortem are one
-    commit: executing -> closing -> resolved, both audit rows in that order, the
-    post-mortem's timeline ending with the remediation, the last step's outcome
-    stored; a duplicate delivery writes nothing more."""
-    import iras.tasks
-    from iras.analysts import set_analyst
-    from tests.support.analysts import ScriptedAnalyst
-
-    analyst = ScriptedAnalyst()
-    set_analyst(analyst)
-    iid, _, _ = approved_plan(3, monkeypatch)
-    iras.tasks.execute_plan.apply(args=[iid])
-    written = counts(iid)
-    iras.tasks.execute_plan.apply(args=[iid])  # a duplicate delivery
-    assert counts(iid) == written
-    with new_session() as s:
-        inc = s.get(Incident, iid)
-        assert inc is not None and (inc.status, inc.outcome) == ("resolved", "resolved")
-        moves = s.execute(
-            select(Transition.from_status, Transition.to_status, Transition.event, Transition.detail)
-            .where(Transition.incident_id == iid)
-            .order_by(Transition.id)
-        ).all()
-        statuses = s.scalars(select(StepRun.status).where(StepRun.incident_id == iid)).all()
-        record = s.get(PostMortemRecord, iid)
-    assert [(m.from_status, m.to_status, m.event) for m in moves[-3:]] == [
-        ("awaiting_approval", "executing", "approved"),
-        ("executing", "closing", "remediation_succeeded"),
-        ("closing", "resolved", "closed_resolved"),
-    ]
-    assert moves[-2].detail["summary"].startswith("3 step(s) applied")
-    assert moves[-1].detail == {"summary": "post-mortem written"}
-    assert statuses == ["succeeded"] * 3
-    assert record is not None and record.outcome == "resolved"
-    assert len(analyst.postmortem_inputs) == 1
-    timeline = analyst.postmortem_inputs[0].timeline
-    assert timeline[-1].event == EVENT_WORDS["remediation_succeeded"]
-    assert [e["event"] for e in record.data["timeline"]] == [e.event for e in timeline]
-
-
-def test_a_remediation_whose_post_mortem_fails_still_closes_and_owes_it(
-    database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The post-mortem failing in the remediation's task never loses the remediation:
-    the incident closes alone (last step's outcome stored) and the post-mortem is
-    written after, as after an escalation."""
-    import iras.tasks
-    from iras.analysts import set_analyst
-    from tests.support.analysts import ScriptedAnalyst
-
-    set_analyst(ScriptedAnalyst(fail={"postmortem": ValueError("the analyst broke")}))
-    sent: list[str] = []
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda iid, status: sent.append(status.value))
-    iid, _, _ = approved_plan(2, monkeypatch)
-    iras.tasks.execute_plan.apply(args=[iid])
-    with new_session() as s:
-        inc = s.get(Incident, iid)
-        assert inc is not None and (inc.status, inc.outcome) == ("closing", "resolved")
-        assert s.scalars(select(StepRun.status).where(StepRun.incident_id == iid)).all() == ["succeeded"] * 2
-        assert s.get(PostMortemRecord, iid) is None
-    assert sent == ["closing"]  # the post-mortem task, after the inline attempt failed again
-
-
-def test_advance_then_commits_two_transitions_or_none(database: str) -> None:
-    """`advance(then=...)`: the incident goes straight to the second transition's target,
-    both audit rows written in order with their details; nothing when it did not match."""
-    iid = incident(S.EXECUTING)
-    moved = advance(
-        iid, S.EXECUTING, Event.REMEDIATION_SUCCEEDED, detail={"summary": "applied"},
-        values={"outcome": "resolved"}, rows=(("stage_results", result("postmortem")),),
-        then=(Event.CLOSED_RESOLVED, {"summary": "post-mortem written"}),
-    )  # fmt: skip
-    assert moved == 0
-    assert advance(iid, S.EXECUTING, Event.REMEDIATION_SUCCEEDED, then=(Event.CLOSED_RESOLVED, {})) is None
-    assert counts(iid) == (2, 1, 0)
-    with new_session() as s:
-        inc = s.get(Incident, iid)
-        assert inc is not None and (inc.status, inc.outcome) == ("resolved", "resolved")
-        moves = s.execute(
-            select(
-                Transition.from_status,
-                Transition.to_status,
-                Transition.event,
-                Transition.detail,
-                Transition.at,
-            )
-            .where(Transition.incident_id == iid)
-            .order_by(Transition.id)
-        ).all()
-    assert [tuple(m[:4]) for m in moves] == [
-        ("executing", "closing", "remediation_succeeded", {"summary": "applied"}),
-        ("closing", "resolved", "closed_resolved", {"summary": "post-mortem written"}),
-    ]
-    assert moves[0].at == moves[1].at
-
-
 @pytest.mark.parametrize("resumed", [False, True], ids=["first delivery", "resumed after step 1"])
-def test_the_post_mortem_sees_every_step_row_of_the_remediation(
+def test_the_post_mortem_after_a_remediation_sees_every_step_and_the_timeline(
     database: str, monkeypatch: pytest.MonkeyPatch, resumed: bool
 ) -> None:
-    """The post-mortem written in the remediation's task gets the step rows that task
-    wrote (no read) on a first delivery, and reads them when an earlier delivery had
-    written some: either way exactly the rows stored."""
-    import iras.tasks
+    """The post-mortem task that follows a remediation: executing -> closing ->
+    resolved, its timeline ending with the remediation, every step row stored (an
+    earlier delivery's too) in what the analyst was given; written once however
+    often the task is delivered."""
+    from iras import dispatch
     from iras.analysts import set_analyst
+    from iras.tasks.postmortem import write_postmortem
+    from iras.tasks.remediation import execute_plan
     from tests.support.analysts import ScriptedAnalyst
 
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_notify", lambda *_: None)
     analyst = ScriptedAnalyst()
     set_analyst(analyst)
     iid, plan_id, steps = approved_plan(2, monkeypatch)
@@ -348,16 +253,37 @@ def test_the_post_mortem_sees_every_step_row_of_the_remediation(
                     finished_at=utcnow(), rolled_back=False,
                 )
             )  # fmt: skip
-    iras.tasks.execute_plan.apply(args=[iid])
+    execute_plan.apply(args=[iid])
+    write_postmortem.apply(args=[iid])
+    written = counts(iid)
+    write_postmortem.apply(args=[iid])  # a duplicate delivery
+    assert counts(iid) == written
     with new_session() as s:
-        assert s.scalar(select(Incident.status).where(Incident.id == iid)) == "resolved"
+        inc = s.get(Incident, iid)
+        assert inc is not None and (inc.status, inc.outcome) == ("resolved", "resolved")
         rows = s.scalars(select(StepRun).where(StepRun.incident_id == iid).order_by(StepRun.id)).all()
+        moves = s.execute(
+            select(Transition.from_status, Transition.to_status, Transition.event, Transition.detail)
+            .where(Transition.incident_id == iid)
+            .order_by(Transition.id)
+        ).all()
+        record = s.get(PostMortemRecord, iid)
+    assert [(m.from_status, m.to_status, m.event) for m in moves[-3:]] == [
+        ("awaiting_approval", "executing", "approved"),
+        ("executing", "closing", "remediation_succeeded"),
+        ("closing", "resolved", "closed_resolved"),
+    ]
+    assert moves[-1].detail == {"summary": "post-mortem written"}
     assert [(r.step_order, r.status) for r in rows] == [(1, "succeeded"), (2, "succeeded")]
-    seen = analyst.postmortem_inputs[0].step_runs
-    assert [(v.order, v.command, v.status, v.output_tail) for v in seen] == [
+    assert len(analyst.postmortem_inputs) == 1
+    given = analyst.postmortem_inputs[0]
+    assert given.timeline[-1].event == EVENT_WORDS["remediation_succeeded"]
+    assert [(v.order, v.command, v.status, v.output_tail) for v in given.step_runs] == [
         (r.step_order, r.command, r.status, (r.output_tail or "")[-500:]) for r in rows
     ]
-    assert ("earlier delivery" in seen[0].output_tail) is resumed
+    assert ("earlier delivery" in given.step_runs[0].output_tail) is resumed
+    assert record is not None and record.outcome == "resolved"
+    assert [e["event"] for e in record.data["timeline"]] == [e.event for e in given.timeline]
 
 
 def test_a_decision_on_a_replaced_plan_does_not_match(database: str) -> None:
@@ -393,7 +319,7 @@ def test_a_step_is_claimed_once_and_a_broken_claim_raises(database: str) -> None
     and raises instead of silently skipping the step."""
     from sqlalchemy.exc import IntegrityError
 
-    from iras.tasks import _claim_step
+    from iras.tasks.remediation import _claim_step
 
     iid = incident(S.EXECUTING)
     row = {"incident_id": iid, "plan_id": 1, "step_order": 1, "kind": "apply", "command": "true",
@@ -427,12 +353,11 @@ def test_a_step_is_claimed_once_and_a_broken_claim_raises(database: str) -> None
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     """What a decision sends after its commit: its stage, its notification, its
     approval-wait observation (recorded, not sent)."""
-    import iras.tasks
-    from iras import metrics
+    from iras import dispatch, metrics
 
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda i, s: calls.append(("stage", i, s.value)))
-    monkeypatch.setattr(iras.tasks, "enqueue_notify", lambda n, i: calls.append(("notify", n, i)))
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda i, s: calls.append(("stage", i, s.value)))
+    monkeypatch.setattr(dispatch, "enqueue_notify", lambda n, i: calls.append(("notify", n, i)))
     monkeypatch.setattr(
         metrics,
         "observe_approval_wait",
@@ -574,14 +499,15 @@ def test_a_decision_on_postgresql_is_one_statement(pg_database: str, sent: list[
 
 
 def test_the_post_mortem_reads_every_fact_in_one_statement(database: str) -> None:
-    """`_postmortem_input` reads stage results, transitions and alerts as one UNION ALL
+    """`postmortem_input` reads stage results, transitions and alerts as one UNION ALL
     (`_PM_READ`): the alerts in order with the first one's request body as the payload,
     the latest attempt of each stage, the evidence bundle left out of the documents but
     counted in the cost, the transitions in order, each part kept apart from the others."""
     from iras.db import read_connection
     from iras.models import AlertEvent
     from iras.schemas import NormalizedAlert, RootCauseHypothesis, TriageResult
-    from iras.tasks import _INCIDENT_ROW, _postmortem_input
+    from iras.tasks.postmortem import postmortem_input
+    from iras.tasks.reads import INCIDENT_ROW
 
     def doc(stage: str, attempt: int, body: dict[str, Any], tokens: int) -> dict[str, Any]:
         return {**result(stage, attempt), "result": body, "model": "claude-haiku-4-5", "input_tokens": tokens}
@@ -612,8 +538,8 @@ def test_the_post_mortem_reads_every_fact_in_one_statement(database: str) -> Non
             advance(iid, status, event, detail={"summary": event.value}, rows=(("stage_results", row),)) == 0
         )
     with read_connection() as conn:
-        row = conn.execute(_INCIDENT_ROW, {"id": iid}).first()
-        data = _postmortem_input(conn, row, [])
+        row = conn.execute(INCIDENT_ROW, {"id": iid}).first()
+        data = postmortem_input(conn, row)
     assert [a.title for a in data.facts.alerts] == ["disk full", "disk still full"]
     assert data.facts.payload == {"request": 0, "é": "ü"}
     assert data.triage is not None and data.triage.severity == "P1"
