@@ -171,12 +171,14 @@ def app_client(iras_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask
 
 @pytest.fixture
 def awaiting(app_client: FlaskClient) -> str:
-    from iras import tasks
+    from iras.tasks import analysis
 
     r = app_client.post("/webhook/alert", json=PAYLOADS["alertmanager_firing"])
     assert r.status_code == 202, r.get_data()
     incident_id = str(r.get_json()["incident_id"])
-    tasks.run_triage(incident_id)  # the analysis chain, synchronously (a no-op if a worker got there first)
+    # The analysis stages, synchronously, in turn (each a no-op if a worker got there first).
+    for stage in (analysis.run_triage, analysis.gather_context, analysis.run_rca, analysis.run_plan):
+        stage(incident_id)
     deadline = time.monotonic() + 30
     while app_client.get(f"/incidents/{incident_id}").get_json()["status"] != "awaiting_approval":
         assert time.monotonic() < deadline, "the incident never reached awaiting_approval"

@@ -29,7 +29,6 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from iras.tasks import ANALYSIS_BATCH
 from tests.support.services import IrasProcess, PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -171,24 +170,22 @@ def test_5000_alerts_over_50_fingerprints_make_exactly_50_incidents(
     per_incident = {row[0] for row in _count(url, "SELECT count(*) FROM alert_events GROUP BY incident_id")}
     assert (incidents, distinct_keys, events) == (FINGERPRINTS, FINGERPRINTS, FINGERPRINTS * PER_FINGERPRINT)
     assert counts == per_incident == {PER_FINGERPRINT}
-    # Each incident's analysis sent exactly once (not once per alert), in messages of
-    # up to ANALYSIS_BATCH incidents.
+    # Each incident's triage sent exactly once (not once per alert).
     broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
 
-    def analysis_messages() -> list[list[str]]:
-        return [
-            json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]
-            for m in broker.lrange("analysis", 0, -1)
-        ]
+    def triage_messages() -> list[str]:
+        found = []
+        for m in broker.lrange("analysis", 0, -1):
+            message = json.loads(m)
+            assert message["headers"]["task"] == "incidents.run_triage"
+            found.append(json.loads(base64.b64decode(message["body"]))[0][0])
+        return found
 
-    # A request is answered right after its commit, its batch's message follows it.
+    # A request is answered right after its commit, its batch's messages follow it.
     deadline = time.monotonic() + 10
-    while sum(map(len, sent := analysis_messages())) < FINGERPRINTS and time.monotonic() < deadline:
+    while len(sent := triage_messages()) < FINGERPRINTS and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert all(1 <= len(ids) <= ANALYSIS_BATCH for ids in sent)
-    assert sorted(i for ids in sent for i in ids) == sorted(
-        i for ids in ids_by_fingerprint.values() for i in ids
-    )
+    assert sorted(sent) == sorted(i for ids in ids_by_fingerprint.values() for i in ids)
 
     latencies.sort()
     rate = len(work) / elapsed

@@ -1,22 +1,21 @@
-"""The group-commit writer's PostgreSQL path (driver-level multi-row statements,
-the body stored as received) and its Redis path (ready-made Celery messages in
-one LPUSH), in process against private PostgreSQL and Redis."""
+"""Ingestion's PostgreSQL path (driver-level multi-row statements) and the
+group-commit writers of several processes racing, in process against a private
+PostgreSQL."""
 
 from __future__ import annotations
 
-import base64
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 
+from iras import dispatch
 from iras.db import new_session
-from iras.ingest.batch import BatchWriter, Prepared, TriagePublisher, commit_batch, prepare
+from iras.ingest.batch import BatchWriter
+from iras.ingest.store import Prepared, commit_batch, prepare
 from iras.models import AlertEvent, Incident, Transition
 from iras.schemas import NormalizedAlert, utcnow
-from tests.support.services import RedisServer
 from tests.support.sql import statements_sent
 
 pytestmark = pytest.mark.integration
@@ -27,24 +26,19 @@ def pg(pg_database: str) -> str:
     return pg_database
 
 
-def item(fp: str, status: str = "firing", raw: bool = True, **extra: Any) -> Prepared:
+def item(fp: str, status: str = "firing", **extra: Any) -> Prepared:
     body = {"title": f"Disk full {fp}", "timestamp": "2026-11-25T10:00:00Z", "service": "db"}
     body |= {"fingerprint": fp, "status": status, **extra}
-    text = (
-        json.dumps(body, indent=1) if raw else None
-    )  # formatted unlike json.dumps: stored as JSON all the same
-    prepared = prepare(body, "generic", text)
+    prepared = prepare(body, "generic")
     assert isinstance(prepared, Prepared)
     return prepared
 
 
 def test_one_transaction_for_a_batch_with_duplicates_and_a_resolution(pg: str, monkeypatch: Any) -> None:
-    import iras.tasks
-
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda *_: None)
     items = [
         item("a", big=1.5, nested={"x": [1, "é", None]}, labels={"team": "paiements-é", "zone": "東京"}),
-        item("b", raw=False),
+        item("b"),
         item("a"),
         item("c"),
         item("c", "resolved"),
@@ -117,14 +111,7 @@ def test_writers_of_several_processes_race_on_the_same_keys(pg: str) -> None:
     """Two writers (two web processes) with overlapping keys in concurrent batches:
     one open incident per key, every alert counted once."""
 
-    class Quiet(TriagePublisher):
-        def __init__(self) -> None:
-            super().__init__("memory://")
-
-        def publish(self, incident_ids: Any) -> None:
-            pass
-
-    writers = [BatchWriter(Quiet()), BatchWriter(Quiet())]
+    writers = [BatchWriter(lambda _ids: None), BatchWriter(lambda _ids: None)]
     fps = [f"k{i % 7}" for i in range(300)]
     with ThreadPoolExecutor(24) as pool:
         outcomes = list(pool.map(lambda i: writers[i % 2].submit(item(fps[i])), range(len(fps))))
@@ -134,32 +121,12 @@ def test_writers_of_several_processes_race_on_the_same_keys(pg: str) -> None:
     assert sorted(rows) == sorted((f"generic:k{k}", sum(1 for fp in fps if fp == f"k{k}")) for k in range(7))
 
 
-def test_the_analysis_messages_of_a_batch_go_in_one_lpush(pg: str, redis_server: RedisServer) -> None:
-    """Up to ANALYSIS_BATCH incidents a message, every message of the batch in one push."""
-    import redis
-
-    from iras.tasks import ANALYSIS_BATCH
-
-    client = redis.Redis.from_url(redis_server.url)
-    client.delete("analysis")
-    publisher = TriagePublisher(redis_server.url)
-    ids = [f"i{n}" for n in range(ANALYSIS_BATCH + 3)]
-    publisher.publish(ids)
-    raw = client.lrange("analysis", 0, -1)
-    messages = [json.loads(m) for m in reversed(raw)]  # LPUSH: the first one is popped first
-    bodies = [json.loads(base64.b64decode(m["body"]))[0] for m in messages]
-    assert bodies == [[ids[:ANALYSIS_BATCH]], [ids[ANALYSIS_BATCH:]]]
-    assert all(m["headers"]["task"] == "incidents.analyze_batch" for m in messages)
-    assert len({m["properties"]["delivery_tag"] for m in messages}) == 2
-
-
 def test_values_postgresql_cannot_hold_are_answered_not_crashed_on(pg: str, monkeypatch: Any) -> None:
     """A NUL (`\\u0000`) is kept as U+FFFD (PostgreSQL's text and jsonb refuse NUL); a number
     that overflows to infinity is a 400 with the number (jsonb refuses Infinity). Both were 500s."""
-    import iras.tasks
     from iras.web import create_app
 
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_a, **_k: None)
+    monkeypatch.setattr(dispatch, "enqueue_stages", lambda *_a, **_k: None)
     client = create_app().test_client()
     nul = b'{"title": "disk\\u0000full", "timestamp": "2026-11-25T10:00:00Z", "service": "db", "x": {"k\\u0000": "v"}}'
     response = client.post("/webhook/alert", data=nul, content_type="application/json")

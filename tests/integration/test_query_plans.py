@@ -74,11 +74,11 @@ def captured(pg_database: str) -> Iterator[Captured]:
 def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     """Ingest, the four analysis stages, the decision, the remediation and its
     post-mortem, each through the code the web process and the workers run."""
-    import iras.tasks
+    from iras import dispatch
     from iras.analysts import set_analyst
     from iras.config import reset_settings
     from iras.db import read_session, session_scope
-    from iras.ingest.batch import commit_batch, prepare
+    from iras.ingest.store import commit_batch, prepare
     from iras.integrations import mock
     from iras.models import Incident
     from iras.services import decide
@@ -86,18 +86,24 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
     reset_settings()
-    monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)  # each task is run here, in turn
+    from iras.tasks import analysis, postmortem, remediation
+
+    # Each task is run here, in turn, instead of being sent.
+    monkeypatch.setattr(dispatch, "enqueue_stage", lambda *_: None)
+    monkeypatch.setattr(dispatch, "enqueue_notify", lambda *_: None)
     # Three steps: the second and third claims carry the previous step's outcome.
     set_analyst(ScriptedAnalyst(confidence=0.9, plan=restart_plan(3)))
     mock.set_fixture(SCENARIO["evidence"])
-    item = prepare({**SCENARIO["alert"], "fingerprint": uuid.uuid4().hex}, None, None)
+    item = prepare({**SCENARIO["alert"], "fingerprint": uuid.uuid4().hex}, None)
     (outcome,), _ = commit_batch([item])
     iid = outcome.incident_id
-    iras.tasks.run_triage.apply(args=[iid])
+    for task in (analysis.run_triage, analysis.gather_context, analysis.run_rca, analysis.run_plan):
+        task.apply(args=[iid])
     with read_session() as session:
         plan_id = session.get(Incident, iid).plan_id  # type: ignore[union-attr]
         decide(session, iid, approve=True, actor="alice", via="api", reason="go", plan_id=plan_id)
-    iras.tasks.execute_plan.apply(args=[iid])
+    remediation.execute_plan.apply(args=[iid])
+    postmortem.write_postmortem.apply(args=[iid])
     with session_scope() as session:
         assert session.get(Incident, iid).status == "resolved"  # type: ignore[union-attr]
     return iid
