@@ -167,8 +167,7 @@ def _checkout_autocommit() -> Iterator[Connection]:
     cleared before it returns to the pool. SQLAlchemy's `isolation_level=
     "AUTOCOMMIT"` option would do the same but restores the level on check-in with a
     `SET default_transaction_isolation` and makes psycopg2 send `BEGIN ISOLATION
-    LEVEL ...` from then on: two more round trips per use, measured in
-    bench/pipeline.py (commits per incident 10.4 -> 15.3). With the flag, an idle
+    LEVEL ...` from then on: two more round trips per use. With the flag, an idle
     connection is not in a transaction, so SQLAlchemy's rollback on check-in sends
     nothing.
     """
@@ -241,8 +240,8 @@ def held_connection() -> Iterator[None]:
     on PostgreSQL uses one pooled connection instead of a checkout and check-in each.
 
     For a unit of work that runs a few autocommit statements in a row: a remediation (a
-    read, a claim per step, the closing statement), a decision. A checkout and a
-    check-in cost ~80 us each, several per incident (bench/README.md). The connection
+    read, a claim per step, the closing statement), a decision: one checkout and
+    check-in instead of one per statement. The connection
     is idle between statements, in no transaction: holding it through a step's command
     holds no lock and no snapshot, and a prefork process runs one task at a time
     anyway. One left idle longer than `PING_AFTER_IDLE_SECONDS`, or broken, is returned
@@ -276,8 +275,7 @@ def read_session() -> Iterator[Session]:
 @contextmanager
 def read_connection() -> Iterator[Connection]:
     """`read_session` without the ORM session, for Core reads (rows, not objects): a
-    task's reads skip the session's construction, execute path and close (~10% of the
-    remediation worker's CPU, py-spy on bench/pipeline.py). On PostgreSQL the
+    task's reads skip the session's construction, execute path and close. On PostgreSQL the
     autocommit connection (the held one inside `held_connection`); on SQLite a
     connection whose transaction ends, rolled back, with the block."""
     if get_engine().dialect.name != "postgresql":

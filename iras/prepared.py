@@ -4,12 +4,11 @@ psycopg2 sends every statement as text with its parameters inlined, so PostgreSQ
 parses, analyses and plans each one again. IRAS's hot statements are a fixed set:
 the transitions' data-modifying CTEs, the remediation's step claims and the
 post-mortem's read. SQLAlchemy compiles each of them once, and each runs thousands
-of times per connection. Parsing and planning them took ~44% of the database's CPU
-in bench/pipeline.py (perf, bench/README.md).
+of times per connection, parsed and planned again by the server every time.
 
 Here each such statement is prepared once per connection, as `PREPARE iras_<hash>
 (<types>) AS <statement with $n placeholders>`, and then run as `EXECUTE
-iras_<hash>(<parameters>)`. A read's server CPU went from ~265 to ~60 us.
+iras_<hash>(<parameters>)`: the server parses and plans it once.
 
 What is prepared: statements on an autocommit connection (`db.autocommit_connection`,
 the read paths), whose text is exactly SQLAlchemy's cached compiled string (not an
@@ -43,8 +42,8 @@ from sqlalchemy.sql import sqltypes
 log = logging.getLogger(__name__)
 
 # Prepared statements one connection keeps at most (each holds a plan in the server
-# backend's memory). The pipeline's hot path uses about a dozen (`bench/pipeline.py
-# --statements`); the rest (console filters, rare paths) may run as text.
+# backend's memory). The pipeline's hot path uses about a dozen; the rest (console
+# filters, rare paths) may run as text.
 MAX_PER_CONNECTION = 100
 _KINDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 # "Prepared statement does not exist", "cached plan must not change result type".

@@ -198,10 +198,9 @@ def _audit_params(
     }
 
 
-# The statements are built once per shape and reused: building an UPDATE/INSERT and
-# its cache key on every call, and running it through the ORM's bulk-update path,
-# was about a third of an analysis stage's CPU (py-spy, bench/pipeline.py). They
-# are Core statements on the tables (no ORM objects are involved or refreshed).
+# The statements are built once per shape and reused (not an UPDATE/INSERT and its
+# cache key built on every call, nor the ORM's bulk-update path). They are Core
+# statements on the tables: no ORM objects are involved or refreshed.
 @lru_cache(maxsize=128)
 def _compare_and_set(columns: tuple[str, ...], equal: tuple[str, ...] = ()) -> Any:
     table = Incident.__table__

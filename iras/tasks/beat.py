@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 S = IncidentStatus
 
 
-
 @celery_app.task(name="incidents.expire_approvals", bind=True, base=PipelineTask)
 def expire_approvals(self: PipelineTask, limit: int = 500) -> int:
     """Escalate incidents whose approval deadline passed. Each one is its own
@@ -92,7 +91,9 @@ def sweep_stuck(self: PipelineTask, limit: int = 500) -> int:
                 .where(Incident.id == incident_id, Incident.status == status)
                 .values(updated_at=now)
             )
-            after_commit(session, lambda i=incident_id, s=status: dispatch.enqueue_stage(i, IncidentStatus(s)))  # type: ignore[misc]
+            after_commit(
+                session, lambda i=incident_id, s=status: dispatch.enqueue_stage(i, IncidentStatus(s))
+            )  # type: ignore[misc]
     if rows:
         log.warning("re-enqueued stuck incidents", extra={"count": len(rows)})
     return len(rows)

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 S = IncidentStatus
 
 
-
 def _incident_doc(incident_id: str) -> dict[str, Any] | None:
     with new_session() as session:
         incident = session.get(Incident, incident_id)
@@ -105,5 +104,3 @@ def notify_post_postmortem(self: PipelineTask, incident_id: str) -> None:
     doc = _incident_doc(incident_id)
     if doc is not None and markdown:
         _notify(self, lambda: chat_notifier(get_settings()).post_postmortem(doc, markdown))
-
-

@@ -37,6 +37,7 @@ from iras.workflow import Event, IncidentStatus, advance, step_outcome_cte, stor
 log = logging.getLogger(__name__)
 S = IncidentStatus
 
+
 class _StepBusy(Exception):
     """Another delivery of the same task holds this step: leave it to that one."""
 
@@ -164,7 +165,6 @@ def _claim_statement(columns: tuple[str, ...], with_previous: bool) -> Any:
     return stmt.returning(table.c.id)
 
 
-
 @stage_task("incidents.execute_plan")
 def execute_plan(self: PipelineTask, incident_id: str) -> None:
     """Apply the approved plan; once the incident is in `closing` (this delivery
@@ -174,6 +174,7 @@ def execute_plan(self: PipelineTask, incident_id: str) -> None:
         closing = _execute(self, incident_id)
     if closing:
         post_commit(lambda: dispatch.enqueue_stage(incident_id, S.CLOSING))
+
 
 def _execute(self: PipelineTask, incident_id: str) -> bool:
     """The remediation; True when the incident is in `closing` afterwards (its
@@ -336,4 +337,3 @@ def _fail_remediation(incident_id: str, plan: RemediationPlan, failure: str, exe
         return False
     finally:
         session.close()
-

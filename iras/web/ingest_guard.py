@@ -46,6 +46,7 @@ ErrorResponse = tuple[Response, int]
 
 # --------------------------------------------------------------------------- tokens
 
+
 @dataclass(frozen=True)
 class Caller:
     """Who is posting. `sources` is None when any source is allowed (open
@@ -186,11 +187,6 @@ class Limiter(Protocol):
         """Take one token; 0.0 when allowed, else the seconds until one is available."""
         ...
 
-    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
-        """Take up to `n` tokens at once (as `n` calls of `acquire` in a row would):
-        how many were granted."""
-        ...
-
 
 class MemoryLimiter:
     """A token bucket per key in this process."""
@@ -209,15 +205,6 @@ class MemoryLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / rate
-
-    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(burst), now))
-            tokens = min(float(burst), tokens + max(0.0, now - last) * rate)
-            granted = min(n, int(tokens))
-            self._buckets[key] = (tokens - granted, now)
-            return granted
 
 
 # KEYS[1] = bucket; ARGV = rate, burst. The clock is Redis's own (TIME), so web
@@ -253,21 +240,6 @@ return tostring(wait)
 )
 
 
-# The same bucket, `ARGV[3]` tokens at once (the web's group commit takes one per
-# alert of a batch in one round trip): returns how many were granted.
-_TOKEN_BUCKET_MANY_LUA = (
-    _BUCKET_REFILL_LUA
-    + """
-local n = tonumber(ARGV[3])
-local granted = math.min(n, math.floor(tokens))
-tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return granted
-"""
-)
-
-
 class RedisLimiter:
     """The same bucket in Redis, shared by every web process.
 
@@ -283,7 +255,6 @@ class RedisLimiter:
 
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.script = self.client.register_script(_TOKEN_BUCKET_LUA)
-        self.script_many = self.client.register_script(_TOKEN_BUCKET_MANY_LUA)
         self.fallback = MemoryLimiter()
         self.cooldown = cooldown
         self._down_until = 0.0
@@ -299,18 +270,6 @@ class RedisLimiter:
                 "rate limiter: Redis unavailable (%s); per-process limit for %.0fs", exc, self.cooldown
             )
             return self.fallback.acquire(key, rate, burst)
-
-    def acquire_many(self, key: str, rate: float, burst: int, n: int) -> int:
-        if time.monotonic() < self._down_until:
-            return self.fallback.acquire_many(key, rate, burst, n)
-        try:
-            return int(self.script_many(keys=[self.prefix + key], args=[rate, burst, n]))
-        except Exception as exc:  # noqa: BLE001 - any Redis failure: degrade, never refuse alerts
-            self._down_until = time.monotonic() + self.cooldown
-            log.warning(
-                "rate limiter: Redis unavailable (%s); per-process limit for %.0fs", exc, self.cooldown
-            )
-            return self.fallback.acquire_many(key, rate, burst, n)
 
 
 def limiter_backend(settings: Settings) -> str:

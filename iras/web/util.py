@@ -65,10 +65,6 @@ def loads_strict(raw: bytes) -> Any:
     return body
 
 
-def has_nul_escape(raw: bytes) -> bool:
-    return _MAYBE_NUL.search(raw) is not None
-
-
 def json_body() -> tuple[Any, tuple[Response, int] | None]:
     """Parse the body as strict JSON (no NaN/Infinity). Returns (body, error)."""
     if not request.mimetype or not (
@@ -92,7 +88,7 @@ def json_body() -> tuple[Any, tuple[Response, int] | None]:
 
 
 # A JSON escape of an unpaired surrogate decodes to a str no UTF-8 encoder accepts:
-# it used to surface as a 500 from the adapters' fingerprint hash or the INSERT
+# it would surface as a 500 from the adapters' fingerprint hash or the INSERT
 # (found by the tests/chaos fuzzing). The raw-bytes check keeps the walk off the
 # hot path; a valid surrogate pair ("\\ud83d\\ude00") is one code point after
 # decoding and passes the walk.
