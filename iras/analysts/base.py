@@ -1,7 +1,7 @@
 """The analyst interface: every analysis stage behind one typed contract.
 
-The pipeline (iras/tasks.py) only ever talks to an `Analyst`; the offline rules
-engine and the Claude analyst are interchangeable implementations. Each method
+The pipeline (the stage tasks in iras/tasks/) only ever talks to an `Analyst`; the
+offline rules engine and the Claude analyst are interchangeable implementations. Each method
 returns a `StageOutput` that carries the typed result plus who produced it and
 what it cost, so the stage result row can record both.
 """
