@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -68,7 +68,7 @@ from iras.db import (
 from iras.executor import get_executor
 from iras.integrations import chat_configured, chat_notifier, context_is_local, pager, pager_configured
 from iras.integrations.base import TransientNotifyError
-from iras.integrations.context import gather_context
+from iras.integrations.context import evidence_gap, gather_context, nothing_configured
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
 from iras.postmortem import timeline_from
 from iras.publish import configured_publisher
@@ -543,6 +543,10 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
     return following
 
 
+# The most a diagnosis without any evidence item may claim (iras.integrations.context.evidence_gap).
+NO_EVIDENCE_CONFIDENCE = 0.3
+
+
 def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentStatus | None:
     settings = get_settings()
     attempt = carry.rca_attempts + 1
@@ -554,8 +558,26 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     reassessed: dict[str, Any] = {}
     if isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
-    if rca.confidence >= settings.rca_confidence_threshold:
+    # Enforced here, not trusted to the analyst: a diagnosis with no evidence at all is a
+    # guess from the alert's words. It cannot pass the gate or change the severity, and
+    # when no source is configured a wider window cannot help: escalate now with what
+    # is known (the escalation hands over the suspects and says what is missing).
+    gap = evidence_gap(carry.bundle)
+    if gap is not None:
+        rca = rca.model_copy(
+            update={
+                "confidence": min(rca.confidence, NO_EVIDENCE_CONFIDENCE),
+                "reasoning": [*rca.reasoning, f"Capped at {NO_EVIDENCE_CONFIDENCE:.0%}: {gap}"],
+                "severity": None,
+                "severity_reason": None,
+            }
+        )
+        out = replace(out, result=rca)
+        reassessed = {}
+    if rca.confidence >= settings.rca_confidence_threshold and gap is None:
         event, next_status, values = Event.RCA_CONFIDENT, S.PLANNING, {}
+    elif gap is not None and nothing_configured(carry.bundle):
+        event, next_status, values = Event.RCA_EXHAUSTED, S.ESCALATING, {"outcome": "escalated"}
     elif attempt < settings.rca_max_attempts:
         event, next_status, values = Event.RCA_INCONCLUSIVE, S.GATHERING_CONTEXT, {}
     else:
@@ -577,7 +599,9 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
                 event,
                 detail={
                     "summary": f"{rca.category.value} in {rca.culprit_service} "
-                    f"(confidence {rca.confidence:.2f}, attempt {attempt})" + severity_note,
+                    f"(confidence {rca.confidence:.2f}, attempt {attempt})"
+                    + severity_note
+                    + (f"; not trusted: {gap}" if gap else ""),
                     "attempt": attempt,
                 },
                 values={"rca_attempts": attempt, **values, **reassessed},

@@ -75,6 +75,9 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CELERY_BROKER_URL", "memory://")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("MOCK_EVIDENCE_FILE", raising=False)
+    # Tests serve scenario evidence through the mock sources (`mock.set_fixture`); the
+    # tests of the honest default (nothing configured) set IRAS_MOCK_EVIDENCE=false.
+    monkeypatch.setenv("IRAS_MOCK_EVIDENCE", "true")
     reset_settings()
     reset_engine()
     set_analyst(None)

@@ -40,7 +40,9 @@ from sqlalchemy import select
 
 from iras import auth
 from iras.auth import Principal
+from iras.config import get_settings
 from iras.db import new_session, read_session
+from iras.integrations import evidence_status
 from iras.models import ApiToken, Incident, PostMortemRecord
 from iras.postmortem import EVENT_WORDS
 from iras.schemas import Severity, utcnow
@@ -225,7 +227,11 @@ def _status_class(status: str) -> str:
 
 @bp.app_context_processor
 def _globals() -> dict[str, Any]:
-    return {"status_class": _status_class, "auth_on": auth.auth_enabled()}
+    return {
+        "status_class": _status_class,
+        "auth_on": auth.auth_enabled(),
+        "evidence_setup": evidence_status(get_settings()),
+    }
 
 
 @bp.after_request
@@ -374,12 +380,18 @@ def _evidence_view(context: dict[str, Any] | None, rca: dict[str, Any] | None) -
         if isinstance(current, int | float) and isinstance(baseline, int | float) and baseline:
             ratio = current / baseline
         metrics.append({**metric, "ratio": ratio})
+    sources = bundle.get("sources", [])
+    deployments = bundle.get("deployments", [])
     return {
         "logs": logs[:MAX_LOG_LINES_SHOWN],
         "more_logs": max(0, len(logs) - MAX_LOG_LINES_SHOWN),
         "metrics": metrics,
-        "deployments": bundle.get("deployments", []),
-        "sources": bundle.get("sources", []),
+        "deployments": deployments,
+        "sources": sources,
+        # Nothing but the alert (iras.integrations.context.evidence_gap): said at the top.
+        "no_evidence": not (logs or metrics or deployments)
+        and not any(s.get("status") == "ok" for s in sources),
+        "missing": [s for s in sources if s.get("status") == "not_configured"],
         "window_minutes": bundle.get("window_minutes"),
         "window_start": bundle.get("window_start"),
         "window_end": bundle.get("window_end"),

@@ -183,6 +183,7 @@ def iras(
         "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/4",  # its own Redis database
         "WEBHOOK_TOKENS": f"alertmanager={TOKEN}",
         "MOCK_EVIDENCE_FILE": str(SCENARIO_FILE),
+        "IRAS_MOCK_EVIDENCE": "true",
         "ANALYST": "offline",
         # The pipeline's mechanics are under test here, not the offline analyst's quality.
         "RCA_CONFIDENCE_THRESHOLD": "0.3",
