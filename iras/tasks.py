@@ -556,7 +556,9 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
     reassessed: dict[str, Any] = {}
-    if isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
+    if rca.severity is not None:
+        reassessed = {"severity": Severity(rca.severity).value}
+    elif isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
     # Enforced here, not trusted to the analyst: a diagnosis with no evidence at all is a
     # guess from the alert's words. It cannot pass the gate or change the severity, and
@@ -587,6 +589,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     # otherwise sees "Triage done: P2" above a P1 incident.
     severity_note = (
         f"; severity {carry.severity or 'unset'} -> {reassessed['severity']} from the evidence"
+        + (f" ({rca.severity_reason})" if rca.severity_reason else "")
         if reassessed and reassessed["severity"] != carry.severity
         else ""
     )
