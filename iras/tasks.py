@@ -1345,8 +1345,14 @@ def _postmortem_input(
     transitions += pending
     if runs is None:
         runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
+    decided = next(
+        (t.event for t in reversed(transitions) if t.event in (Event.APPROVED.value, Event.REJECTED.value)),
+        None,
+    )
     decision = (
         {
+            # "approved" | "rejected": a rejected diagnosis is written up as rejected.
+            "decision": decided,
             "by": incident.decided_by,
             "via": incident.decided_via,
             "reason": incident.decision_reason,
