@@ -42,15 +42,15 @@ def in_process_broker() -> Iterator[None]:
     saved = os.environ.get("CELERY_BROKER_URL")
     os.environ["CELERY_BROKER_URL"] = "memory://"
     # A task that outlives its test must not create ./iras.db in the checkout.
-    os.environ.setdefault(
-        "DATABASE_URL", "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="iras-sink-"), "sink.db")
-    )
+    sink = tempfile.mkdtemp(prefix="iras-sink-")
+    os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(sink, "sink.db"))
     celery_app.conf.broker_url = "memory://"
     assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
         celery_app.pool.connection.as_uri()
     )
     celery_app.producer_pool  # noqa: B018 - build it now, bound to memory://
     yield
+    shutil.rmtree(sink, ignore_errors=True)
     if saved is None:
         os.environ.pop("CELERY_BROKER_URL", None)
     else:

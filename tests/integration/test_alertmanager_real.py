@@ -12,6 +12,7 @@ every alert resolved (alerts posted again with `endsAt` in the past).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -88,6 +89,7 @@ class Alertmanager:
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)  # a test run leaves nothing in the temp directory
 
     def log_tail(self) -> str:
         return (self.dir / "alertmanager.log").read_text(errors="replace")[-4000:]
