@@ -123,3 +123,21 @@ def test_procfile_multi_process_entries_get_an_emptied_metrics_directory(
     env = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(stale)
     assert stale.is_dir() and list(stale.iterdir()) == [], "stale metric files are removed at start"
+
+
+def test_the_documented_defaults_match_the_settings() -> None:
+    """README's configuration table and .env.example agree with the code."""
+    from iras.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    default = ",".join(Settings.model_fields["remediation_allowed_commands"].default_factory())  # type: ignore[misc]
+    assert f"| `REMEDIATION_ALLOWED_COMMANDS` | `{default}` |" in readme
+    example = (ROOT / ".env.example").read_text()
+    active = next(line for line in example.splitlines() if line.startswith("REMEDIATION_ALLOWED_COMMANDS="))
+    narrowed = active.split("=", 1)[1].split(",")
+    assert set(narrowed) <= set(default.split(",")), ".env.example may only narrow the default"
+    assert f"# The default, {default}, narrowed" in example, ".env.example says it narrows the default"
+    assert (
+        "| `IRAS_MOCK_EVIDENCE` | `false` |" in readme
+        and Settings.model_fields["mock_evidence"].default is False
+    )

@@ -243,7 +243,7 @@ def test_a_duplicate_alert_joins_the_open_incident(pipeline: FlaskClient, wait_f
         json={"title": "Disk full on db-1", "timestamp": "2026-11-25T10:01:00Z", "service": "db"},
     )
     assert second.status_code == 202
-    assert second.get_json() == {"incident_id": first, "status": "deduplicated", "alerts": 1}
+    assert second.get_json() == {"incident_id": first, "status": "deduplicated", "alerts_received": 1}
     doc = pipeline.get(f"/incidents/{first}").get_json()
     assert doc["alert_count"] == 2 and len(doc["alerts"]) == 2
 
