@@ -515,7 +515,8 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
     out = StageOutput(
         result=bundle, analyst="context-tools", latency_ms=(time.perf_counter() - started) * 1000
     )
-    missing = [s.name for s in bundle.sources if s.status != "ok"]
+    unavailable = [s.name for s in bundle.sources if s.status == "unavailable"]
+    unconfigured = [s.kind for s in bundle.sources if s.status == "not_configured"]
 
     def commit() -> IncidentStatus | None:
         if (
@@ -526,7 +527,8 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
                 detail={
                     "summary": f"{len(bundle.logs)} log lines, {len(bundle.metrics)} metrics, "
                     f"{len(bundle.deployments)} deployments over {bundle.window_minutes} min"
-                    + (f"; unavailable: {', '.join(missing)}" if missing else ""),
+                    + (f"; unavailable: {', '.join(unavailable)}" if unavailable else "")
+                    + (f"; not configured: {', '.join(unconfigured)}" if unconfigured else ""),
                     "attempt": attempt,
                 },
                 rows=(("stage_results", _result_row("context", attempt, out)),),

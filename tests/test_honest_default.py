@@ -73,6 +73,14 @@ def test_with_nothing_configured_every_alert_escalates_honestly_without_a_plan(
     triaged = next(s for s in doc["stages"] if s["stage"] == "triage")["result"]["severity"]
     assert doc["severity"] == triaged
     assert not any("NullPointerException" in json.dumps(s["result"]) for s in doc["stages"])
+    gathered = next(t for t in doc["timeline"] if t["event"] == "context_gathered")["detail"]["summary"]
+    assert gathered.endswith("; not configured: logs, metrics, deployments") and "unavailable" not in gathered
+    pm = doc["postmortem"]["markdown"]
+    root_cause = pm.split("## Root cause", 1)[1].split("##", 1)[0].strip()
+    assert root_cause.startswith("Not established: the diagnosis stayed at 30% confidence, below the gate")
+    actions = pm.split("## Action items", 1)[1]
+    assert "Establish the root cause by hand" in actions and "LOKI_URL" in actions
+    assert "Tune the alert rule" not in actions and "Review release" not in actions
     assert {"kind": "slack.escalation", "incident_id": incident_id} in mock.SENT
 
 

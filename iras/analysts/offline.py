@@ -146,6 +146,12 @@ def _rejection(data: PostMortemInput) -> dict[str, str] | None:
     }
 
 
+def _unconfirmed(data: PostMortemInput) -> bool:
+    """The diagnosis never led to a plan: it stayed below the confidence gate (or had
+    no evidence at all), so it is a hypothesis, not the cause of record."""
+    return data.rca is not None and data.plan is None and _rejection(data) is None
+
+
 def _resolution(data: PostMortemInput) -> str:
     runs = data.step_runs
     rejected = _rejection(data)
@@ -181,6 +187,14 @@ def _action_items(data: PostMortemInput) -> list[str]:
             f"Find why the diagnosis pointed at {rca.culprit_service} "
             f"({rca.category.value.replace('_', ' ')}) and what evidence would have shown otherwise.",
         ]
+    if _unconfirmed(data):
+        items = [
+            "Establish the root cause by hand: the automated diagnosis was not confident enough to act on."
+        ]
+        gap = next((r for r in reversed(rca.reasoning) if "no evidence" in r), None)
+        if gap:
+            items.append(f"Give IRAS evidence to diagnose from: {gap.split(': ', 1)[-1]}.")
+        return items
     culprit = rca.culprit_service
     per_category = {
         Category.BAD_DEPLOY: [
@@ -239,6 +253,13 @@ def build_postmortem(data: PostMortemInput) -> PostMortem:
     root_cause = rca.primary_cause if rca else "Not determined: no root-cause analysis was recorded."
     if rca and rca.culprit_deployment_sha:
         root_cause += f" (release {rca.culprit_deployment_sha[:12]} of {rca.culprit_service})"
+    if rca and _unconfirmed(data):
+        suspects = ", ".join(f"{s.service} ({s.score:.0%})" for s in rca.suspects)
+        root_cause = (
+            f"Not established: the diagnosis stayed at {rca.confidence:.0%} confidence, below the gate, "
+            f"and was not acted on. Leading hypothesis: {root_cause}"
+            + (f". Suspects: {suspects}." if suspects else "")
+        )
     if rca and rejected is not None:
         # The approver's reason leads: it is what the next responder should follow.
         root_cause = (
@@ -254,6 +275,10 @@ def build_postmortem(data: PostMortemInput) -> PostMortem:
             f"{facts.title}: the proposed diagnosis ({rca.category.value.replace('_', ' ')} in "
             f"{rca.culprit_service}) was rejected by {rejected['by']}: \u201c{rejected['reason']}\u201d; "
             f"outcome {data.outcome}."
+        )
+    elif rca and _unconfirmed(data):
+        summary = (
+            f"{facts.title}: root cause not established (below the confidence gate); outcome {data.outcome}."
         )
     elif rca:
         summary = (
