@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -108,12 +109,12 @@ def decide_two(base: str, docs: list[dict[str, Any]]) -> None:
     """Approve the first plan and reject the second, so both kinds of post-mortem exist."""
     waiting = [d for d in docs if d["status"] == "awaiting_approval" and d.get("plan")]
     for doc, verb, done, reason in (
-        (waiting[0] if waiting else None, "approve", "approved", "demo: the evidence matches the diagnosis"),
+        (waiting[0] if waiting else None, "approve", "approved", "the evidence matches the diagnosis"),
         (
             waiting[1] if len(waiting) > 1 else None,
             "reject",
             "rejected",
-            "demo: not convinced, checking the database first",
+            "not convinced, checking the database first",
         ),
     ):
         if doc is None:
@@ -126,6 +127,10 @@ def decide_two(base: str, docs: list[dict[str, Any]]) -> None:
         response.raise_for_status()
         after = _wait_settled(base, doc["id"], {"resolved", "escalated"})
         print(f"  {done} {doc['title'][:60]!r} -> {after['status']} (post-mortem written)", flush=True)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def run_demo(host: str, port: int, directory: Path, analyst: str, stay: bool) -> int:
@@ -150,6 +155,8 @@ def run_demo(host: str, port: int, directory: Path, analyst: str, stay: bool) ->
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     thread = threading.Thread(target=server.serve_forever, name="iras-demo-web", daemon=True)
     thread.start()
+    # A supervisor's SIGTERM stops the demo like Ctrl-C: its temporary database is removed.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         print(
             f"\nReplaying {len(scenarios)} bundled incidents through {url}/webhook/ (mock evidence):",
