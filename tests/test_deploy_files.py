@@ -141,3 +141,33 @@ def test_the_documented_defaults_match_the_settings() -> None:
         "| `IRAS_MOCK_EVIDENCE` | `false` |" in readme
         and Settings.model_fields["mock_evidence"].default is False
     )
+
+
+def test_every_data_folder_of_the_package_is_a_declared_package_with_its_data() -> None:
+    """setuptools warns once per file (and may stop installing them) when a folder of
+    package data is not itself in `packages`: templates, static files, demo scenarios."""
+    import configparser
+
+    from setuptools import find_namespace_packages
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["options"]["packages"].strip() == "find_namespace:"
+    found = cfg["options.packages.find"]
+    packages = set(
+        find_namespace_packages(
+            where=str(ROOT),
+            include=found["include"].replace(",", " ").split(),
+            exclude=found["exclude"].split(),
+        )
+    )
+    declared = {key.strip() for key in cfg["options.package_data"]}
+    for folder in (ROOT / "iras").rglob("*"):
+        if not folder.is_dir() or folder.name == "__pycache__":
+            continue
+        data = [p for p in folder.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")]
+        name = ".".join(folder.relative_to(ROOT).parts)
+        if data:
+            assert name in packages, f"{name} holds data but is not a package"
+            assert name in declared, f"{name}'s files are not declared as package data"
+    assert not any("__pycache__" in p for p in packages)
