@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -101,7 +101,14 @@ class Settings(BaseSettings):
     # Celery workers serve /metrics on this port when set (the web app serves its own).
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
 
-    # --- integrations (unset -> mock client) --------------------------------
+    # --- integrations -------------------------------------------------------
+    # An evidence source (logs, metrics, deployments) without its URL or token is
+    # "not configured": it returns nothing and the diagnosis says so. The canned
+    # evidence of iras/integrations/mock.py (a scenario fixture, or a synthetic demo
+    # bundle) is served only with IRAS_MOCK_EVIDENCE=true: tests, `iras demo`,
+    # `iras eval` and scripted checks; /health and the console say when it is on.
+    mock_evidence: bool = Field(False, validation_alias=AliasChoices("IRAS_MOCK_EVIDENCE", "mock_evidence"))
+    # Chat and pager without a token use the recording mocks (nothing leaves the process).
     prometheus_url: str | None = None
     loki_url: str | None = None
     elasticsearch_url: str | None = None

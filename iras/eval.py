@@ -697,7 +697,14 @@ def run_eval(
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", help="folder of scenario *.json files")
+    from iras.demo import BUNDLED_SCENARIOS
+
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        default=str(BUNDLED_SCENARIOS),
+        help="folder of scenario *.json files (default: the scenarios bundled with IRAS)",
+    )
     parser.add_argument("--analyst", choices=["offline", "claude"], default="offline")
     parser.add_argument("--json", dest="json_path", metavar="FILE", help="write machine-readable results")
     parser.add_argument(

@@ -32,11 +32,13 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
     from iras.migrate import upgrade
     from iras.web import create_app
 
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CELERY_BROKER_URL", "IRAS_MOCK_EVIDENCE")}
     workdir = Path(tempfile.mkdtemp(prefix="iras-eval-"))
     template = workdir / "template.db"
     upgrade(f"sqlite:///{template}")
     os.environ["CELERY_BROKER_URL"] = "memory://"
+    # The scenario's evidence is served through the mock sources (fixture mode).
+    os.environ["IRAS_MOCK_EVIDENCE"] = "true"
     counter = iter(range(1_000_000))
 
     def fresh_database() -> None:

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -69,7 +69,7 @@ from iras.db import (
 from iras.executor import get_executor
 from iras.integrations import chat_configured, chat_notifier, context_is_local, pager, pager_configured
 from iras.integrations.base import TransientNotifyError
-from iras.integrations.context import gather_context
+from iras.integrations.context import evidence_gap, gather_context, nothing_configured
 from iras.models import AlertEvent, Incident, PostMortemRecord, StageResult, StepRun, Transition
 from iras.postmortem import timeline_from
 from iras.publish import configured_publisher
@@ -516,7 +516,8 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
     out = StageOutput(
         result=bundle, analyst="context-tools", latency_ms=(time.perf_counter() - started) * 1000
     )
-    missing = [s.name for s in bundle.sources if s.status != "ok"]
+    unavailable = [s.name for s in bundle.sources if s.status == "unavailable"]
+    unconfigured = [s.kind for s in bundle.sources if s.status == "not_configured"]
 
     def commit() -> IncidentStatus | None:
         if (
@@ -527,7 +528,8 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
                 detail={
                     "summary": f"{len(bundle.logs)} log lines, {len(bundle.metrics)} metrics, "
                     f"{len(bundle.deployments)} deployments over {bundle.window_minutes} min"
-                    + (f"; unavailable: {', '.join(missing)}" if missing else ""),
+                    + (f"; unavailable: {', '.join(unavailable)}" if unavailable else "")
+                    + (f"; not configured: {', '.join(unconfigured)}" if unconfigured else ""),
                     "attempt": attempt,
                 },
                 rows=(("stage_results", _result_row("context", attempt, out)),),
@@ -544,6 +546,10 @@ def _context_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> Incid
     return following
 
 
+# The most a diagnosis without any evidence item may claim (iras.integrations.context.evidence_gap).
+NO_EVIDENCE_CONFIDENCE = 0.3
+
+
 def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentStatus | None:
     settings = get_settings()
     attempt = carry.rca_attempts + 1
@@ -553,10 +559,30 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
     reassessed: dict[str, Any] = {}
-    if isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
+    if rca.severity is not None:
+        reassessed = {"severity": Severity(rca.severity).value}
+    elif isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
-    if rca.confidence >= settings.rca_confidence_threshold:
+    # Enforced here, not trusted to the analyst: a diagnosis with no evidence at all is a
+    # guess from the alert's words. It cannot pass the gate or change the severity, and
+    # when no source is configured a wider window cannot help: escalate now with what
+    # is known (the escalation hands over the suspects and says what is missing).
+    gap = evidence_gap(carry.bundle)
+    if gap is not None:
+        rca = rca.model_copy(
+            update={
+                "confidence": min(rca.confidence, NO_EVIDENCE_CONFIDENCE),
+                "reasoning": [*rca.reasoning, f"Capped at {NO_EVIDENCE_CONFIDENCE:.0%}: {gap}"],
+                "severity": None,
+                "severity_reason": None,
+            }
+        )
+        out = replace(out, result=rca)
+        reassessed = {}
+    if rca.confidence >= settings.rca_confidence_threshold and gap is None:
         event, next_status, values = Event.RCA_CONFIDENT, S.PLANNING, {}
+    elif gap is not None and nothing_configured(carry.bundle):
+        event, next_status, values = Event.RCA_EXHAUSTED, S.ESCALATING, {"outcome": "escalated"}
     elif attempt < settings.rca_max_attempts:
         event, next_status, values = Event.RCA_INCONCLUSIVE, S.GATHERING_CONTEXT, {}
     else:
@@ -566,6 +592,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     # otherwise sees "Triage done: P2" above a P1 incident.
     severity_note = (
         f"; severity {carry.severity or 'unset'} -> {reassessed['severity']} from the evidence"
+        + (f" ({rca.severity_reason})" if rca.severity_reason else "")
         if reassessed and reassessed["severity"] != carry.severity
         else ""
     )
@@ -578,7 +605,9 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
                 event,
                 detail={
                     "summary": f"{rca.category.value} in {rca.culprit_service} "
-                    f"(confidence {rca.confidence:.2f}, attempt {attempt})" + severity_note,
+                    f"(confidence {rca.confidence:.2f}, attempt {attempt})"
+                    + severity_note
+                    + (f"; not trusted: {gap}" if gap else ""),
                     "attempt": attempt,
                 },
                 values={"rca_attempts": attempt, **values, **reassessed},
@@ -1322,8 +1351,14 @@ def _postmortem_input(
     transitions += pending
     if runs is None:
         runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
+    decided = next(
+        (t.event for t in reversed(transitions) if t.event in (Event.APPROVED.value, Event.REJECTED.value)),
+        None,
+    )
     decision = (
         {
+            # "approved" | "rejected": a rejected diagnosis is written up as rejected.
+            "decision": decided,
             "by": incident.decided_by,
             "via": incident.decided_via,
             "reason": incident.decision_reason,

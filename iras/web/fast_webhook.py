@@ -163,7 +163,11 @@ class FastWebhook:
             return 500, {"error": "internal_error", "reason": "unexpected error; it has been logged"}
         finally:
             metrics._log_context.reset(token_ctx)
-        return 202, {"incident_id": outcome.incident_id, "status": outcome.status, "alerts": outcome.alerts}
+        return 202, {
+            "incident_id": outcome.incident_id,
+            "status": outcome.status,
+            "alerts_received": outcome.alerts,
+        }
 
 
 _STATUS_LINES = {
