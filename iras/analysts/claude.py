@@ -14,6 +14,9 @@ the validation error up to `llm_max_validation_retries` times). Around that:
   `note="fallback from claude: <reason>"`).
 * **Budget.** The RCA prompt is built to stay under `rca_token_budget` input
   tokens, re-asks included (`iras.analysts.budget`).
+* **Facts from code.** The RCA prompt carries facts computed in code from the
+  evidence (candidates, dependency edges, onsets, changes with minutes before
+  each onset), so the model checks counted facts instead of re-deriving them.
 * **Verification.** RCA citations and culprit deployments are checked against
   the evidence actually sent; plans go through `verify_plan` (`iras.analysts.verify`).
 * **Cost and observability.** Token usage (summed over instructor's re-asks) and
@@ -47,6 +50,7 @@ from iras.analysts.prompts import plan as plan_prompt
 from iras.analysts.prompts import postmortem as postmortem_prompt
 from iras.analysts.prompts import rca as rca_prompt
 from iras.analysts.prompts import triage as triage_prompt
+from iras.analysts.prompts.computed_facts import ComputedFacts, basic_facts, render_computed_facts
 from iras.schemas import ContextBundle, PostMortem, RemediationPlan, RootCauseHypothesis, TriageResult
 
 if TYPE_CHECKING:
@@ -63,6 +67,7 @@ REASK_ERROR_TOKENS = 600  # instructor's validation-error message in a re-ask
 TOOL_ENVELOPE_TOKENS = 200  # tool name/description and request framing around the schema
 MAX_RETRY_AFTER_SECONDS = 3600.0
 ALERT_SHARE = 0.2  # of the RCA budget, at most, for the alert block
+COMPUTED_SHARE = 0.08  # of the RCA budget, at most, for the computed-facts block
 MIN_EVIDENCE_TOKENS = 1000
 
 
@@ -200,6 +205,11 @@ def tool_schema_tokens(model: type[BaseModel]) -> int:
     return estimate_tokens(json.dumps(model.model_json_schema())) + TOOL_ENVELOPE_TOKENS
 
 
+def computed_facts(facts: IncidentFacts, bundle: ContextBundle) -> ComputedFacts:
+    """The facts computed in code that the RCA prompt renders before the evidence."""
+    return basic_facts(bundle, facts.alert.timestamp if facts.alert else None)
+
+
 class ClaudeAnalyst:
     """The `Analyst` protocol on Claude; see the module docstring for the failure policy."""
 
@@ -242,9 +252,16 @@ class ClaudeAnalyst:
         #   + one (previous answer + error) per allowed re-ask + evidence  <=  rca_token_budget.
         # If re-asks would squeeze the evidence under MIN_EVIDENCE_TOKENS, fewer re-asks
         # are allowed for this call rather than breaking the budget.
+        # The alert and computed-facts blocks get their share of what the constant
+        # system prompt and tool schema leave, so a small budget still has room for evidence.
         budget = self.settings.rca_token_budget
-        alert_chars = int(budget * ALERT_SHARE * CHARS_PER_TOKEN)
-        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes, alert_chars)
+        room = max(0, budget - estimate_tokens(rca_prompt.SYSTEM) - tool_schema_tokens(RootCauseHypothesis))
+        alert_chars = int(min(budget * ALERT_SHARE, room * 2 * ALERT_SHARE) * CHARS_PER_TOKEN)
+        computed = render_computed_facts(
+            computed_facts(facts, bundle),
+            int(min(budget * COMPUTED_SHARE, room * 2 * COMPUTED_SHARE) * CHARS_PER_TOKEN),
+        )
+        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes, alert_chars, computed)
         fixed = (
             estimate_tokens(rca_prompt.SYSTEM)
             + tool_schema_tokens(RootCauseHypothesis)
@@ -257,7 +274,7 @@ class ClaudeAnalyst:
         )
         reask_reserve = retries * per_reask
         pack = build_evidence(bundle, max(0, budget - fixed - reask_reserve))
-        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes, alert_chars)
+        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes, alert_chars, computed)
         stats: dict[str, Any] = {
             **pack.stats(),
             "attempt": attempt,

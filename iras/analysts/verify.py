@@ -9,7 +9,8 @@ riskier:
   model was given (whitespace runs compared as one space); unverified
   citations are dropped and lower the confidence. The culprit deployment must
   be one of the deployments given, else it becomes `None` and the confidence
-  drops.
+  drops. Each suspect keeps only its verified citations, and a culprit that is
+  not the top suspect caps the confidence below the threshold.
 * `verify_plan` (pure, also called by the core's safety module on every plan):
   each command must parse, carry no shell metacharacter, start with a program
   on the allowlist and not be a destructive verb; otherwise the step becomes
@@ -49,6 +50,9 @@ MAX_CITATION_PENALTY = 0.3
 # confidence threshold (0.7), so the pipeline widens the window or escalates
 # instead of acting on it.
 CONFIDENCE_CAP_WITHOUT_EVIDENCE = 0.5
+# A diagnosis whose own ranking puts another component first contradicts itself:
+# it stays below the default threshold, so IRAS escalates with the suspects.
+CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT = 0.6
 PENALTY_UNKNOWN_DEPLOYMENT = 0.2
 PENALTY_DEPLOYMENT_OF_OTHER_SERVICE = 0.1
 MIN_SHA_PREFIX = 7
@@ -151,11 +155,28 @@ def verify_rca(
                     f" {hypothesis.culprit_service!r} (-{PENALTY_DEPLOYMENT_OF_OTHER_SERVICE:.2f})"
                 )
 
+    suspects = []
+    for suspect in hypothesis.suspects:
+        kept, unverified = verify_citations(suspect.evidence, evidence)
+        if unverified:
+            report.notes.append(
+                f"suspect {suspect.service!r}: dropped {len(unverified)} cited line(s) not found verbatim"
+            )
+        suspects.append(suspect.model_copy(update={"evidence": kept}))
+    if suspects and _squash(suspects[0].service).lower() != _squash(hypothesis.culprit_service).lower():
+        if confidence > CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:
+            report.notes.append(
+                f"the top suspect {suspects[0].service!r} is not the culprit {hypothesis.culprit_service!r}:"
+                f" confidence capped at {CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT)
+
     confidence = round(max(0.0, min(1.0, confidence)), 4)
     report.confidence_after = confidence
     checked = hypothesis.model_copy(
         update={
             "evidence": verified,
+            "suspects": suspects,
             "culprit_deployment_sha": sha,
             "confidence": confidence,
             "reasoning": [*hypothesis.reasoning, *(f"verification: {note}" for note in report.notes)],

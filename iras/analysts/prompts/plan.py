@@ -11,24 +11,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iras.analysts.base import IncidentFacts
-from iras.analysts.budget import render_deployment
+from iras.analysts.budget import metric_change, render_deployment, render_metric
 from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, data_block, one_line, render_facts
-from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction
+from iras.analysts.prompts.definitions import ACTION_GUIDANCE, actions_text
+from iras.schemas import ContextBundle, RootCauseHypothesis
 
-_ACTIONS = ", ".join(action.value for action in RunbookAction)
+MAX_PLAN_METRICS = 12
 
 SYSTEM = f"""\
 You are the remediation-planning step of IRAS, an incident-response pipeline. Given a diagnosis, \
 propose the smallest plan that ends the customer impact quickly and can be undone. A human approves \
 the plan before risky steps run, and code checks every command you write.
 
-Choose the runbook action that matches the diagnosis ({_ACTIONS}):
-- a bad deployment: rollback_deployment of that deployment, not a restart;
-- a configuration change: revert_config;
-- a leak or a crash loop with no bad deployment: restart_service;
-- saturation from real traffic: scale_out; a limit set too low: increase_resource_limit;
-- a failed zone, replica or provider: failover; an expired certificate: renew_certificate;
-- a false alarm: a single step with action none and a harmless command such as `echo`.
+Runbook actions: {actions_text()}.
+{ACTION_GUIDANCE}
+The metrics in the evidence tell the conditions apart (memory still rising or flat at its limit; \
+connections at a limit or a primary down; whether a fallback keeps customers served).
+
+The first step is the remediation itself, with the action chosen above: not a diagnostic, a \
+notification or a check. Verification or follow-up steps may come after it. When the action is \
+none (a false alarm, or a fallback already hides the impact), return no steps at all and set \
+requires_human_approval to false: nothing is executed.
 
 Rules for every step:
 - command: one program with its arguments, starting with a program from the allowed list given in \
@@ -60,6 +63,15 @@ def render_diagnosis(rca: RootCauseHypothesis) -> str:
     if rca.evidence:
         lines.append("evidence (verified log lines):")
         lines.extend(f"  - {one_line(item, 400)}" for item in rca.evidence[:6])
+    if rca.reasoning:
+        lines.append("reasoning:")
+        lines.extend(f"  - {one_line(item, 300)}" for item in rca.reasoning[:8])
+    if rca.suspects:
+        lines.append("other suspects considered:")
+        lines.extend(
+            f"  - {one_line(s.service, 100)} (score {s.score:.2f}): {one_line(s.reason, 200)}"
+            for s in rca.suspects[1:4]
+        )
     return data_block("diagnosis", lines)
 
 
@@ -70,6 +82,11 @@ def build_user(
     evidence = ["Recent production deployments (oldest first):"]
     evidence.extend(render_deployment(d) for d in deployments)
     if not deployments:
+        evidence.append("- none found")
+    metrics = sorted(bundle.metrics, key=metric_change, reverse=True)[:MAX_PLAN_METRICS]
+    evidence.append("Metrics (now vs the same window 7 days ago, most changed first):")
+    evidence.extend(render_metric(m) for m in metrics)
+    if not metrics:
         evidence.append("- none found")
     return "\n".join(
         [
