@@ -45,12 +45,18 @@ from pydantic import BaseModel
 from iras.analysts import verify
 from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput, TransientAnalystError
 from iras.analysts.budget import CHARS_PER_TOKEN, build_evidence, estimate_tokens
+from iras.analysts.facts import compute_facts
 from iras.analysts.pricing import Usage, estimate_cost_usd, price_table
 from iras.analysts.prompts import plan as plan_prompt
 from iras.analysts.prompts import postmortem as postmortem_prompt
 from iras.analysts.prompts import rca as rca_prompt
 from iras.analysts.prompts import triage as triage_prompt
-from iras.analysts.prompts.computed_facts import ComputedFacts, basic_facts, render_computed_facts
+from iras.analysts.prompts.computed_facts import (
+    ComputedFacts,
+    basic_facts,
+    from_evidence_facts,
+    render_computed_facts,
+)
 from iras.schemas import ContextBundle, PostMortem, RemediationPlan, RootCauseHypothesis, TriageResult
 
 if TYPE_CHECKING:
@@ -206,8 +212,16 @@ def tool_schema_tokens(model: type[BaseModel]) -> int:
 
 
 def computed_facts(facts: IncidentFacts, bundle: ContextBundle) -> ComputedFacts:
-    """The facts computed in code that the RCA prompt renders before the evidence."""
-    return basic_facts(bundle, facts.alert.timestamp if facts.alert else None)
+    """The facts computed in code that the RCA prompt renders before the evidence.
+
+    If the facts computation itself fails, the prompt gets the counting-only view
+    instead: the diagnosis loses precision, the stage does not fail.
+    """
+    try:
+        return from_evidence_facts(compute_facts(facts, bundle))
+    except Exception:  # noqa: BLE001 - a bug in the facts must not fail the RCA stage
+        log.exception("computing the evidence facts failed; the prompt gets the counting-only view")
+        return basic_facts(bundle, facts.alert.timestamp if facts.alert else None)
 
 
 class ClaudeAnalyst:

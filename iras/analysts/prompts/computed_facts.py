@@ -7,12 +7,13 @@ defines the small typed view of those facts the RCA prompt renders
 (`ComputedFacts`) and `render_computed_facts`, which prints it as a bounded
 `<computed_facts>` block.
 
-`basic_facts` fills the view from a `ContextBundle` with plain counting only
-(no phrase lists): per-service ERROR/WARN counts and first error, metric
-deviations from the 7-day baseline, edges where one service's log lines name
-another service, and deployments as change events. A richer analysis (novel
-log templates, onsets by graph ranking, config changes found in log lines) fills
-the same types.
+`from_evidence_facts` fills the view from `iras.analysts.facts.compute_facts`
+(drain3 novelty, onsets, dependency edges, change events linked to onsets, a
+root-cause ranking). `basic_facts` fills it from a `ContextBundle` with plain
+counting only: per-service ERROR/WARN counts and first error, metric deviations
+from the 7-day baseline, edges where one service's log lines name another
+service, and deployments as change events; it is the fallback when the facts
+computation fails, so a bug there costs the prompt precision, not the stage.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from iras.analysts.prompts.common import data_block, one_line
 from iras.schemas import ContextBundle, LogLine
+
+if TYPE_CHECKING:
+    from iras.analysts.facts import EvidenceFacts
 
 MAX_CANDIDATES = 8
 MAX_EDGES = 12
@@ -38,9 +43,10 @@ class CandidateFact:
     """One component that could hold the cause, with what code measured about it."""
 
     name: str
-    anomaly: float | None = None  # 0..1, how far from normal; None when not scored
+    anomaly: float | None = None  # how far from normal (0 = normal); None when not scored
     onset: datetime | None = None  # when this component's own anomaly started
     signals: tuple[str, ...] = ()  # short measured facts ("3 new ERROR templates", "p99 ×6.1")
+    rank: float | None = None  # root-cause ranking, best = 1.0, when code ranked the candidates
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,10 @@ class ChangeFact:
     kind: str
     summary: str = ""
     sha: str | None = None
+    # When code linked the change to the anomalous candidate it touches:
+    linked: str | None = None
+    minutes_before_onset: float | None = None
+    verdict: str = ""  # e.g. "3 min before the onset of X", "X shows no anomaly: innocent"
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,11 @@ def _hm(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _rank_key(candidate: CandidateFact) -> tuple[float, float]:
+def _rank_key(candidate: CandidateFact) -> tuple[float, float, float]:
+    rank = candidate.rank if candidate.rank is not None else -1.0
     anomaly = candidate.anomaly if candidate.anomaly is not None else -1.0
     onset = candidate.onset.timestamp() if candidate.onset is not None else math.inf
-    return (-anomaly, onset)
+    return (-rank, -anomaly, onset)
 
 
 def _minutes(later: datetime, earlier: datetime) -> str:
@@ -105,7 +116,9 @@ def _change_line(change: ChangeFact, facts: ComputedFacts, onsets: dict[str, dat
     if change.summary:
         head += f" ({one_line(change.summary, 160)})"
     timing: list[str] = []
-    if change.service in onsets:
+    if change.verdict:
+        timing.append(one_line(change.verdict, 160))
+    elif change.service in onsets:
         own = onsets[change.service]
         timing.append(
             f"{_minutes(own, change.at)} {one_line(change.service, 100)}'s own onset"
@@ -138,11 +151,15 @@ def render_computed_facts(facts: ComputedFacts, max_chars: int = 6000) -> str:
     lines.extend(f"note: {one_line(note, 200)}" for note in facts.notes[:4])
 
     ranked = sorted(facts.candidates, key=_rank_key)
-    lines.append(f"candidates ({len(ranked)}, most anomalous first):")
+    ranked_by_code = any(c.rank is not None for c in ranked)
+    order = "best root-cause rank first" if ranked_by_code else "most anomalous first"
+    lines.append(f"candidates ({len(ranked)}, {order}):")
     if not ranked:
         lines.append("- none found")
     for candidate in ranked[:MAX_CANDIDATES]:
         parts = [one_line(candidate.name, 100)]
+        if candidate.rank is not None:
+            parts.append(f"rank {candidate.rank:.2f}")
         if candidate.anomaly is not None:
             parts.append(f"anomaly {candidate.anomaly:.2f}")
         parts.append(f"onset {_hm(candidate.onset)}" if candidate.onset else "no onset")
@@ -299,4 +316,77 @@ def basic_facts(bundle: ContextBundle, alert_time: datetime | None = None) -> Co
         notes=("onset = first ERROR line in the window; an early error may be unrelated noise",)
         if onset
         else (),
+    )
+
+
+# --------------------------------------------------------------------------- from the facts module
+
+
+def from_evidence_facts(ef: EvidenceFacts, limit: int = MAX_CANDIDATES * 2) -> ComputedFacts:
+    """The view of `iras.analysts.facts.compute_facts`'s result this module renders.
+
+    Candidates come in the facts module's root-cause ranking (drain3 novelty and
+    metric deviations, personalized PageRank over the dependency edges), changes
+    with the candidate each is linked to and its verdict.
+    """
+    candidates: list[CandidateFact] = []
+    for name, rank in ef.ranking[:limit]:
+        anomaly = ef.anomalies.get(name)
+        signals: list[str] = []
+        candidate = ef.candidates.get(name)
+        if candidate is not None and candidate.kind != "service":
+            signals.append(candidate.kind)
+        if anomaly is not None:
+            if anomaly.internal_failure:
+                signals.append("internal failure in its own logs")
+            new = [t for t in anomaly.templates if t.new and not t.observed]
+            if new:
+                signals.append(f"{len(new)} new WARN/ERROR template(s)")
+            observed = [t for t in anomaly.templates if t.observed]
+            if observed:
+                signals.append(f"{len(observed)} template(s) reported by others")
+            for deviation in sorted(anomaly.metrics, key=lambda d: -d.score)[:1]:
+                metric = deviation.metric
+                if metric.current is not None and metric.baseline_7d is not None:
+                    signals.append(f"{metric.name} {_ratio_text(metric.current, metric.baseline_7d)} vs 7d")
+        explained = ef.explained.get(name)
+        if explained:
+            signals.append(f"{explained:.0%} of its errors name a failing dependency")
+        candidates.append(
+            CandidateFact(
+                name=name,
+                anomaly=round(anomaly.score, 2) if anomaly is not None else 0.0,
+                onset=anomaly.onset if anomaly is not None else None,
+                signals=tuple(signals),
+                rank=rank,
+            )
+        )
+    edges = [
+        EdgeFact(caller=e.caller, callee=e.dependency, count=e.count, example=e.example) for e in ef.edges
+    ]
+    changes = [
+        ChangeFact(
+            service=ch.owner,
+            at=ch.at,
+            kind=ch.kind,
+            summary=ch.text,
+            sha=ch.deployment.sha if ch.deployment is not None else None,
+            linked=ch.linked,
+            minutes_before_onset=ch.minutes_before_onset,
+            verdict=ch.verdict,
+        )
+        for ch in ef.changes
+    ]
+    onsets = [c.onset for c in candidates if c.onset is not None and (c.anomaly or 0) > 0]
+    notes = [f"source {item}" for item in ef.unavailable]
+    if ef.no_evidence:
+        notes.append("no logs, metrics or deployments were available")
+    return ComputedFacts(
+        candidates=candidates,
+        edges=edges,
+        changes=changes,
+        onset=min(onsets) if onsets else None,
+        alert_time=ef.alert_time,
+        method="drain3 novelty, metric deltas and PageRank over the edges",
+        notes=tuple(notes),
     )
