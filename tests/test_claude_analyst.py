@@ -563,6 +563,19 @@ def test_computed_facts_are_bounded_defanged_and_say_when_a_changed_service_is_q
     assert len(small) < 420 and "computed facts truncated" in small
 
 
+def test_the_postmortem_states_the_severity_the_evidence_set(fake_anthropic: FakeAnthropicServer) -> None:
+    triage = TriageResult(
+        severity=Severity.P1, affected_services=["checkout"], blast_radius="b", confidence=0.6, rationale="r"
+    )
+    rca = rca_of(severity="P2", severity_reason="only guest carts fail")
+    output = analyst_for(fake_anthropic).postmortem(
+        PostMortemInput(facts=facts_for(), outcome="resolved", triage=triage, rca=rca)
+    )
+    assert output.result.severity is Severity.P2
+    record = fake_anthropic.requests_for("PostMortemNarrative")[0].user_text
+    assert "severity from the evidence: P2 (only guest carts fail)" in record
+
+
 # --------------------------------------------------------------------------- the model lies
 
 

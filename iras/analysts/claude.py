@@ -351,7 +351,9 @@ class ClaudeAnalyst:
             result = PostMortem(
                 title=narrative.title,
                 outcome=data.outcome,
-                severity=triage.severity if triage else None,
+                # The RCA's evidence-based severity replaced triage's on the incident.
+                severity=(data.rca.severity if data.rca and data.rca.severity else None)
+                or (triage.severity if triage else None),
                 summary=narrative.summary,
                 impact=narrative.impact,
                 root_cause=narrative.root_cause,
