@@ -473,6 +473,17 @@ def test_a_culprit_that_is_not_the_models_own_top_suspect_stays_below_the_gate(
     assert output.result.confidence == pytest.approx(0.6)
     assert output.result.confidence < get_settings().rca_confidence_threshold
     assert any("is not the culprit" in note for note in output.extra["verification"]["notes"])
+    # The same component under a longer or shorter name is no contradiction.
+    fake_anthropic.enqueue(
+        tool_use(
+            rca_answer(
+                culprit_service="api.stripe.com",
+                culprit_deployment_sha=None,
+                suspects=[{"service": "Stripe", "score": 0.8, "reason": "5xx from the PSP", "evidence": []}],
+            )
+        )
+    )
+    assert analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(), 1).result.confidence == 0.9
 
 
 def test_the_rca_prompt_gives_computed_facts_with_minutes_before_onset(

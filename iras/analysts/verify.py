@@ -64,6 +64,15 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _same_component(a: str, b: str) -> bool:
+    """Case-insensitive equality, or one name inside the other ("stripe" / "api.stripe.com")."""
+    a, b = _squash(a).lower(), _squash(b).lower()
+    if a == b:
+        return True
+    shorter, longer = sorted((a, b), key=len)
+    return len(shorter) >= 3 and shorter in longer
+
+
 @dataclass
 class RcaVerification:
     """What verification changed, stored with the stage result for the audit trail."""
@@ -163,7 +172,7 @@ def verify_rca(
                 f"suspect {suspect.service!r}: dropped {len(unverified)} cited line(s) not found verbatim"
             )
         suspects.append(suspect.model_copy(update={"evidence": kept}))
-    if suspects and _squash(suspects[0].service).lower() != _squash(hypothesis.culprit_service).lower():
+    if suspects and not _same_component(suspects[0].service, hypothesis.culprit_service):
         if confidence > CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:
             report.notes.append(
                 f"the top suspect {suspects[0].service!r} is not the culprit {hypothesis.culprit_service!r}:"

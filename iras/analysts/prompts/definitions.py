@@ -15,7 +15,11 @@ from iras.schemas import Category, RunbookAction
 # One line per category, in the order of `Category`; a test checks that every
 # category is defined, so a new category cannot ship without its definition.
 CATEGORY_DEFINITIONS: dict[Category, str] = {
-    Category.BAD_DEPLOY: "a code release caused it (a culprit deployment sha is always named)",
+    Category.BAD_DEPLOY: (
+        "a code release caused errors, crashes, slowness or resource use (its sha is always named; a "
+        "release that produces wrong data is data_corruption, one that only breaks monitoring is "
+        "false_alarm, both with the sha)"
+    ),
     Category.CONFIG_CHANGE: (
         "a runtime configuration change that was not a code deploy: ConfigMaps, feature flags, "
         "environment values, rate-limit, firewall, WAF or edge/CDN rules, config sync or agents' settings"
@@ -43,7 +47,8 @@ CATEGORY_DEFINITIONS: dict[Category, str] = {
     ),
     Category.FALSE_ALARM: (
         "the alert fired but nothing is wrong for users (a scanner, synthetic probe, agent or exporter "
-        "change, planned maintenance, backup, a metric gone missing); always P3 with no remediation"
+        "change, planned maintenance, backup, a metric gone missing); always P3 with no remediation; "
+        "when a deployment made the alert fire (an agent or exporter upgrade) its sha is named"
     ),
 }
 

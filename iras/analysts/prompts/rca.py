@@ -63,8 +63,8 @@ Fill the RootCauseHypothesis tool:
 - primary_cause: one or two sentences, specific (what failed and why).
 - category: one of the categories above.
 - culprit_service: named by the rules above.
-- culprit_deployment_sha: the full sha of the deployment that caused it, copied from the \
-evidence, or null when no deployment did.
+- culprit_deployment_sha: the full sha of the deployment that caused or triggered it (whatever the \
+category), copied from the evidence, or null when no deployment did.
 - evidence: two to four log lines copied character for character from the evidence (the verbatim \
 lines, never a template with <NUM>/<*> placeholders, never paraphrased), the lines that show the \
 cause itself first. Citations are checked mechanically: a line not found verbatim is dropped and \
