@@ -574,6 +574,30 @@ def test_computed_facts_are_bounded_defanged_and_say_when_a_changed_service_is_q
     assert len(small) < 420 and "computed facts truncated" in small
 
 
+def test_a_false_alarm_is_p3_and_gets_no_plan_whatever_the_model_says(
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    fake_anthropic.enqueue(
+        tool_use(
+            rca_answer(
+                category="false_alarm",
+                culprit_service="dast-scanner",
+                culprit_deployment_sha=None,
+                severity="P1",
+                severity_reason="5xx ratio is 41%",
+            )
+        )
+    )
+    analyst = analyst_for(fake_anthropic)
+    rca = analyst.analyze(facts_for(), bundle_for(), 1)
+    assert rca.result.severity is Severity.P3 and "false alarm" in (rca.result.severity_reason or "")
+    assert "false alarm: severity P1 -> P3" in rca.extra["verification"]["notes"]
+    plan = analyst.plan(facts_for(), rca.result, bundle_for())
+    assert plan.result.steps == [] and plan.result.first_action.value == "none"
+    assert plan.result.requires_human_approval is False and plan.input_tokens == 0
+    assert not fake_anthropic.requests_for("RemediationPlan")
+
+
 def test_the_postmortem_states_the_severity_the_evidence_set(fake_anthropic: FakeAnthropicServer) -> None:
     triage = TriageResult(
         severity=Severity.P1, affected_services=["checkout"], blast_radius="b", confidence=0.6, rationale="r"
@@ -846,7 +870,13 @@ def test_prompt_injection_in_title_and_log_stays_data_and_changes_nothing(
     )
     analyst = analyst_for(fake_anthropic)
     rca = analyst.analyze(facts, bundle_for(logs=logs), 1)
-    plan = analyst.plan(facts, rca.result, bundle_for(logs=logs))
+    # A "false alarm" diagnosis gets no plan at all (no model call, nothing to run) ...
+    no_plan = analyst.plan(facts, rca.result, bundle_for(logs=logs))
+    assert no_plan.result.steps == [] and not fake_anthropic.requests_for("RemediationPlan")
+    # ... and the compromised plan, asked for any other diagnosis, is gated.
+    plan = analyst.plan(
+        facts, rca.result.model_copy(update={"category": Category.BAD_DEPLOY}), bundle_for(logs=logs)
+    )
 
     prompt = fake_anthropic.requests[0].user_text
     # Exactly one opening and one closing tag of each data block: the injected closers were defanged.

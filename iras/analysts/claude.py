@@ -57,7 +57,14 @@ from iras.analysts.prompts.computed_facts import (
     from_evidence_facts,
     render_computed_facts,
 )
-from iras.schemas import ContextBundle, PostMortem, RemediationPlan, RootCauseHypothesis, TriageResult
+from iras.schemas import (
+    Category,
+    ContextBundle,
+    PostMortem,
+    RemediationPlan,
+    RootCauseHypothesis,
+    TriageResult,
+)
 
 if TYPE_CHECKING:
     from iras.config import Settings
@@ -322,6 +329,19 @@ class ClaudeAnalyst:
         self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
     ) -> StageOutput[RemediationPlan]:
         allowed = list(self.settings.remediation_allowed_commands)
+        if rca.category is Category.FALSE_ALARM:
+            # A false alarm needs no remediation by definition: no model call, no guessed step.
+            return StageOutput(
+                result=RemediationPlan(
+                    summary=f"No remediation: the diagnosis is a false alarm ({rca.culprit_service}).",
+                    steps=[],
+                    requires_human_approval=False,
+                    reversible=True,
+                    safety_notes=["Nothing will be executed."],
+                ),
+                analyst=self.name,
+                note="false alarm: no remediation, no model call",
+            )
 
         def finish(result: RemediationPlan) -> tuple[RemediationPlan, dict[str, Any]]:
             checked = verify.verify_plan(result, allowed)

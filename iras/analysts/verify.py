@@ -10,7 +10,8 @@ riskier:
   citations are dropped and lower the confidence. The culprit deployment must
   be one of the deployments given, else it becomes `None` and the confidence
   drops. Each suspect keeps only its verified citations, and a culprit that is
-  not the top suspect caps the confidence below the threshold.
+  not the top suspect caps the confidence below the threshold. A false alarm
+  is P3 by definition.
 * `verify_plan` (pure, also called by the core's safety module on every plan):
   each command must parse, carry no shell metacharacter, start with a program
   on the allowlist and not be a destructive verb; otherwise the step becomes
@@ -27,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from iras.safety import command_problem
 from iras.schemas import (
+    Category,
     Deployment,
     RemediationPlan,
     RemediationStep,
     RiskLevel,
     RootCauseHypothesis,
+    Severity,
 )
 
 if TYPE_CHECKING:
@@ -180,12 +183,20 @@ def verify_rca(
             )
         confidence = min(confidence, CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT)
 
+    severity, severity_reason = hypothesis.severity, hypothesis.severity_reason
+    if hypothesis.category is Category.FALSE_ALARM and severity is not Severity.P3:
+        # By definition nothing is broken for users: a false alarm is P3, whatever was said.
+        report.notes.append(f"false alarm: severity {severity.value if severity else 'unset'} -> P3")
+        severity, severity_reason = Severity.P3, "a false alarm: nothing is broken for customers"
+
     confidence = round(max(0.0, min(1.0, confidence)), 4)
     report.confidence_after = confidence
     checked = hypothesis.model_copy(
         update={
             "evidence": verified,
             "suspects": suspects,
+            "severity": severity,
+            "severity_reason": severity_reason,
             "culprit_deployment_sha": sha,
             "confidence": confidence,
             "reasoning": [*hypothesis.reasoning, *(f"verification: {note}" for note in report.notes)],
