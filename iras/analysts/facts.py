@@ -195,6 +195,17 @@ _KV_REF = re.compile(
 )
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z0-9.-]*[a-z0-9]):\s", re.I)
 # Source files in stack traces ("Client.kt:88") are not hosts.
+# Distinctive tokens two services' errors can share: error codes (ORA-00257, MY-010055),
+# object names with digits or separators (order-events-0, /var/lib/x).
+_SHARED_TOKEN = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b")
+_NOT_SHARED = re.compile(
+    r"^(?:[0-9a-f-]{8,}|\d{4}-\d\d-\d\d.*|http-\S+|exec-\d+|thread-\d+|pool-\d+.*|.*-exec-\d+)$", re.I
+)
+_STORE_NAME = re.compile(
+    r"(^|[-_.])(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds|etcd|es|elasticsearch"
+    r"|oracle|cassandra|kafka|broker|zookeeper|sentinel|memcached?)([-_.\d]|$)",
+    re.IGNORECASE,
+)
 _CODE_FILE = re.compile(
     r"\.(java|kt|kts|scala|groovy|py|go|rb|js|mjs|ts|tsx|cs|php|c|cc|cpp|h|rs|ex|exs|erl|clj|swift|vb)$", re.I
 )
@@ -363,7 +374,7 @@ class _Builder:
                     named.append(svc)
                     continue
                 low = raw.lower()
-                if _CODE_FILE.search(low):
+                if _CODE_FILE.search(low) or (raw.isupper() and raw.isalpha()):
                     continue
                 if (
                     "." in low
@@ -567,6 +578,60 @@ class _Builder:
             a.metric_score = sum(s / (i + 1) for i, s in enumerate(scores))
             a.score = round(a.log_score + 0.8 * a.metric_score, 4)
 
+    # ---------------------------------------------------------------- implicit edges
+    def implicit_edges(self, anomalies: dict[str, Anomaly], ef: EvidenceFacts) -> None:
+        """Edges no line states by name: a shared distinctive token, or a datastore client error.
+
+        A victim often quotes its source's error code or object ("ORA-00257", a topic
+        partition) without naming the host: the candidate that logged the token first
+        is the source. A failing line with datastore client words points at an anomalous
+        candidate whose name says it is a data store.
+        """
+        failing = [(i, ln) for i, ln in enumerate(self.logs) if _line_weight(ln) > 0]
+        first_use: dict[str, dict[str, datetime]] = defaultdict(dict)
+        services_using: dict[str, set[str]] = defaultdict(set)
+        for _, ln in failing:
+            for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
+                if _NOT_SHARED.match(tok) or ln.service.lower() in tok.lower():
+                    continue
+                services_using[tok].add(ln.service)
+                first_use[tok].setdefault(ln.service, ln.timestamp)
+        added: dict[tuple[str, str], Edge] = {}
+
+        def add(i: int, caller: str, dep: str, example: str) -> None:
+            if caller == dep or dep in self.mentions[i]:
+                return
+            self.mentions[i].append(dep)
+            e = added.setdefault((caller, dep), Edge(caller, dep, example=example[:200]))
+            e.count += 1
+            e.weight += 0.8
+
+        stores = [
+            n
+            for n, a in anomalies.items()
+            if a.log_score > 0 and n in self.candidates and _STORE_NAME.search(n)
+        ]
+        for i, ln in failing:
+            for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
+                users = services_using.get(tok, set())
+                if not 2 <= len(users) <= 3:
+                    continue
+                source = min(users, key=lambda u: first_use[tok][u])
+                if source != ln.service and first_use[tok][source] <= ln.timestamp:
+                    add(i, ln.service, source, ln.message.split("\n")[0])
+            if stores and L.DATASTORE_WORD.search(ln.message[:1500]):
+                for store in stores:
+                    onset = anomalies[store].onset
+                    if onset is not None and onset <= ln.timestamp and not _STORE_NAME.search(ln.service):
+                        add(i, ln.service, store, ln.message.split("\n")[0])
+        existing = {(e.caller, e.dependency): e for e in ef.edges}
+        for key, e in added.items():
+            if key in existing:
+                existing[key].weight += e.weight
+                existing[key].count += e.count
+            else:
+                ef.edges.append(e)
+
     # ---------------------------------------------------------------- changes
     def changes(self) -> list[ChangeEvent]:
         out: list[ChangeEvent] = []
@@ -737,6 +802,7 @@ def compute_facts(facts: IncidentFacts, bundle: ContextBundle) -> EvidenceFacts:
         # warning and error as if new rather than see nothing.
         anomalies, _ = b.anomalies(ef.reporters, None)
         ef.early_end = None
+    b.implicit_edges(anomalies, ef)
     b.metric_deviations(anomalies)
     ef.anomalies = {k: v for k, v in anomalies.items() if k in ef.candidates or v.score > 0}
     for name in ef.anomalies:

@@ -322,6 +322,13 @@ DATASTORE_WORD = _lex(
     r"\bpatroni\b",
     r"\btablespace\b",
     r"\bcluster\b",
+    r"\bjdbc\b",
+    r"\btransaction",
+    r"\bquery\b",
+    r"\bkafka\b",
+    r"\bbroker\b",
+    r"\btopic\b",
+    r"\bpartition\b",
 )
 DATASTORE_FAILURE = _lex(
     "datastore_failure",
