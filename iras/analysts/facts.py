@@ -190,7 +190,7 @@ _KIND_REF = re.compile(
 )
 _KV_REF = re.compile(
     r"\b(?:pod|host|hostname|upstream|backend|server|peer|broker|target|node|instance|service|svc|addr"
-    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])",
+    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
     re.I,
 )
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z0-9.-]*[a-z0-9]):\s", re.I)
@@ -400,7 +400,9 @@ class _Builder:
                         parts[-1].isdigit() or parts[-1] in _ROLE_SUFFIX or _POD_SEGMENT.match(parts[-1])
                     ):
                         parts = parts[:-1]
-                    named.append(self._add("-".join(parts), "component", "mention"))
+                    stem = "-".join(parts)
+                    # A node named by its address ("ip-10-0-3-7") keeps its full name.
+                    named.append(self._add(stem if len(stem) >= 5 else base, "component", "mention"))
             self.mentions.append(named)
         # Tokens naming a known candidate, and vendor labels ("AvaTax" for rest.avatax.com).
         known = set(self.candidates)
@@ -453,7 +455,7 @@ class _Builder:
             failing = _line_weight(ln) > 0
             if not (phrased or failing or _URL.search(first) or _HOST_PORT.search(first)):
                 continue
-            w = (1.0 if failing else 0.3) * (1.0 if phrased else 0.5)
+            w = 1.0 if failing else 0.3 if phrased else 0.15
             for dep in self.mentions[i][:3]:
                 e = acc.setdefault((ln.service, dep), Edge(ln.service, dep))
                 e.count += 1
@@ -527,7 +529,12 @@ class _Builder:
                 if st.jump < RATE_JUMP:
                     continue
                 novelty = 0.4
-            st.score = level_w * novelty * (1.0 + math.log1p(after)) * (0.6 if st.observed else 1.0)
+            # One or two lines of a shape are weak evidence (background noise is rare
+            # and scattered); an internal failure counts more than a complaint.
+            repeat = 0.4 if after == 1 else 0.7 if after == 2 else 1.0
+            head = st.first_line.message if st.first_line is not None else ""
+            internal = 1.3 if (L.INTERNAL_FAILURE.search(head) or _is_kubernetes_failure(head)) else 1.0
+            st.score = level_w * novelty * repeat * internal * (1.0 + math.log1p(after)) * (0.6 if st.observed else 1.0)
             anomaly = out.setdefault(st.subject, Anomaly(st.subject))
             anomaly.templates.append(st)
         for anomaly in out.values():
@@ -542,8 +549,9 @@ class _Builder:
                 if line is None:
                     continue
                 text = line.message
+                head = text.split("\n")[0]
                 if (L.INTERNAL_FAILURE.search(text) or _is_kubernetes_failure(text)) and not (
-                    line.service == anomaly.candidate and self._names_other(line, anomaly.candidate)
+                    L.CLIENT_ERROR.search(head) and not _is_kubernetes_failure(head)
                 ):
                     anomaly.internal_failure = True
                     anomaly.internal_lines.append(line)
@@ -669,10 +677,8 @@ class _Builder:
 
 
 def is_change_line(text: str) -> bool:
-    """A change verb with a changed object, or a before/after value."""
-    if not L.CHANGE_VERB.search(text):
-        return False
-    return bool(L.CHANGE_OBJECT.search(text) or L.VALUE_DIFF.search(text))
+    """A change verb applied to a changed object (config, flag, rule, secret, ...)."""
+    return bool(L.CHANGE_VERB.search(text) and L.CHANGE_OBJECT.search(text))
 
 
 _FAILURE_METRIC = re.compile(r"5xx|error|fail|declin|reject|timeout|evict|restart|oom|crash|kill", re.I)

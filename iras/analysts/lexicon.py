@@ -75,6 +75,27 @@ DEPENDENCY_PHRASE = _lex(
     r"\bfailed to (?:reach|fetch|get|send|publish|write|read|query|contact)\b",
 )
 
+# A client complaining about a peer: its failure is not internal to it.
+CLIENT_ERROR = _lex(
+    "client_error",
+    r"\bcall(?:ing)?\b",
+    r"\brequests? to\b",
+    r"\bconnect(?:ing|ion)?\b",
+    r"\bupstream\b",
+    r"\btimed? ?out\b",
+    r"\btimeout\b",
+    r"\brefused\b",
+    r"\bunreachable\b",
+    r"\bunavailable\b",
+    r"\bcircuit\b",
+    r"\breturned\b",
+    r"\bresponded\b",
+    r"\bfrom https?://",
+    r"\b50[234]\b",
+    r"\bhandshake\b",
+    r"\bfailed to (?:reach|fetch|get|send|publish|query|contact)\b",
+)
+
 # --------------------------------------------------------------------------- change events
 CHANGE_VERB = _lex(
     "change_verb",
@@ -303,6 +324,7 @@ EXHAUSTED_WORD = _lex(
     r"\bevict",
     r"\bENOSPC\b",
     r"\bEMFILE\b",
+    r"\bin use\b",
 )
 DATASTORE_WORD = _lex(
     "datastore_word",
@@ -353,27 +375,28 @@ DATASTORE_FAILURE = _lex(
 CERT_WORD = _lex(
     "cert_word",
     r"\bx509\b",
-    r"\bcertificate",
+    r"\bcertificates?\b",
     r"\bcert\b",
     r"\bnotAfter\b",
-    r"\bexpir",
     r"\bTLS\b",
     r"\bSSL\b",
-    r"\bhandshake\b",
     r"\bCA\b",
     r"\bissuer\b",
+    r"\bkeystore\b",
+    r"\.(?:pem|crt|p12|jks)\b",
 )
 CERT_FAILURE = _lex(
     "cert_failure",
     r"\bexpired\b",
     r"\bexpires?\b",
     r"\bexpiring\b",
+    r"\bexpiry\b",
     r"\bnot ?after\b",
-    r"\bhas expired\b",
     r"\bverify failed\b",
     r"\bunknown (?:ca|authority)\b",
     r"\bbad certificate\b",
     r"\brenew",
+    r"\bvalid(?:ity)?\b",
 )
 NETWORK_WORD = _lex(
     "network_word",
@@ -470,25 +493,21 @@ BENIGN_ACTOR = _lex(
     "benign_actor",
     r"\bscan(?:ner|ning)?\b",
     r"\bsynthetic",
-    r"\bprobe\b",
-    r"\bagent\b",
+    r"(?<!user-)(?<!user )\bagent\b",
     r"\bmaintenance\b",
     r"\bbackup\b",
     r"\bno ?data\b",
     r"\bload ?test",
     r"\bgame ?day\b",
     r"\bchaos\b",
-    r"\bdrain",
+    r"\bdrain(?:ed|ing)?\b",
     r"\bplanned\b",
-    r"\bscheduled\b",
-    r"\brotation\b",
-    r"\brotate",
-    r"\bexpected\b",
+    r"\brotat(?:e|ed|ion)\b",
     r"\bsilence",
-    r"\bupgrade",
+    r"\bupgrad(?:e|ed|ing)\b",
     r"\brolling restart\b",
     r"\bexporter\b",
-    r"\bmetric (?:renamed|missing)\b",
+    r"\bdisrupt",
 )
 # Words that tell a restart from a limit increase: a leak or a stuck process.
 LEAK_OR_STUCK = _lex(

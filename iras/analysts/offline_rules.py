@@ -309,11 +309,27 @@ def assess_severity(
     return worst, reasons
 
 
+_INFRA_LATENCY = re.compile(r"disk|\bio\b|_io_|write|read|replicat|fsync|gc|commit|flush|storage", re.I)
+_EXCLUDING = re.compile(r"_(?:excluding|without|excl|minus|no)_", re.I)
+
+
+def _explained_by_sibling(m: MetricDelta, metrics: list[MetricDelta]) -> bool:
+    """`x_excluding_scanner` at baseline while `x` is up: the excess comes from what is excluded."""
+    for o in metrics:
+        if o is m or o.service != m.service or not o.name.startswith(m.name) or not _EXCLUDING.search(o.name):
+            continue
+        if metric_deviation(o) is None:
+            return True
+    return False
+
+
 def _user_metric_failing(bundle: ContextBundle, alerted: set[str]) -> list[str]:
-    """User-facing metrics clearly off their baseline (failures up, availability down, latency up)."""
+    """User-facing metrics clearly off their baseline (failures up, availability down, request latency up)."""
     out: list[str] = []
     for m in bundle.metrics:
-        if _NON_USER_METRIC.search(m.name) or _is_subset_metric(m, bundle.metrics):
+        if _NON_USER_METRIC.search(m.name) or _is_subset_metric(m, bundle.metrics) or _EXCLUDING.search(m.name):
+            continue
+        if _explained_by_sibling(m, bundle.metrics):
             continue
         share = _failure_share(m)
         if share is not None and share >= 0.02:
@@ -324,7 +340,7 @@ def _user_metric_failing(bundle: ContextBundle, alerted: set[str]) -> list[str]:
             continue
         if (
             _LATENCY_METRIC.search(m.name)
-            and m.service in alerted
+            and not _INFRA_LATENCY.search(m.name)
             and m.ratio is not None
             and m.ratio != float("inf")
             and m.ratio >= 3
@@ -399,6 +415,10 @@ def _k8s_call(
                 Category.CONFIG_CHANGE, "pods unschedulable after a config change", 0.7, change, True
             )
         return None
+    if L.K8S_CRASHLOOP.search(joined) and change is not None:
+        if change.kind == "deployment":
+            return CategoryCall(Category.BAD_DEPLOY, "crash loop after a release", 0.8, change, True)
+        return CategoryCall(Category.CONFIG_CHANGE, "crash loop after a config change", 0.7, change, True)
     if L.K8S_HPA_MAX.search(joined) and not change:
         return CategoryCall(Category.CAPACITY, "autoscaler at its maximum", 0.6, None, True)
     if L.K8S_PROBE.search(joined):
@@ -419,7 +439,7 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
     n = max(len(heads), 1)
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
-        Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads),
+        Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads) * 1.2,
         Category.DATABASE: (
             _both(L.DATASTORE_WORD, L.DATASTORE_FAILURE, heads)
             + (sum(1 for t in heads if L.DATASTORE_FAILURE.search(t)) if _DATASTORE_NAME.search(root) else 0)
@@ -490,7 +510,12 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     corrupt = sum(1 for t in texts if L.CORRUPTION.search(t.split("\n")[0]))
     if change is not None and change.kind == "deployment":
         a = ef.anomalies.get(root)
-        if a is not None and (a.internal_failure or any(t.new for t in a.templates)):
+        after = [
+            t
+            for t in (a.templates if a else [])
+            if t.new and not t.observed and t.first_after is not None and t.first_after >= change.at - timedelta(minutes=1)
+        ]
+        if a is not None and sum(t.score for t in after) >= 2.0:
             if corrupt >= 3 and corrupt >= len(texts) * 0.5 and not (a and a.internal_failure):
                 return CategoryCall(Category.DATA_CORRUPTION, "wrong data after a release", 0.6, change)
             return CategoryCall(Category.BAD_DEPLOY, "new failures right after a release", 0.8, change)
@@ -539,7 +564,13 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None) -
 def false_alarm_gate(
     ef: EvidenceFacts, bundle: ContextBundle, text: str
 ) -> tuple[bool, str, list[LogLine], list[str]]:
-    """(is false alarm, actor, benign lines, reasons)."""
+    """(is false alarm, actor, benign lines, reasons).
+
+    A false alarm needs every user-facing metric at its baseline and either no new
+    failure at all, an alert about missing data, or a benign actor (scanner, probe,
+    agent, maintenance, backup) behind a good share of the new failure lines, with
+    no internal failure of another kind competing.
+    """
     alerted = {ef.alert_service} if ef.alert_service else set()
     failing = _user_metric_failing(bundle, alerted)
     benign = _benign_lines(bundle)
@@ -548,26 +579,30 @@ def false_alarm_gate(
     reasons: list[str] = []
     if failing:
         return False, "", [], [f"user-facing metrics off baseline: {'; '.join(failing[:3])}"]
+    if total < 1.0 and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
+        reasons.append("no new warning or error template in the window and user-facing metrics at baseline")
+        return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
     if no_data:
         reasons.append("the alert is about missing telemetry (no data), not a bad value")
-    if total < 1.0 and not bundle.deployments:
-        reasons.append("no new warning or error template in the window and metrics within baseline")
         return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
-    if benign or no_data:
-        # The failures that are new must be explained by the benign actor: most of the
-        # anomalous lines mention it or come from it.
-        anomalous = [ln for a in ef.anomalies.values() for ln in a.lines]
-        benign_ids = {id(ln) for ln in benign}
-        share = sum(1 for ln in anomalous if id(ln) in benign_ids) / max(len(anomalous), 1)
-        strong_roots = [
-            n for n, s in ef.ranking[:1] if ef.anomalies.get(n) and ef.anomalies[n].internal_failure
-        ]
-        if no_data or share >= 0.25 or (not strong_roots and total < 6):
-            reasons.append(
-                f"benign activity explains the alert ({len(benign)} lines, {share:.0%} of the new failure lines); "
-                "no user-facing metric off its baseline"
-            )
-            return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
+    if not benign:
+        return False, "", [], reasons
+    # The benign actor must explain the root's own new failures, not just be present.
+    benign_ids = {id(ln) for ln in benign}
+    root = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
+    root_lines = ef.anomalies[root].lines if root else []
+    share = sum(1 for ln in root_lines if id(ln) in benign_ids) / max(len(root_lines), 1)
+    actor_is_root = root is not None and bool(L.BENIGN_ACTOR.search(root.replace("-", " ")))
+    guilty = root is not None and any(ch.linked == root and ch.score >= GUILTY_CHANGE for ch in ef.changes)
+    weak_root = root is None or (
+        not ef.anomalies[root].internal_failure and categorize(ef, bundle, root).strength < 0.6
+    )
+    if (share >= 0.3 or actor_is_root or weak_root) and not guilty:
+        reasons.append(
+            f"benign activity explains the root's new failures ({share:.0%} of {root}'s anomalous lines); "
+            "no user-facing metric off its baseline"
+        )
+        return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
     return False, "", [], reasons
 
 
