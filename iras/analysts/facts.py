@@ -657,7 +657,10 @@ class _Builder:
         known = set(self.candidates)
         for i, ln in enumerate(self.logs):
             first = ln.message.split("\n")[0][:600]
-            if not is_change_line(first):
+            # A change is announced, not failed: failure lines are not change events.
+            if _line_weight(ln) >= 1.0 or L.CLIENT_ERROR.search(first) or not is_change_line(first):
+                continue
+            if re.search(r"\b(?:error|failed|failure|exception)\b", first, re.I):
                 continue
             targets = set(self.mentions[i])
             objects = {o.lower() for o in _OBJECT.findall(first) if len(o) >= 6}

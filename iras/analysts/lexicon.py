@@ -23,11 +23,14 @@ class Lexicon:
     alternatives: tuple[str, ...]
     documented: bool = False
     source: str = ""
+    # Documented product strings (CamelCase reasons) match exactly as written.
+    case_sensitive: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         joined = "|".join(f"(?:{alt})" for alt in self.alternatives)
-        object.__setattr__(self, "pattern", re.compile(joined, re.IGNORECASE))
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        object.__setattr__(self, "pattern", re.compile(joined, flags))
 
     def search(self, text: str) -> re.Match[str] | None:
         return self.pattern.search(text)
@@ -40,7 +43,7 @@ REGISTRY: dict[str, Lexicon] = {}
 
 
 def _lex(name: str, *alternatives: str, documented: bool = False, source: str = "") -> Lexicon:
-    lex = Lexicon(name, tuple(alternatives), documented, source)
+    lex = Lexicon(name, tuple(alternatives), documented, source, case_sensitive=documented)
     REGISTRY[name] = lex
     return lex
 
@@ -325,6 +328,8 @@ EXHAUSTED_WORD = _lex(
     r"\bENOSPC\b",
     r"\bEMFILE\b",
     r"\bin use\b",
+    r"OutOfMemory",
+    r"\bOOM",
 )
 DATASTORE_WORD = _lex(
     "datastore_word",

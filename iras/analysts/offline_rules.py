@@ -435,7 +435,7 @@ def _k8s_call(
 
 def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCall | None:
     """Small generic lexicons over the root's lines: resource x failure word, and so on."""
-    heads = [t.split("\n")[0] for t in texts]
+    heads = [t[:400] for t in texts]
     n = max(len(heads), 1)
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
@@ -444,7 +444,7 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
             _both(L.DATASTORE_WORD, L.DATASTORE_FAILURE, heads)
             + (sum(1 for t in heads if L.DATASTORE_FAILURE.search(t)) if _DATASTORE_NAME.search(root) else 0)
         )
-        * 0.8,
+        * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
         Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 0.5,
     }
