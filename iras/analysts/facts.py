@@ -197,7 +197,9 @@ _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z
 # Source files in stack traces ("Client.kt:88") are not hosts.
 # Distinctive tokens two services' errors can share: error codes (ORA-00257, MY-010055),
 # object names with digits or separators (order-events-0, /var/lib/x).
-_SHARED_TOKEN = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b")
+_SHARED_TOKEN = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b"
+)
 _NOT_SHARED = re.compile(
     r"^(?:[0-9a-f-]{8,}|\d{4}-\d\d-\d\d.*|http-\S+|exec-\d+|thread-\d+|pool-\d+.*|.*-exec-\d+)$", re.I
 )
@@ -254,6 +256,11 @@ def resolve(token: str, known: set[str]) -> str | None:
     prefixed = [svc for svc in known if first.startswith(svc + "-") and len(svc) >= 5]
     if prefixed:
         return max(prefixed, key=len)
+    if len(first) >= 6 and "." not in name:
+        # "recommendations" for recommendations-service, when only one candidate fits.
+        extended = [svc for svc in known if svc.startswith(first + "-")]
+        if len(extended) == 1:
+            return extended[0]
     return None
 
 
@@ -406,6 +413,7 @@ class _Builder:
             self.mentions.append(named)
         # Tokens naming a known candidate, and vendor labels ("AvaTax" for rest.avatax.com).
         known = set(self.candidates)
+        stems = {svc.split("-")[0] for svc in known if "-" in svc and len(svc.split("-")[0]) >= 6}
         label_re = (
             re.compile(r"\b(" + "|".join(re.escape(k) for k in self.labels) + r")\b", re.I)
             if self.labels
@@ -414,7 +422,8 @@ class _Builder:
         for i, ln in enumerate(self.logs):
             named = self.mentions[i]
             for token in _TOKEN.findall(ln.message[:2000]):
-                if len(token) < 4 or "-" not in token and "." not in token and token.lower() not in known:
+                low = token.lower()
+                if len(token) < 4 or ("-" not in token and "." not in token and low not in known and low not in stems):
                     continue
                 svc = resolve(token, known)
                 if svc:
@@ -862,11 +871,14 @@ def _root_ranking(ef: EvidenceFacts) -> list[tuple[str, float]]:
             ef.anomaly(e.dependency) > 0
             and ef.onset(e.dependency) is not None
             and a.onset is not None
-            and ef.onset(e.dependency) <= a.onset  # type: ignore[operator]
+            and ef.onset(e.dependency) <= a.onset + timedelta(minutes=2)  # type: ignore[operator]
             for e in ef.dependencies(name)
         )
         if not earlier_dep:
             factor *= 1.2
+        else:
+            # A dependency went wrong first: this candidate is more likely its victim.
+            factor *= 0.6
         scored.append((name, pr * factor))
     top = max((s for _, s in scored), default=0.0) or 1.0
     return sorted(((n, round(s / top, 4)) for n, s in scored), key=lambda kv: (-kv[1], kv[0]))
