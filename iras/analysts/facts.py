@@ -197,9 +197,7 @@ _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z
 # Source files in stack traces ("Client.kt:88") are not hosts.
 # Distinctive tokens two services' errors can share: error codes (ORA-00257, MY-010055),
 # object names with digits or separators (order-events-0, /var/lib/x).
-_SHARED_TOKEN = re.compile(
-    r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b"
-)
+_SHARED_TOKEN = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b")
 _NOT_SHARED = re.compile(
     r"^(?:[0-9a-f-]{8,}|\d{4}-\d\d-\d\d.*|http-\S+|exec-\d+|thread-\d+|pool-\d+.*|.*-exec-\d+)$", re.I
 )
@@ -264,6 +262,11 @@ def resolve(token: str, known: set[str]) -> str | None:
     return None
 
 
+def _registered(host: str) -> str:
+    labels = host.lower().split(".")
+    return ".".join(labels[-2:]) if len(labels) >= 2 else host.lower()
+
+
 def _external_name(host: str) -> str:
     return host.lower().rstrip(".")
 
@@ -288,7 +291,8 @@ def _raw_mentions(message: str) -> list[tuple[str, str]]:
     for m in _KV_REF.finditer(head):
         out.append((m.group(1), "kv"))
     m = _HOST_PREFIX.match(head)
-    if m:
+    if m and m.group(1).islower() and re.search(r"[\d-]", m.group(1)):
+        # Hosts, not code paths ("sqlalchemy.exc.TimeoutError:", "celery.app.trace:").
         out.append((m.group(1), "prefix"))
     return out
 
@@ -350,6 +354,11 @@ class _Builder:
         self.candidates: dict[str, Candidate] = {}
         self.mentions: list[list[str]] = []  # per log line: candidates it names (not its own service)
         self.labels: dict[str, str] = {}  # vendor label -> external candidate
+        # Domains in the alert itself (dashboards, the product's own site) are ours, not a vendor's.
+        alert_blob = repr(facts.payload) + " ".join(a.model_dump_json() for a in facts.alerts)
+        self.own_domains = {_registered(h) for h in _URL.findall(alert_blob)} | {
+            _registered(h) for h in _DOMAIN.findall(alert_blob)
+        }
 
     # ---------------------------------------------------------------- candidates
     def _add(self, name: str, kind: str, source: str) -> str:
@@ -389,6 +398,8 @@ class _Builder:
                     and not _INTERNAL.search(low)
                     and how in ("url", "hostport", "domain")
                 ):
+                    if _registered(low) in self.own_domains:
+                        continue
                     if re.fullmatch(r"[\d.]+", low) or low.startswith("status."):
                         continue
                     if not failing and how == "domain":
@@ -423,7 +434,9 @@ class _Builder:
             named = self.mentions[i]
             for token in _TOKEN.findall(ln.message[:2000]):
                 low = token.lower()
-                if len(token) < 4 or ("-" not in token and "." not in token and low not in known and low not in stems):
+                if len(token) < 4 or (
+                    "-" not in token and "." not in token and low not in known and low not in stems
+                ):
                     continue
                 svc = resolve(token, known)
                 if svc:
@@ -543,7 +556,14 @@ class _Builder:
             repeat = 0.4 if after == 1 else 0.7 if after == 2 else 1.0
             head = st.first_line.message if st.first_line is not None else ""
             internal = 1.3 if (L.INTERNAL_FAILURE.search(head) or _is_kubernetes_failure(head)) else 1.0
-            st.score = level_w * novelty * repeat * internal * (1.0 + math.log1p(after)) * (0.6 if st.observed else 1.0)
+            st.score = (
+                level_w
+                * novelty
+                * repeat
+                * internal
+                * (1.0 + math.log1p(after))
+                * (0.6 if st.observed else 1.0)
+            )
             anomaly = out.setdefault(st.subject, Anomaly(st.subject))
             anomaly.templates.append(st)
         for anomaly in out.values():

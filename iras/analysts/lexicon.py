@@ -107,7 +107,9 @@ CHANGE_VERB = _lex(
     r"\bupdated?\b",
     r"\bchanged?\b",
     r"\bmodified\b",
-    r"\bpatched\b",
+    r"\bpatch(?:ed)?\b",
+    r"\bchanges\b",
+    r"\bloaded\b",
     r"\brolled out\b",
     r"\brollout\b",
     r"\breload(?:ed|ing)?\b",
@@ -161,6 +163,7 @@ CHANGE_OBJECT = _lex(
     r"\bcatalog\b",
     r"\bcertificate\b",
     r"\bkeys?\b",
+    r"\.(?:ya?ml|json|toml|ini|conf|cfg|properties|vcl)\b",
 )
 # A before/after value: "a -> b", "(was x)", "from x to y", "rolled out to 50%".
 VALUE_DIFF = _lex(
@@ -461,18 +464,11 @@ CORRUPTION = _lex(
     r"\bdouble",
     r"\bschema\b",
     r"\bdeserializ",
-    r"\bdecode",
-    r"\bparse",
     r"\bwrong\b",
-    r"\bunexpected\b",
-    r"\bmissing\b",
-    r"\bnull\b",
     r"\bscale\b",
     r"\bshifted\b",
     r"\boff by\b",
     r"\btruncat",
-    r"\bdropped\b",
-    r"\brejected\b",
 )
 SATURATION = _lex(
     "saturation",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from iras.analysts import lexicon as L
@@ -327,7 +327,11 @@ def _user_metric_failing(bundle: ContextBundle, alerted: set[str]) -> list[str]:
     """User-facing metrics clearly off their baseline (failures up, availability down, request latency up)."""
     out: list[str] = []
     for m in bundle.metrics:
-        if _NON_USER_METRIC.search(m.name) or _is_subset_metric(m, bundle.metrics) or _EXCLUDING.search(m.name):
+        if (
+            _NON_USER_METRIC.search(m.name)
+            or _is_subset_metric(m, bundle.metrics)
+            or _EXCLUDING.search(m.name)
+        ):
             continue
         if _explained_by_sibling(m, bundle.metrics):
             continue
@@ -491,11 +495,40 @@ def _capacity_call(
 
 
 def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
+    """The change that triggered the root's failure, if one closely precedes its onset.
+
+    A change linked to the root (its owner, a name or object it shares) is scored in
+    `facts`; a configuration change that names nothing we can link but lands within
+    minutes before the root's onset counts at half weight (time alone is weaker).
+    """
     linked = [ch for ch in ef.changes if ch.linked == root and ch.score >= GUILTY_CHANGE]
-    if not linked:
+    if linked:
+        # A release wins a tie with a config line; otherwise the closest before the onset.
+        return max(linked, key=lambda ch: (round(ch.score, 1), ch.kind == "deployment", ch.at))
+    onset = ef.onset(root)
+    if onset is None or ef.explained.get(root, 0.0) >= 0.5:
         return None
-    # A release wins a tie with a config line; otherwise the closest before the onset.
-    return max(linked, key=lambda ch: (round(ch.score, 1), ch.kind == "deployment", ch.at))
+    timed: list[ChangeEvent] = []
+    for ch in ef.changes:
+        if ch.kind != "config" or ch.score >= GUILTY_CHANGE and ch.linked != root:
+            continue
+        delta = (onset - ch.at).total_seconds() / 60
+        if -1 <= delta <= 15:
+            score = 0.5 / (1.0 + max(delta - 5, 0) / 60)
+            timed.append(
+                replace(
+                    ch,
+                    linked=root,
+                    score=round(score, 3),
+                    minutes_before_onset=round(delta, 1),
+                    verdict=f"{delta:.0f} min before the onset of {root} (time only)",
+                )
+            )
+    return (
+        max(timed, key=lambda ch: (ch.score, ch.at))
+        if timed and max(c.score for c in timed) >= GUILTY_CHANGE
+        else None
+    )
 
 
 def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryCall:
@@ -503,6 +536,10 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     texts = [ln.message for ln in lines]
     change = _guilty_change(ef, root)
     cand = ef.candidates.get(root)
+    if change is not None and "(time only)" in change.verdict:
+        cap = _capacity_call(ef, bundle, root, texts)
+        if cap is not None:
+            return cap
     is_external = cand is not None and cand.kind != "service"
     k8s = _k8s_call(texts, change, ef, root)
     if k8s is not None:
@@ -513,7 +550,10 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
         after = [
             t
             for t in (a.templates if a else [])
-            if t.new and not t.observed and t.first_after is not None and t.first_after >= change.at - timedelta(minutes=1)
+            if t.new
+            and not t.observed
+            and t.first_after is not None
+            and t.first_after >= change.at - timedelta(minutes=1)
         ]
         if a is not None and sum(t.score for t in after) >= 2.0:
             if corrupt >= 3 and corrupt >= len(texts) * 0.5 and not (a and a.internal_failure):
