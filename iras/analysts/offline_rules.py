@@ -384,6 +384,24 @@ def _root_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> list[Log
     return own + seen[:10]
 
 
+_K8S_ANY = re.compile(
+    "|".join(
+        lex.pattern.pattern
+        for lex in (
+            L.K8S_IMAGE,
+            L.K8S_CONFIG,
+            L.K8S_OOM,
+            L.K8S_SCHEDULING,
+            L.K8S_PROBE,
+            L.K8S_MOUNT,
+            L.K8S_PRESSURE,
+            L.K8S_CRASHLOOP,
+            L.K8S_HPA_MAX,
+        )
+    )
+)
+
+
 def _k8s_call(
     texts: list[str], change: ChangeEvent | None, ef: EvidenceFacts, root: str
 ) -> CategoryCall | None:
@@ -541,7 +559,13 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
         if cap is not None:
             return cap
     is_external = cand is not None and cand.kind != "service"
-    k8s = _k8s_call(texts, change, ef, root)
+    # Kubernetes reasons are documented facts: read every line of or about the root.
+    k8s_texts = [
+        ln.message
+        for ln in bundle.logs
+        if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
+    ]
+    k8s = _k8s_call(k8s_texts, change, ef, root) if k8s_texts else None
     if k8s is not None:
         return k8s
     corrupt = sum(1 for t in texts if L.CORRUPTION.search(t.split("\n")[0]))
