@@ -190,11 +190,22 @@ _KIND_REF = re.compile(
 )
 _KV_REF = re.compile(
     r"\b(?:pod|host|hostname|upstream|backend|server|peer|broker|target|node|instance|service|svc|addr"
-    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])",
+    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
     re.I,
 )
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z0-9.-]*[a-z0-9]):\s", re.I)
 # Source files in stack traces ("Client.kt:88") are not hosts.
+# Distinctive tokens two services' errors can share: error codes (ORA-00257, MY-010055),
+# object names with digits or separators (order-events-0, /var/lib/x).
+_SHARED_TOKEN = re.compile(r"\b[A-Za-z][A-Za-z0-9]*(?:[-_./][A-Za-z0-9]+)*[-_][A-Za-z0-9]*\d[A-Za-z0-9]*\b")
+_NOT_SHARED = re.compile(
+    r"^(?:[0-9a-f-]{8,}|\d{4}-\d\d-\d\d.*|http-\S+|exec-\d+|thread-\d+|pool-\d+.*|.*-exec-\d+)$", re.I
+)
+_STORE_NAME = re.compile(
+    r"(^|[-_.])(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds|etcd|es|elasticsearch"
+    r"|oracle|cassandra|kafka|broker|zookeeper|sentinel|memcached?)([-_.\d]|$)",
+    re.IGNORECASE,
+)
 _CODE_FILE = re.compile(
     r"\.(java|kt|kts|scala|groovy|py|go|rb|js|mjs|ts|tsx|cs|php|c|cc|cpp|h|rs|ex|exs|erl|clj|swift|vb)$", re.I
 )
@@ -243,7 +254,17 @@ def resolve(token: str, known: set[str]) -> str | None:
     prefixed = [svc for svc in known if first.startswith(svc + "-") and len(svc) >= 5]
     if prefixed:
         return max(prefixed, key=len)
+    if len(first) >= 6 and "." not in name:
+        # "recommendations" for recommendations-service, when only one candidate fits.
+        extended = [svc for svc in known if svc.startswith(first + "-")]
+        if len(extended) == 1:
+            return extended[0]
     return None
+
+
+def _registered(host: str) -> str:
+    labels = host.lower().split(".")
+    return ".".join(labels[-2:]) if len(labels) >= 2 else host.lower()
 
 
 def _external_name(host: str) -> str:
@@ -270,7 +291,8 @@ def _raw_mentions(message: str) -> list[tuple[str, str]]:
     for m in _KV_REF.finditer(head):
         out.append((m.group(1), "kv"))
     m = _HOST_PREFIX.match(head)
-    if m:
+    if m and m.group(1).islower() and re.search(r"[\d-]", m.group(1)):
+        # Hosts, not code paths ("sqlalchemy.exc.TimeoutError:", "celery.app.trace:").
         out.append((m.group(1), "prefix"))
     return out
 
@@ -332,6 +354,11 @@ class _Builder:
         self.candidates: dict[str, Candidate] = {}
         self.mentions: list[list[str]] = []  # per log line: candidates it names (not its own service)
         self.labels: dict[str, str] = {}  # vendor label -> external candidate
+        # Domains in the alert itself (dashboards, the product's own site) are ours, not a vendor's.
+        alert_blob = repr(facts.payload) + " ".join(a.model_dump_json() for a in facts.alerts)
+        self.own_domains = {_registered(h) for h in _URL.findall(alert_blob)} | {
+            _registered(h) for h in _DOMAIN.findall(alert_blob)
+        }
 
     # ---------------------------------------------------------------- candidates
     def _add(self, name: str, kind: str, source: str) -> str:
@@ -363,7 +390,7 @@ class _Builder:
                     named.append(svc)
                     continue
                 low = raw.lower()
-                if _CODE_FILE.search(low):
+                if _CODE_FILE.search(low) or (raw.isupper() and raw.isalpha()):
                     continue
                 if (
                     "." in low
@@ -371,6 +398,8 @@ class _Builder:
                     and not _INTERNAL.search(low)
                     and how in ("url", "hostport", "domain")
                 ):
+                    if _registered(low) in self.own_domains:
+                        continue
                     if re.fullmatch(r"[\d.]+", low) or low.startswith("status."):
                         continue
                     if not failing and how == "domain":
@@ -389,10 +418,13 @@ class _Builder:
                         parts[-1].isdigit() or parts[-1] in _ROLE_SUFFIX or _POD_SEGMENT.match(parts[-1])
                     ):
                         parts = parts[:-1]
-                    named.append(self._add("-".join(parts), "component", "mention"))
+                    stem = "-".join(parts)
+                    # A node named by its address ("ip-10-0-3-7") keeps its full name.
+                    named.append(self._add(stem if len(stem) >= 5 else base, "component", "mention"))
             self.mentions.append(named)
         # Tokens naming a known candidate, and vendor labels ("AvaTax" for rest.avatax.com).
         known = set(self.candidates)
+        stems = {svc.split("-")[0] for svc in known if "-" in svc and len(svc.split("-")[0]) >= 6}
         label_re = (
             re.compile(r"\b(" + "|".join(re.escape(k) for k in self.labels) + r")\b", re.I)
             if self.labels
@@ -401,7 +433,10 @@ class _Builder:
         for i, ln in enumerate(self.logs):
             named = self.mentions[i]
             for token in _TOKEN.findall(ln.message[:2000]):
-                if len(token) < 4 or "-" not in token and "." not in token and token.lower() not in known:
+                low = token.lower()
+                if len(token) < 4 or (
+                    "-" not in token and "." not in token and low not in known and low not in stems
+                ):
                     continue
                 svc = resolve(token, known)
                 if svc:
@@ -442,7 +477,7 @@ class _Builder:
             failing = _line_weight(ln) > 0
             if not (phrased or failing or _URL.search(first) or _HOST_PORT.search(first)):
                 continue
-            w = (1.0 if failing else 0.3) * (1.0 if phrased else 0.5)
+            w = 1.0 if failing else 0.3 if phrased else 0.15
             for dep in self.mentions[i][:3]:
                 e = acc.setdefault((ln.service, dep), Edge(ln.service, dep))
                 e.count += 1
@@ -516,7 +551,19 @@ class _Builder:
                 if st.jump < RATE_JUMP:
                     continue
                 novelty = 0.4
-            st.score = level_w * novelty * (1.0 + math.log1p(after)) * (0.6 if st.observed else 1.0)
+            # One or two lines of a shape are weak evidence (background noise is rare
+            # and scattered); an internal failure counts more than a complaint.
+            repeat = 0.4 if after == 1 else 0.7 if after == 2 else 1.0
+            head = st.first_line.message if st.first_line is not None else ""
+            internal = 1.3 if (L.INTERNAL_FAILURE.search(head) or _is_kubernetes_failure(head)) else 1.0
+            st.score = (
+                level_w
+                * novelty
+                * repeat
+                * internal
+                * (1.0 + math.log1p(after))
+                * (0.6 if st.observed else 1.0)
+            )
             anomaly = out.setdefault(st.subject, Anomaly(st.subject))
             anomaly.templates.append(st)
         for anomaly in out.values():
@@ -531,8 +578,9 @@ class _Builder:
                 if line is None:
                     continue
                 text = line.message
+                head = text.split("\n")[0]
                 if (L.INTERNAL_FAILURE.search(text) or _is_kubernetes_failure(text)) and not (
-                    line.service == anomaly.candidate and self._names_other(line, anomaly.candidate)
+                    L.CLIENT_ERROR.search(head) and not _is_kubernetes_failure(head)
                 ):
                     anomaly.internal_failure = True
                     anomaly.internal_lines.append(line)
@@ -567,6 +615,60 @@ class _Builder:
             a.metric_score = sum(s / (i + 1) for i, s in enumerate(scores))
             a.score = round(a.log_score + 0.8 * a.metric_score, 4)
 
+    # ---------------------------------------------------------------- implicit edges
+    def implicit_edges(self, anomalies: dict[str, Anomaly], ef: EvidenceFacts) -> None:
+        """Edges no line states by name: a shared distinctive token, or a datastore client error.
+
+        A victim often quotes its source's error code or object ("ORA-00257", a topic
+        partition) without naming the host: the candidate that logged the token first
+        is the source. A failing line with datastore client words points at an anomalous
+        candidate whose name says it is a data store.
+        """
+        failing = [(i, ln) for i, ln in enumerate(self.logs) if _line_weight(ln) > 0]
+        first_use: dict[str, dict[str, datetime]] = defaultdict(dict)
+        services_using: dict[str, set[str]] = defaultdict(set)
+        for _, ln in failing:
+            for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
+                if _NOT_SHARED.match(tok) or ln.service.lower() in tok.lower():
+                    continue
+                services_using[tok].add(ln.service)
+                first_use[tok].setdefault(ln.service, ln.timestamp)
+        added: dict[tuple[str, str], Edge] = {}
+
+        def add(i: int, caller: str, dep: str, example: str) -> None:
+            if caller == dep or dep in self.mentions[i]:
+                return
+            self.mentions[i].append(dep)
+            e = added.setdefault((caller, dep), Edge(caller, dep, example=example[:200]))
+            e.count += 1
+            e.weight += 0.8
+
+        stores = [
+            n
+            for n, a in anomalies.items()
+            if a.log_score > 0 and n in self.candidates and _STORE_NAME.search(n)
+        ]
+        for i, ln in failing:
+            for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
+                users = services_using.get(tok, set())
+                if not 2 <= len(users) <= 3:
+                    continue
+                source = min(users, key=lambda u: first_use[tok][u])
+                if source != ln.service and first_use[tok][source] <= ln.timestamp:
+                    add(i, ln.service, source, ln.message.split("\n")[0])
+            if stores and L.DATASTORE_WORD.search(ln.message[:1500]):
+                for store in stores:
+                    onset = anomalies[store].onset
+                    if onset is not None and onset <= ln.timestamp and not _STORE_NAME.search(ln.service):
+                        add(i, ln.service, store, ln.message.split("\n")[0])
+        existing = {(e.caller, e.dependency): e for e in ef.edges}
+        for key, e in added.items():
+            if key in existing:
+                existing[key].weight += e.weight
+                existing[key].count += e.count
+            else:
+                ef.edges.append(e)
+
     # ---------------------------------------------------------------- changes
     def changes(self) -> list[ChangeEvent]:
         out: list[ChangeEvent] = []
@@ -584,7 +686,10 @@ class _Builder:
         known = set(self.candidates)
         for i, ln in enumerate(self.logs):
             first = ln.message.split("\n")[0][:600]
-            if not is_change_line(first):
+            # A change is announced, not failed: failure lines are not change events.
+            if _line_weight(ln) >= 1.0 or L.CLIENT_ERROR.search(first) or not is_change_line(first):
+                continue
+            if re.search(r"\b(?:error|failed|failure|exception)\b", first, re.I):
                 continue
             targets = set(self.mentions[i])
             objects = {o.lower() for o in _OBJECT.findall(first) if len(o) >= 6}
@@ -604,10 +709,8 @@ class _Builder:
 
 
 def is_change_line(text: str) -> bool:
-    """A change verb with a changed object, or a before/after value."""
-    if not L.CHANGE_VERB.search(text):
-        return False
-    return bool(L.CHANGE_OBJECT.search(text) or L.VALUE_DIFF.search(text))
+    """A change verb applied to a changed object (config, flag, rule, secret, ...)."""
+    return bool(L.CHANGE_VERB.search(text) and L.CHANGE_OBJECT.search(text))
 
 
 _FAILURE_METRIC = re.compile(r"5xx|error|fail|declin|reject|timeout|evict|restart|oom|crash|kill", re.I)
@@ -737,6 +840,7 @@ def compute_facts(facts: IncidentFacts, bundle: ContextBundle) -> EvidenceFacts:
         # warning and error as if new rather than see nothing.
         anomalies, _ = b.anomalies(ef.reporters, None)
         ef.early_end = None
+    b.implicit_edges(anomalies, ef)
     b.metric_deviations(anomalies)
     ef.anomalies = {k: v for k, v in anomalies.items() if k in ef.candidates or v.score > 0}
     for name in ef.anomalies:
@@ -787,11 +891,14 @@ def _root_ranking(ef: EvidenceFacts) -> list[tuple[str, float]]:
             ef.anomaly(e.dependency) > 0
             and ef.onset(e.dependency) is not None
             and a.onset is not None
-            and ef.onset(e.dependency) <= a.onset  # type: ignore[operator]
+            and ef.onset(e.dependency) <= a.onset + timedelta(minutes=2)  # type: ignore[operator]
             for e in ef.dependencies(name)
         )
         if not earlier_dep:
             factor *= 1.2
+        else:
+            # A dependency went wrong first: this candidate is more likely its victim.
+            factor *= 0.6
         scored.append((name, pr * factor))
     top = max((s for _, s in scored), default=0.0) or 1.0
     return sorted(((n, round(s / top, 4)) for n, s in scored), key=lambda kv: (-kv[1], kv[0]))

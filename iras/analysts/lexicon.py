@@ -23,11 +23,14 @@ class Lexicon:
     alternatives: tuple[str, ...]
     documented: bool = False
     source: str = ""
+    # Documented product strings (CamelCase reasons) match exactly as written.
+    case_sensitive: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         joined = "|".join(f"(?:{alt})" for alt in self.alternatives)
-        object.__setattr__(self, "pattern", re.compile(joined, re.IGNORECASE))
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        object.__setattr__(self, "pattern", re.compile(joined, flags))
 
     def search(self, text: str) -> re.Match[str] | None:
         return self.pattern.search(text)
@@ -40,7 +43,7 @@ REGISTRY: dict[str, Lexicon] = {}
 
 
 def _lex(name: str, *alternatives: str, documented: bool = False, source: str = "") -> Lexicon:
-    lex = Lexicon(name, tuple(alternatives), documented, source)
+    lex = Lexicon(name, tuple(alternatives), documented, source, case_sensitive=documented)
     REGISTRY[name] = lex
     return lex
 
@@ -75,6 +78,27 @@ DEPENDENCY_PHRASE = _lex(
     r"\bfailed to (?:reach|fetch|get|send|publish|write|read|query|contact)\b",
 )
 
+# A client complaining about a peer: its failure is not internal to it.
+CLIENT_ERROR = _lex(
+    "client_error",
+    r"\bcall(?:ing)?\b",
+    r"\brequests? to\b",
+    r"\bconnect(?:ing|ion)?\b",
+    r"\bupstream\b",
+    r"\btimed? ?out\b",
+    r"\btimeout\b",
+    r"\brefused\b",
+    r"\bunreachable\b",
+    r"\bunavailable\b",
+    r"\bcircuit\b",
+    r"\breturned\b",
+    r"\bresponded\b",
+    r"\bfrom https?://",
+    r"\b50[234]\b",
+    r"\bhandshake\b",
+    r"\bfailed to (?:reach|fetch|get|send|publish|query|contact)\b",
+)
+
 # --------------------------------------------------------------------------- change events
 CHANGE_VERB = _lex(
     "change_verb",
@@ -83,7 +107,9 @@ CHANGE_VERB = _lex(
     r"\bupdated?\b",
     r"\bchanged?\b",
     r"\bmodified\b",
-    r"\bpatched\b",
+    r"\bpatch(?:ed)?\b",
+    r"\bchanges\b",
+    r"\bloaded\b",
     r"\brolled out\b",
     r"\brollout\b",
     r"\breload(?:ed|ing)?\b",
@@ -137,6 +163,7 @@ CHANGE_OBJECT = _lex(
     r"\bcatalog\b",
     r"\bcertificate\b",
     r"\bkeys?\b",
+    r"\.(?:ya?ml|json|toml|ini|conf|cfg|properties|vcl)\b",
 )
 # A before/after value: "a -> b", "(was x)", "from x to y", "rolled out to 50%".
 VALUE_DIFF = _lex(
@@ -303,6 +330,9 @@ EXHAUSTED_WORD = _lex(
     r"\bevict",
     r"\bENOSPC\b",
     r"\bEMFILE\b",
+    r"\bin use\b",
+    r"OutOfMemory",
+    r"\bOOM",
 )
 DATASTORE_WORD = _lex(
     "datastore_word",
@@ -322,6 +352,13 @@ DATASTORE_WORD = _lex(
     r"\bpatroni\b",
     r"\btablespace\b",
     r"\bcluster\b",
+    r"\bjdbc\b",
+    r"\btransaction",
+    r"\bquery\b",
+    r"\bkafka\b",
+    r"\bbroker\b",
+    r"\btopic\b",
+    r"\bpartition\b",
 )
 DATASTORE_FAILURE = _lex(
     "datastore_failure",
@@ -346,27 +383,28 @@ DATASTORE_FAILURE = _lex(
 CERT_WORD = _lex(
     "cert_word",
     r"\bx509\b",
-    r"\bcertificate",
+    r"\bcertificates?\b",
     r"\bcert\b",
     r"\bnotAfter\b",
-    r"\bexpir",
     r"\bTLS\b",
     r"\bSSL\b",
-    r"\bhandshake\b",
     r"\bCA\b",
     r"\bissuer\b",
+    r"\bkeystore\b",
+    r"\.(?:pem|crt|p12|jks)\b",
 )
 CERT_FAILURE = _lex(
     "cert_failure",
     r"\bexpired\b",
     r"\bexpires?\b",
     r"\bexpiring\b",
+    r"\bexpiry\b",
     r"\bnot ?after\b",
-    r"\bhas expired\b",
     r"\bverify failed\b",
     r"\bunknown (?:ca|authority)\b",
     r"\bbad certificate\b",
     r"\brenew",
+    r"\bvalid(?:ity)?\b",
 )
 NETWORK_WORD = _lex(
     "network_word",
@@ -426,18 +464,11 @@ CORRUPTION = _lex(
     r"\bdouble",
     r"\bschema\b",
     r"\bdeserializ",
-    r"\bdecode",
-    r"\bparse",
     r"\bwrong\b",
-    r"\bunexpected\b",
-    r"\bmissing\b",
-    r"\bnull\b",
     r"\bscale\b",
     r"\bshifted\b",
     r"\boff by\b",
     r"\btruncat",
-    r"\bdropped\b",
-    r"\brejected\b",
 )
 SATURATION = _lex(
     "saturation",
@@ -463,25 +494,21 @@ BENIGN_ACTOR = _lex(
     "benign_actor",
     r"\bscan(?:ner|ning)?\b",
     r"\bsynthetic",
-    r"\bprobe\b",
-    r"\bagent\b",
+    r"(?<!user-)(?<!user )\bagent\b",
     r"\bmaintenance\b",
     r"\bbackup\b",
     r"\bno ?data\b",
     r"\bload ?test",
     r"\bgame ?day\b",
     r"\bchaos\b",
-    r"\bdrain",
+    r"\bdrain(?:ed|ing)?\b",
     r"\bplanned\b",
-    r"\bscheduled\b",
-    r"\brotation\b",
-    r"\brotate",
-    r"\bexpected\b",
+    r"\brotat(?:e|ed|ion)\b",
     r"\bsilence",
-    r"\bupgrade",
+    r"\bupgrad(?:e|ed|ing)\b",
     r"\brolling restart\b",
     r"\bexporter\b",
-    r"\bmetric (?:renamed|missing)\b",
+    r"\bdisrupt",
 )
 # Words that tell a restart from a limit increase: a leak or a stuck process.
 LEAK_OR_STUCK = _lex(
