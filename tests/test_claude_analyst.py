@@ -483,7 +483,26 @@ def test_a_culprit_that_is_not_the_models_own_top_suspect_stays_below_the_gate(
             )
         )
     )
-    assert analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(), 1).result.confidence == 0.9
+    stripe_line = "POST https://api.stripe.com/v1/payment_intents returned 502 Bad Gateway"
+    logs = [
+        *bundle_for().logs,
+        LogLine(timestamp=T0 - timedelta(minutes=5), service="checkout", level="ERROR", message=stripe_line),
+    ]
+    output = analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(logs=logs), 1)
+    assert output.result.confidence == 0.9, output.extra["verification"]["notes"]
+
+
+def test_a_culprit_named_nowhere_in_what_the_model_saw_stays_below_the_gate(
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    fake_anthropic.enqueue(
+        tool_use(
+            rca_answer(culprit_service="payments-database", culprit_deployment_sha=None, confidence=0.95)
+        )
+    )
+    output = analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(), 1)
+    assert output.result.confidence == pytest.approx(0.6)
+    assert any("named nowhere" in note for note in output.extra["verification"]["notes"])
 
 
 def test_the_rca_prompt_gives_computed_facts_with_minutes_before_onset(

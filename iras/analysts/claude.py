@@ -309,7 +309,9 @@ class ClaudeAnalyst:
         }
 
         def finish(result: RootCauseHypothesis) -> tuple[RootCauseHypothesis, dict[str, Any]]:
-            checked, report = verify.verify_rca(result, evidence=pack.citable, deployments=pack.deployments)
+            checked, report = verify.verify_rca(
+                result, evidence=pack.citable, deployments=pack.deployments, seen=user
+            )
             return checked, {"evidence": stats, "verification": report.as_dict()}
 
         return self._stage(

@@ -10,8 +10,8 @@ riskier:
   citations are dropped and lower the confidence. The culprit deployment must
   be one of the deployments given, else it becomes `None` and the confidence
   drops. Each suspect keeps only its verified citations, and a culprit that is
-  not the top suspect caps the confidence below the threshold. A false alarm
-  is P3 by definition.
+  not the top suspect, or one named nowhere in what the model was shown, caps
+  the confidence below the threshold. A false alarm is P3 by definition.
 * `verify_plan` (pure, also called by the core's safety module on every plan):
   each command must parse, carry no shell metacharacter, start with a program
   on the allowlist and not be a destructive verb; otherwise the step becomes
@@ -56,6 +56,8 @@ CONFIDENCE_CAP_WITHOUT_EVIDENCE = 0.5
 # A diagnosis whose own ranking puts another component first contradicts itself:
 # it stays below the default threshold, so IRAS escalates with the suspects.
 CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT = 0.6
+# A culprit must be nameable from what the model saw (a runbook has to find it).
+CONFIDENCE_CAP_UNSEEN_CULPRIT = 0.6
 PENALTY_UNKNOWN_DEPLOYMENT = 0.2
 PENALTY_DEPLOYMENT_OF_OTHER_SERVICE = 0.1
 MIN_SHA_PREFIX = 7
@@ -124,11 +126,26 @@ def match_deployment(sha: str | None, deployments: Sequence[Deployment]) -> Depl
 
 
 def verify_rca(
-    hypothesis: RootCauseHypothesis, *, evidence: Sequence[str], deployments: Sequence[Deployment]
+    hypothesis: RootCauseHypothesis,
+    *,
+    evidence: Sequence[str],
+    deployments: Sequence[Deployment],
+    seen: str | None = None,
 ) -> tuple[RootCauseHypothesis, RcaVerification]:
-    """Drop unverifiable citations and unknown deployments; lower the confidence accordingly."""
+    """Drop unverifiable citations and unknown deployments; lower the confidence accordingly.
+
+    `seen`, when given, is everything the model was shown: a culprit named nowhere in
+    it is a name the model made up, and caps the confidence below the threshold.
+    """
     report = RcaVerification(confidence_before=hypothesis.confidence)
     confidence = hypothesis.confidence
+    if seen is not None and _squash(hypothesis.culprit_service).lower() not in _squash(seen).lower():
+        if confidence > CONFIDENCE_CAP_UNSEEN_CULPRIT:
+            report.notes.append(
+                f"the culprit {hypothesis.culprit_service!r} is named nowhere in the alert or the evidence:"
+                f" confidence capped at {CONFIDENCE_CAP_UNSEEN_CULPRIT:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_UNSEEN_CULPRIT)
 
     verified, dropped = verify_citations(hypothesis.evidence, evidence)
     report.verified_citations, report.dropped_citations = verified, dropped
