@@ -492,6 +492,23 @@ def test_a_culprit_that_is_not_the_models_own_top_suspect_stays_below_the_gate(
     assert output.result.confidence == 0.9, output.extra["verification"]["notes"]
 
 
+def test_a_runner_up_scored_almost_as_high_keeps_the_diagnosis_below_the_gate(
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    suspects = [
+        {"service": "checkout", "score": 0.5, "reason": "NPEs after its release", "evidence": [NPE_LINE]},
+        {"service": "payments", "score": 0.4, "reason": "timeouts", "evidence": []},
+    ]
+    fake_anthropic.enqueue(tool_use(rca_answer(confidence=0.9, suspects=suspects)))
+    output = analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(), 1)
+    assert output.result.confidence == pytest.approx(0.65)
+    assert any("runner-up 'payments' scores 0.40" in n for n in output.extra["verification"]["notes"])
+    # A clear margin leaves the model's confidence alone.
+    suspects[1]["score"] = 0.25
+    fake_anthropic.enqueue(tool_use(rca_answer(confidence=0.9, suspects=suspects)))
+    assert analyst_for(fake_anthropic).analyze(facts_for(), bundle_for(), 1).result.confidence == 0.9
+
+
 def test_a_culprit_named_nowhere_in_what_the_model_saw_stays_below_the_gate(
     fake_anthropic: FakeAnthropicServer,
 ) -> None:

@@ -10,8 +10,9 @@ riskier:
   citations are dropped and lower the confidence. The culprit deployment must
   be one of the deployments given, else it becomes `None` and the confidence
   drops. Each suspect keeps only its verified citations, and a culprit that is
-  not the top suspect, or one named nowhere in what the model was shown, caps
-  the confidence below the threshold. A false alarm is P3 by definition.
+  not the top suspect, one named nowhere in what the model was shown, or a
+  runner-up suspect scored almost as high, caps the confidence below the
+  threshold. A false alarm is P3 by definition.
 * `verify_plan` (pure, also called by the core's safety module on every plan):
   each command must parse, carry no shell metacharacter, start with a program
   on the allowlist and not be a destructive verb; otherwise the step becomes
@@ -56,6 +57,10 @@ CONFIDENCE_CAP_WITHOUT_EVIDENCE = 0.5
 # A diagnosis whose own ranking puts another component first contradicts itself:
 # it stays below the default threshold, so IRAS escalates with the suspects.
 CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT = 0.6
+# A runner-up the model itself scores nearly as high as its culprit means the
+# evidence does not single one cause out: the diagnosis stays below the default gate.
+MIN_SUSPECT_MARGIN = 0.2
+CONFIDENCE_CAP_NARROW_MARGIN = 0.65
 # A culprit must be nameable from what the model saw (a runbook has to find it).
 CONFIDENCE_CAP_UNSEEN_CULPRIT = 0.6
 PENALTY_UNKNOWN_DEPLOYMENT = 0.2
@@ -199,6 +204,13 @@ def verify_rca(
                 f" confidence capped at {CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:.2f}"
             )
         confidence = min(confidence, CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT)
+    if len(suspects) >= 2 and suspects[0].score - suspects[1].score < MIN_SUSPECT_MARGIN:
+        if confidence > CONFIDENCE_CAP_NARROW_MARGIN:
+            report.notes.append(
+                f"the runner-up {suspects[1].service!r} scores {suspects[1].score:.2f} against"
+                f" {suspects[0].score:.2f}: confidence capped at {CONFIDENCE_CAP_NARROW_MARGIN:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_NARROW_MARGIN)
 
     severity, severity_reason = hypothesis.severity, hypothesis.severity_reason
     if hypothesis.category is Category.FALSE_ALARM and severity is not Severity.P3:

@@ -55,7 +55,8 @@ service, score (0 to 1, its share of the support), category, a one-sentence reas
 log lines copied verbatim.
 - confidence reflects the margin between your first and second suspect and how many independent \
 signals agree (the culprit's own errors, metrics, a change's timing, its callers' errors). Use 0.7 \
-or more only when one cause clearly wins. Below 0.7 IRAS does not act on the diagnosis: it hands \
+or more only when one cause clearly wins; a runner-up scored within 0.2 of your first suspect \
+means it does not. Below 0.7 IRAS does not act on the diagnosis: it hands \
 your suspects and their evidence to a human, which is the right outcome for ambiguous evidence. A \
 confident wrong answer is worse than an honest "unsure, here are the suspects".
 
