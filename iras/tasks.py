@@ -550,11 +550,10 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     out = _call_analyst(task, "analyze", carry.facts, carry.bundle, attempt)
     rca: RootCauseHypothesis = out.result
     # Triage sees only the alert; an analyst that re-assesses severity from the
-    # evidence (customer impact in the metrics) updates the incident's severity:
-    # the typed RCA field first, else an analyst's `extra["severity"]`.
+    # evidence (customer impact in the metrics) updates the incident's severity.
     reassessed: dict[str, Any] = {}
     if rca.severity is not None:
-        reassessed = {"severity": rca.severity.value}
+        reassessed = {"severity": Severity(rca.severity).value}
     elif isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
     if rca.confidence >= settings.rca_confidence_threshold:
@@ -568,7 +567,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     # otherwise sees "Triage done: P2" above a P1 incident.
     severity_note = (
         f"; severity {carry.severity or 'unset'} -> {reassessed['severity']} from the evidence"
-        + (f" ({' '.join(rca.severity_reason.split())[:200]})" if rca.severity_reason else "")
+        + (f" ({rca.severity_reason})" if rca.severity_reason else "")
         if reassessed and reassessed["severity"] != carry.severity
         else ""
     )
