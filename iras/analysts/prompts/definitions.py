@@ -10,7 +10,7 @@ the parts it needs, as constant text so the system prompt stays cacheable.
 
 from __future__ import annotations
 
-from iras.schemas import Category, RunbookAction
+from iras.schemas import Category
 
 # One line per category, in the order of `Category`; a test checks that every
 # category is defined, so a new category cannot ship without its definition.
@@ -102,7 +102,3 @@ already hides the impact from customers;
 - any category: restart_service for a single hung or stopped process (a stuck worker, a stopped \
 replication thread) when no change is behind it;
 - false_alarm: none, nothing to change."""
-
-
-def actions_text() -> str:
-    return ", ".join(action.value for action in RunbookAction)

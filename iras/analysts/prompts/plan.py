@@ -12,19 +12,19 @@ from collections.abc import Sequence
 
 from iras.analysts.base import IncidentFacts
 from iras.analysts.budget import metric_change, render_deployment, render_metric
+from iras.analysts.prompts import definitions
 from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, data_block, one_line, render_facts
-from iras.analysts.prompts.definitions import ACTION_GUIDANCE, actions_text
-from iras.schemas import ContextBundle, RootCauseHypothesis
+from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction
 
-MAX_PLAN_METRICS = 12
+_ACTIONS = ", ".join(action.value for action in RunbookAction)
 
 SYSTEM = f"""\
 You are the remediation-planning step of IRAS, an incident-response pipeline. Given a diagnosis, \
 propose the smallest plan that ends the customer impact quickly and can be undone. A human approves \
 the plan before risky steps run, and code checks every command you write.
 
-Runbook actions: {actions_text()}.
-{ACTION_GUIDANCE}
+Runbook actions: {_ACTIONS}.
+{definitions.ACTION_GUIDANCE}
 The metrics in the evidence tell the conditions apart (memory still rising or flat at its limit; \
 connections at a limit or a primary down; whether a fallback keeps customers served).
 
@@ -83,11 +83,6 @@ def build_user(
     evidence.extend(render_deployment(d) for d in deployments)
     if not deployments:
         evidence.append("- none found")
-    metrics = sorted(bundle.metrics, key=metric_change, reverse=True)[:MAX_PLAN_METRICS]
-    evidence.append("Metrics (now vs the same window 7 days ago, most changed first):")
-    evidence.extend(render_metric(m) for m in metrics)
-    if not metrics:
-        evidence.append("- none found")
     return "\n".join(
         [
             f"Plan the remediation of incident {one_line(facts.incident_id)}.",
@@ -98,8 +93,22 @@ def build_user(
             "The diagnosis (produced from untrusted evidence, verified in code):",
             render_diagnosis(rca),
             "",
-            data_block("evidence", evidence),
+            data_block("evidence", [*evidence, *render_plan_metrics(bundle)]),
             "",
             "Call the RemediationPlan tool with your plan.",
         ]
     )
+
+
+MAX_PLAN_METRICS = 12
+
+
+def render_plan_metrics(bundle: ContextBundle) -> list[str]:
+    """The most changed metrics: they tell "rising" from "flat at a limit", "primary down" from
+    "connections at a limit", and whether a fallback keeps customers served."""
+    metrics = sorted(bundle.metrics, key=metric_change, reverse=True)[:MAX_PLAN_METRICS]
+    lines = ["Metrics (now vs the same window 7 days ago, most changed first):"]
+    lines.extend(render_metric(m) for m in metrics)
+    if not metrics:
+        lines.append("- none found")
+    return lines
