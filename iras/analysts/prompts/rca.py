@@ -67,8 +67,9 @@ Fill the RootCauseHypothesis tool:
 - culprit_deployment_sha: the full sha of the deployment that caused or triggered it (whatever the \
 category), copied from the evidence, or null when no deployment did.
 - evidence: two to four log lines copied character for character from the evidence (the verbatim \
-lines, never a template with <NUM>/<*> placeholders, never paraphrased), the lines that show the \
-cause itself first. Citations are checked mechanically: a line not found verbatim is dropped and \
+lines, never a template with <NUM>/<*> placeholders, never paraphrased): the line that shows the \
+cause itself first, then the line that dates the trigger (a release's start-up or version line, the \
+line recording a config change, the benign actor's own line) and a victim's line that names it. Citations are checked mechanically: a line not found verbatim is dropped and \
 lowers your confidence.
 - contributing_factors: other conditions that made it worse, if any.
 - reasoning: the short chain of observations that led you here.
