@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from iras.analysts import signatures as S
 from iras.analysts.base import IncidentFacts, PostMortemInput, StepRunView
 from iras.analysts.offline import OfflineAnalyst
 from iras.analysts.offline_rules import diagnose, resolve
@@ -72,45 +71,6 @@ def _noise(service: str) -> list[LogLine]:
         )
         for i in range(4)
     ] + [_line(-40, service, "WARN", "setting 'x.y' is deprecated and will be removed")]
-
-
-# --------------------------------------------------------------------------- signatures
-
-
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        (
-            "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
-            "db_connection_slots",
-        ),
-        ("Last state: Terminated reason=OOMKilled exitCode=137", "oom_killed"),
-        ("x509: certificate has expired or is not yet valid", "cert_expired"),
-        ("write /data/blob: no space left on device", "disk_full"),
-        ("accept tcp [::]:443: accept4: too many open files", "fd_exhausted"),
-        ("panic: runtime error: invalid memory address or nil pointer dereference", "code_exception"),
-        ("ERROR: deadlock detected", "sql_deadlock"),
-        ("Replica SQL thread: Seconds_Behind_Source=1200", "replication_lag"),
-        ("neighbor 10.0.0.1 Down BGP Notification sent: hold time expired", "routing_session_down"),
-        ("dial tcp: lookup api.internal on 10.0.0.10:53: no such host", "dns_failure"),
-        ("rejected execution of task on pool search, queue capacity = 200", "threadpool_saturated"),
-    ],
-)
-def test_the_catalogue_recognises_generic_failure_modes(message: str, expected: str) -> None:
-    assert expected in {sig.name for sig, _ in S.failure_signatures(message)}
-
-
-def test_noise_is_recognised_before_failures() -> None:
-    assert S.noise_of("Failed to export spans to otel-collector:4317: connection refused") is not None
-    assert S.noise_of("newrelic: failed to send harvest data: context deadline exceeded") is not None
-    assert S.noise_of("Order 123 failed: connection refused") is None
-
-
-def test_a_certificate_a_month_away_weighs_nothing_but_one_next_week_does() -> None:
-    far = dict(S.failure_signatures("client certificate for scraping expires in 27 days"))
-    near = dict(S.failure_signatures("certificate shop.example (managed=manual) expires in 5 days"))
-    assert max(far.values(), default=0) < 0.5
-    assert max(near.values()) >= 2.0
 
 
 def test_hosts_pods_and_replicas_resolve_to_their_service() -> None:

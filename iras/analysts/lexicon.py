@@ -510,6 +510,20 @@ BENIGN_ACTOR = _lex(
     r"\bexporter\b",
     r"\bdisrupt",
 )
+# Load generators, as their projects name themselves (k6.io, locust.io, jmeter.apache.org,
+# gatling.io, github.com/tsenart/vegeta, artillery.io).
+LOAD_TOOL = _lex(
+    "load_tool",
+    r"\bk6\b",
+    r"\blocust\b",
+    r"\bjmeter\b",
+    r"\bgatling\b",
+    r"\bvegeta\b",
+    r"\bartillery\b",
+    documented=True,
+    source="load-testing tools' own names (k6.io, locust.io, jmeter.apache.org, gatling.io, artillery.io)",
+)
+
 # Words that tell a restart from a limit increase: a leak or a stuck process.
 LEAK_OR_STUCK = _lex(
     "leak_or_stuck",
@@ -523,6 +537,9 @@ LEAK_OR_STUCK = _lex(
     r"\bnot (?:responding|released|closed)\b",
     r"\bnever (?:released|closed)\b",
     r"\bunclosed\b",
+    r"\bwatchdog\b",
+    r"\bno (?:requests?|progress|responses?) (?:completed|made)\b",
+    r"\bblocked\b",
 )
 PRIMARY_DOWN = _lex(
     "primary_down",

@@ -468,7 +468,7 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
         )
         * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
-        Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 0.5,
+        Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 1.0,
     }
     best = max(scores.items(), key=lambda kv: kv[1])
     if best[1] < 1.0:
@@ -601,8 +601,38 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
 # --------------------------------------------------------------------------- false alarm
 
 
+_PROBE_RESULT = re.compile(
+    r"\b(?:location|region|probe|from)[=: ]+(\S+?)[,;]?\s.*?\b(?:result|status)[=: ]+(passed|success|ok|failed|failure|error)",
+    re.IGNORECASE,
+)
+
+
+def _single_location_failures(logs: list[LogLine]) -> list[LogLine]:
+    """Probe results failing from one location while at least two others pass."""
+    passed: set[str] = set()
+    failed: dict[str, list[LogLine]] = defaultdict(list)
+    for ln in logs:
+        m = _PROBE_RESULT.search(ln.message[:400])
+        if not m:
+            continue
+        if m.group(2).lower() in ("passed", "success", "ok"):
+            passed.add(m.group(1))
+        else:
+            failed[m.group(1)].append(ln)
+    if len(failed) == 1:
+        ((location, lines),) = failed.items()
+        if len(passed - {location}) >= 2:
+            return lines
+    return []
+
+
 def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
-    return [ln for ln in bundle.logs if L.BENIGN_ACTOR.search(ln.message.split("\n")[0])]
+    out = [
+        ln
+        for ln in bundle.logs
+        if L.BENIGN_ACTOR.search(ln.message.split("\n")[0]) or L.LOAD_TOOL.search(ln.message.split("\n")[0])
+    ]
+    return out + [ln for ln in _single_location_failures(bundle.logs) if ln not in out]
 
 
 _ACTOR_NAME = re.compile(
@@ -620,6 +650,9 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None) -
             counts[ln.service] += 2
         for m in _ACTOR_NAME.finditer(ln.message[:300]):
             counts[m.group(1).lower()] += 1
+        tool = L.LOAD_TOOL.search(ln.message[:300])
+        if tool:
+            counts[tool.group(0).lower()] += 3
     if counts:
         return max(sorted(counts), key=lambda k: counts[k])
     return alert or "unknown"
@@ -643,7 +676,9 @@ def false_alarm_gate(
     reasons: list[str] = []
     if failing:
         return False, "", [], [f"user-facing metrics off baseline: {'; '.join(failing[:3])}"]
-    if total < 1.0 and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
+    top = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
+    recognised = top is not None and categorize(ef, bundle, top).strength >= 0.3
+    if total < 0.5 and not recognised and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
         reasons.append("no new warning or error template in the window and user-facing metrics at baseline")
         return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
     if no_data:
