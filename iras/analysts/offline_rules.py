@@ -462,9 +462,10 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
         Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads) * 1.2,
-        Category.DATABASE: (
-            _both(L.DATASTORE_WORD, L.DATASTORE_FAILURE, heads)
-            + (sum(1 for t in heads if L.DATASTORE_FAILURE.search(t)) if _DATASTORE_NAME.search(root) else 0)
+        Category.DATABASE: sum(
+            1
+            for t in heads
+            if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or _DATASTORE_NAME.search(root))
         )
         * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
