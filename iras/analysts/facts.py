@@ -583,7 +583,13 @@ class _Builder:
             # Diminishing returns: ten shapes of one failure are not ten independent facts.
             anomaly.log_score = sum(s / math.sqrt(i + 1) for i, s in enumerate(scores))
             own = [t for t in anomaly.templates if not t.observed]
-            firsts = [t.first_after for t in anomaly.templates if t.first_after is not None]
+            # Onset of the main failure: a stray line of a weak template does not start it.
+            top_score = max((t.score for t in anomaly.templates), default=0.0)
+            firsts = [
+                t.first_after
+                for t in anomaly.templates
+                if t.first_after is not None and t.score >= 0.5 * top_score
+            ]
             anomaly.onset = min(firsts) if firsts else None
             for t in own:
                 line = t.first_line
