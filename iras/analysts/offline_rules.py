@@ -698,6 +698,13 @@ def false_alarm_gate(
         not ef.anomalies[root].internal_failure and categorize(ef, bundle, root).strength < 0.6
     )
     if (share >= 0.3 or actor_is_root or weak_root) and not guilty:
+        structural = bool(_single_location_failures(bundle.logs)) or any(
+            L.LOAD_TOOL.search(ln.message[:300]) for ln in benign
+        )
+        if share >= 0.5 or actor_is_root or structural:
+            reasons.append(
+                "the benign actor is identified: a load generator, a single failing probe location, or the root itself"
+            )
         reasons.append(
             f"benign activity explains the root's new failures ({share:.0%} of {root}'s anomalous lines); "
             "no user-facing metric off its baseline"
@@ -828,14 +835,17 @@ def _confidence(
     """Margin between the top candidates plus independent kinds of agreeing evidence."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     margin = max(0.0, 1.0 - second)
-    parts: list[tuple[str, float]] = [("base", 0.3), (f"ranking margin {margin:.2f}", 0.25 * margin)]
+    parts: list[tuple[str, float]] = [("base", 0.25), (f"ranking margin {margin:.2f}", 0.2 * margin)]
     a = ef.anomalies.get(root)
     if call.change is not None and call.change.score >= GUILTY_CHANGE:
-        parts.append((f"a change precedes the onset ({call.change.verdict})", 0.12))
+        if "(time only)" in call.change.verdict:
+            parts.append(("a change precedes the onset by time only, nothing links it", -0.05))
+        else:
+            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.12))
     if a is not None and a.internal_failure:
-        parts.append((f"{root}'s own logs show an internal failure", 0.1))
+        parts.append((f"{root}'s own logs show an internal failure", 0.08))
     if a is not None and a.metrics:
-        parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.08))
+        parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.04))
     if call.documented:
         parts.append(("a documented Kubernetes reason names the failure", 0.08))
     if call.strength >= 0.6:
@@ -894,7 +904,18 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     is_fa, actor, benign, fa_reasons = false_alarm_gate(ef, bundle, text)
     if is_fa:
         evidence = pick_evidence([benign, [ln for a in ef.anomalies.values() for ln in a.lines[:2]]])
-        confidence = 0.8 if benign else 0.65
+        # Certain only when nothing new failed at all or the alert itself is about missing
+        # data; a benign actor next to some failures stays below the gate (escalate, not close).
+        confidence = (
+            0.75
+            if any(
+                r.startswith(
+                    ("no new warning", "the alert is about missing", "the benign actor is identified")
+                )
+                for r in fa_reasons
+            )
+            else 0.6
+        )
         hyp = RootCauseHypothesis(
             primary_cause=f"False alarm: the alert reflects {actor} activity, not customer impact",
             category=Category.FALSE_ALARM,
