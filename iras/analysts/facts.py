@@ -499,6 +499,13 @@ class _Builder:
         for ln in self.logs:
             if _line_weight(ln) > 0:
                 services_per_cluster[cluster[ln.message.split("\n", 1)[0].strip()]].add(ln.service)
+        # A service with almost nothing logged in the early part has no baseline there:
+        # its failures are judged as new rather than as "already normal".
+        early_lines: dict[str, int] = defaultdict(int)
+        if early_end is not None:
+            for ln in self.logs:
+                if ln.timestamp <= early_end:
+                    early_lines[ln.service] += 1
         stats: dict[tuple[str, int, bool], TemplateStat] = {}
         for i, ln in enumerate(self.logs):
             weight = _line_weight(ln)
@@ -527,7 +534,12 @@ class _Builder:
                     st.first = ln.timestamp
                     st.first_line = ln
                 st.last_line = ln
-                if early_end is not None and ln.timestamp <= early_end:
+                if (
+                    early_end is not None
+                    and ln.timestamp <= early_end
+                    and early_lines[ln.service] >= 3
+                    and (early_lines[ln.service] < sum(1 for x in self.logs if x.service == ln.service))
+                ):
                     st.early_count += 1
                 elif st.first_after is None:
                     st.first_after = ln.timestamp
@@ -571,7 +583,13 @@ class _Builder:
             # Diminishing returns: ten shapes of one failure are not ten independent facts.
             anomaly.log_score = sum(s / math.sqrt(i + 1) for i, s in enumerate(scores))
             own = [t for t in anomaly.templates if not t.observed]
-            firsts = [t.first_after for t in anomaly.templates if t.first_after is not None]
+            # Onset of the main failure: a stray line of a weak template does not start it.
+            top_score = max((t.score for t in anomaly.templates), default=0.0)
+            firsts = [
+                t.first_after
+                for t in anomaly.templates
+                if t.first_after is not None and t.score >= 0.5 * top_score
+            ]
             anomaly.onset = min(firsts) if firsts else None
             for t in own:
                 line = t.first_line
@@ -734,7 +752,8 @@ def metric_deviation(m: MetricDelta) -> MetricDeviation | None:
         else:
             score = min(abs(math.log2(ratio)), 5.0)
     failure = bool(_FAILURE_METRIC.search(m.name)) and cur > base
-    return MetricDeviation(m, round(score * (1.5 if failure else 1.0), 3), failure)
+    # A failure ratio measures impact (where it hurts), not where the cause lives.
+    return MetricDeviation(m, round(score * (0.6 if failure else 1.0), 3), failure)
 
 
 def _link_changes(ef: EvidenceFacts) -> None:
@@ -798,7 +817,7 @@ def _pagerank(ef: EvidenceFacts, iterations: int = 60, damping: float = 0.85) ->
         out[i][i] += 0.5 * norm[i] + 0.01
     personal = [0.2 + norm[i] for i in range(len(names))]
     if ef.alert_service in index:
-        personal[index[ef.alert_service]] += 1.0
+        personal[index[ef.alert_service]] += 0.5
     total = sum(personal)
     personal = [p / total for p in personal]
     rank = personal[:]
@@ -900,6 +919,20 @@ def _root_ranking(ef: EvidenceFacts) -> list[tuple[str, float]]:
             # A dependency went wrong first: this candidate is more likely its victim.
             factor *= 0.6
         scored.append((name, pr * factor))
+    # Onset order among comparably anomalous candidates: the earliest is upstream.
+    strong = [
+        n for n, _ in scored if ef.anomaly(n) >= 0.5 * max((ef.anomaly(m) for m, _ in scored), default=0.0)
+    ]
+    timed = [n for n in strong if ef.onset(n) is not None]
+    if len(timed) >= 2:
+        first = min(timed, key=lambda n: (ef.onset(n), n))
+        scored = [(n, s * 1.6 if n == first else s) for n, s in scored]
+    # Metrics show where it hurts, logs show why: a candidate known only by its metrics
+    # yields to one whose own logs fail.
+    if any(ef.anomalies[n].log_score > 0 for n, _ in scored if n in ef.anomalies):
+        scored = [
+            (n, s * 0.5 if n in ef.anomalies and ef.anomalies[n].log_score == 0 else s) for n, s in scored
+        ]
     top = max((s for _, s in scored), default=0.0) or 1.0
     return sorted(((n, round(s / top, 4)) for n, s in scored), key=lambda kv: (-kv[1], kv[0]))
 

@@ -462,13 +462,14 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
         Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads) * 1.2,
-        Category.DATABASE: (
-            _both(L.DATASTORE_WORD, L.DATASTORE_FAILURE, heads)
-            + (sum(1 for t in heads if L.DATASTORE_FAILURE.search(t)) if _DATASTORE_NAME.search(root) else 0)
+        Category.DATABASE: sum(
+            1
+            for t in heads
+            if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or _DATASTORE_NAME.search(root))
         )
         * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
-        Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 0.5,
+        Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 1.0,
     }
     best = max(scores.items(), key=lambda kv: kv[1])
     if best[1] < 1.0:
@@ -601,8 +602,38 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
 # --------------------------------------------------------------------------- false alarm
 
 
+_PROBE_RESULT = re.compile(
+    r"\b(?:location|region|probe|from)[=: ]+(\S+?)[,;]?\s.*?\b(?:result|status)[=: ]+(passed|success|ok|failed|failure|error)",
+    re.IGNORECASE,
+)
+
+
+def _single_location_failures(logs: list[LogLine]) -> list[LogLine]:
+    """Probe results failing from one location while at least two others pass."""
+    passed: set[str] = set()
+    failed: dict[str, list[LogLine]] = defaultdict(list)
+    for ln in logs:
+        m = _PROBE_RESULT.search(ln.message[:400])
+        if not m:
+            continue
+        if m.group(2).lower() in ("passed", "success", "ok"):
+            passed.add(m.group(1))
+        else:
+            failed[m.group(1)].append(ln)
+    if len(failed) == 1:
+        ((location, lines),) = failed.items()
+        if len(passed - {location}) >= 2:
+            return lines
+    return []
+
+
 def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
-    return [ln for ln in bundle.logs if L.BENIGN_ACTOR.search(ln.message.split("\n")[0])]
+    out = [
+        ln
+        for ln in bundle.logs
+        if L.BENIGN_ACTOR.search(ln.message.split("\n")[0]) or L.LOAD_TOOL.search(ln.message.split("\n")[0])
+    ]
+    return out + [ln for ln in _single_location_failures(bundle.logs) if ln not in out]
 
 
 _ACTOR_NAME = re.compile(
@@ -620,6 +651,9 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None) -
             counts[ln.service] += 2
         for m in _ACTOR_NAME.finditer(ln.message[:300]):
             counts[m.group(1).lower()] += 1
+        tool = L.LOAD_TOOL.search(ln.message[:300])
+        if tool:
+            counts[tool.group(0).lower()] += 3
     if counts:
         return max(sorted(counts), key=lambda k: counts[k])
     return alert or "unknown"
@@ -643,7 +677,9 @@ def false_alarm_gate(
     reasons: list[str] = []
     if failing:
         return False, "", [], [f"user-facing metrics off baseline: {'; '.join(failing[:3])}"]
-    if total < 1.0 and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
+    top = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
+    recognised = top is not None and categorize(ef, bundle, top).strength >= 0.3
+    if total < 0.5 and not recognised and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
         reasons.append("no new warning or error template in the window and user-facing metrics at baseline")
         return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
     if no_data:
@@ -662,6 +698,13 @@ def false_alarm_gate(
         not ef.anomalies[root].internal_failure and categorize(ef, bundle, root).strength < 0.6
     )
     if (share >= 0.3 or actor_is_root or weak_root) and not guilty:
+        structural = bool(_single_location_failures(bundle.logs)) or any(
+            L.LOAD_TOOL.search(ln.message[:300]) for ln in benign
+        )
+        if share >= 0.5 or actor_is_root or structural:
+            reasons.append(
+                "the benign actor is identified: a load generator, a single failing probe location, or the root itself"
+            )
         reasons.append(
             f"benign activity explains the root's new failures ({share:.0%} of {root}'s anomalous lines); "
             "no user-facing metric off its baseline"
@@ -792,14 +835,17 @@ def _confidence(
     """Margin between the top candidates plus independent kinds of agreeing evidence."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     margin = max(0.0, 1.0 - second)
-    parts: list[tuple[str, float]] = [("base", 0.3), (f"ranking margin {margin:.2f}", 0.25 * margin)]
+    parts: list[tuple[str, float]] = [("base", 0.25), (f"ranking margin {margin:.2f}", 0.2 * margin)]
     a = ef.anomalies.get(root)
     if call.change is not None and call.change.score >= GUILTY_CHANGE:
-        parts.append((f"a change precedes the onset ({call.change.verdict})", 0.12))
+        if "(time only)" in call.change.verdict:
+            parts.append(("a change precedes the onset by time only, nothing links it", -0.05))
+        else:
+            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.12))
     if a is not None and a.internal_failure:
-        parts.append((f"{root}'s own logs show an internal failure", 0.1))
+        parts.append((f"{root}'s own logs show an internal failure", 0.08))
     if a is not None and a.metrics:
-        parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.08))
+        parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.04))
     if call.documented:
         parts.append(("a documented Kubernetes reason names the failure", 0.08))
     if call.strength >= 0.6:
@@ -858,7 +904,18 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     is_fa, actor, benign, fa_reasons = false_alarm_gate(ef, bundle, text)
     if is_fa:
         evidence = pick_evidence([benign, [ln for a in ef.anomalies.values() for ln in a.lines[:2]]])
-        confidence = 0.8 if benign else 0.65
+        # Certain only when nothing new failed at all or the alert itself is about missing
+        # data; a benign actor next to some failures stays below the gate (escalate, not close).
+        confidence = (
+            0.75
+            if any(
+                r.startswith(
+                    ("no new warning", "the alert is about missing", "the benign actor is identified")
+                )
+                for r in fa_reasons
+            )
+            else 0.6
+        )
         hyp = RootCauseHypothesis(
             primary_cause=f"False alarm: the alert reflects {actor} activity, not customer impact",
             category=Category.FALSE_ALARM,
