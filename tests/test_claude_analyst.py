@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -989,6 +990,27 @@ def test_a_50000_line_log_bundle_stays_under_the_token_budget(fake_anthropic: Fa
     assert "metrics: UNAVAILABLE (prometheus: ReadTimeout after 10s)" in evidence
     assert "deployments: NOT CONFIGURED" in evidence
     assert "http_5xx_ratio [checkout]: now 41% vs 7d baseline 0.3%; delta +40.7 (×136.67)" in evidence
+    facts_block = between(fake_anthropic.requests[0].user_text, "<computed_facts>", "</computed_facts>")
+    sampled = re.search(r"computed on a sample of (\d+) of 50000 log lines", facts_block)
+    assert sampled is not None and int(sampled.group(1)) <= 4000
+
+
+def test_the_facts_sample_keeps_rates_in_proportion_and_every_first_failure() -> None:
+    from iras.analysts.claude import facts_sample
+
+    logs = _flood(20_000)
+    rare = LogLine(
+        timestamp=logs[-1].timestamp,
+        service="ledger",
+        level="ERROR",
+        message="ledger: checksum mismatch on page 7\n  at Ledger.read",
+    )
+    bundle = bundle_for(logs=[*logs, rare])
+    sample = facts_sample(bundle, limit=2_000).logs
+    assert len(sample) <= 2_000 and rare in sample  # a one-off failure is never thinned away
+    errors = sum(1 for line in sample if line.level == "ERROR") / len(sample)
+    assert errors == pytest.approx(0.3, abs=0.05)  # the flood's error share, kept in proportion
+    assert facts_sample(bundle_for(), limit=2_000) == bundle_for()  # small bundles untouched
 
 
 def render_newest(logs: list[LogLine]) -> str:

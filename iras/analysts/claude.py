@@ -26,10 +26,13 @@ the validation error up to `llm_max_validation_retries` times). Around that:
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import functools
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -82,6 +85,10 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 ALERT_SHARE = 0.2  # of the RCA budget, at most, for the alert block
 COMPUTED_SHARE = 0.08  # of the RCA budget, at most, for the computed-facts block
 MIN_EVIDENCE_TOKENS = 1000
+# The facts computation reads at most about this many log lines (see `facts_sample`).
+MAX_FACT_LINES = 4000
+_QUIET_LEVELS = frozenset({"INFO", "DEBUG", "TRACE"})
+_DIGIT_TOKEN = re.compile(r"[\w.:-]*\d[\w.:-]*")
 
 
 class _Fallback(Exception):
@@ -218,17 +225,55 @@ def tool_schema_tokens(model: type[BaseModel]) -> int:
     return estimate_tokens(json.dumps(model.model_json_schema())) + TOOL_ENVELOPE_TOKENS
 
 
+def facts_sample(bundle: ContextBundle, limit: int = MAX_FACT_LINES) -> ContextBundle:
+    """`bundle` with at most about `limit` log lines for the facts computation.
+
+    Half the allowance is an even stride over the window, which keeps every
+    service's rate and rate changes in proportion; the rest is the first line of
+    each distinct shape (service, level, first message line with every token that
+    holds a digit masked), warnings and errors before the rest, so a new failure
+    and its onset are not thinned away by a flood of repeated lines.
+    """
+    logs = bundle.logs
+    if len(logs) <= limit:
+        return bundle
+    stride = math.ceil(len(logs) / max(1, limit // 2))
+    keep = set(range(0, len(logs), stride))
+    seen: set[tuple[str, str, str]] = set()
+    in_time = sorted(range(len(logs)), key=lambda i: logs[i].timestamp)
+    for urgent in (True, False):
+        for index in in_time:
+            if len(keep) >= limit:
+                break
+            line = logs[index]
+            level = line.level.upper()
+            if (level in _QUIET_LEVELS) is urgent:
+                continue
+            key = (line.service, level, _DIGIT_TOKEN.sub("#", line.message.split("\n", 1)[0]))
+            if key not in seen:
+                seen.add(key)
+                keep.add(index)
+    return bundle.model_copy(update={"logs": [logs[i] for i in sorted(keep)]})
+
+
 def computed_facts(facts: IncidentFacts, bundle: ContextBundle) -> ComputedFacts:
     """The facts computed in code that the RCA prompt renders before the evidence.
 
+    A huge bundle is sampled first (`facts_sample`): the evidence packer shows the
+    model the whole window anyway, and the facts must not cost the stage minutes.
     If the facts computation itself fails, the prompt gets the counting-only view
     instead: the diagnosis loses precision, the stage does not fail.
     """
+    sample = facts_sample(bundle)
     try:
-        return from_evidence_facts(compute_facts(facts, bundle))
+        computed = from_evidence_facts(compute_facts(facts, sample))
     except Exception:  # noqa: BLE001 - a bug in the facts must not fail the RCA stage
         log.exception("computing the evidence facts failed; the prompt gets the counting-only view")
-        return basic_facts(bundle, facts.alert.timestamp if facts.alert else None)
+        computed = basic_facts(sample, facts.alert.timestamp if facts.alert else None)
+    if len(sample.logs) < len(bundle.logs):
+        note = f"computed on a sample of {len(sample.logs)} of {len(bundle.logs)} log lines"
+        computed = dataclasses.replace(computed, notes=(*computed.notes, note))
+    return computed
 
 
 class ClaudeAnalyst:
