@@ -171,7 +171,7 @@ INTERNAL_FAILURE = _lex(
     r"(?:\bnull ?pointer\b)|(?:\bnil (?:map|pointer)\b)|(?:\bundefined\b)|(?:\bunknown (?:column|property|field|key)\b)|(?:\bkeyerror\b)",
     r"(?:\bdeadlock)|(?:\bhung\b)|(?:\bstuck\b)|(?:\bnot responding\b)",
     r"(?:\bexhausted\b)|(?:\bcorrupt)|(?:\bout of\b)",
-    r"\bexception\b",
+    r"\bexception\b|[a-z](?:Exception|Error)\b",
     r"\bpanic",
     r"\bkilled\b",
     r"\bback-?off\b",
