@@ -815,7 +815,57 @@ def _evidence_for(ef: EvidenceFacts, bundle: ContextBundle, root: str, call: Cat
         and ln.level.upper() != "INFO"
     ][:3]
     latest = [t.last_line for t in templates[:3] if t.last_line is not None]
-    return pick_evidence([change_lines[:3], internal[:3], own_first, observed, alert_view, latest])
+    # How the alerting service experiences it, even when its lines do not name the root.
+    alert_anomaly = ef.anomalies.get(ef.alert_service or "")
+    if alert_anomaly is not None and ef.alert_service != root:
+        alert_view += [
+            t.first_line
+            for t in sorted(alert_anomaly.templates, key=lambda t: -t.score)[:2]
+            if t.first_line is not None and not t.observed
+        ]
+    k8s_lines = [
+        ln
+        for ln in bundle.logs
+        if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
+    ]
+    return pick_evidence(
+        [
+            change_lines[:3],
+            internal[:3],
+            own_first,
+            k8s_lines[:2],
+            _context_lines(ef, bundle, root),
+            observed,
+            alert_view,
+            latest,
+        ]
+    )
+
+
+_SETTING = re.compile(r"\b[\w.-]+\s*[=:]\s*[\w./:-]+")
+
+
+def _context_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> list[LogLine]:
+    """The root's one-off informational lines that state a setting or a version (a limit,
+    an encoding, a time zone, the version that started) up to its onset: they often
+    carry the cause the errors only hint at."""
+    onset = ef.onset(root)
+    counts: dict[str, int] = defaultdict(int)
+    own = [ln for ln in bundle.logs if ln.service == root]
+    for ln in own:
+        counts[_template_key(ln.message)] += 1
+    out = [
+        ln
+        for ln in own
+        if ln.level.upper() == "INFO"
+        and counts[_template_key(ln.message)] <= 2
+        and (onset is None or ln.timestamp <= onset + timedelta(minutes=5))
+        and len(_SETTING.findall(ln.message[:300])) >= 1
+    ]
+    # Closest to the onset first.
+    if onset is not None:
+        out.sort(key=lambda ln: abs((onset - ln.timestamp).total_seconds()))
+    return out[:3]
 
 
 # --------------------------------------------------------------------------- main
