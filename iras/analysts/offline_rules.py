@@ -572,6 +572,10 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     if k8s is not None:
         return k8s
     corrupt = sum(1 for t in texts if L.CORRUPTION.search(t.split("\n")[0]))
+    # The alert itself saying the data is wrong (zero amounts, duplicates, bad encoding).
+    alert_corrupt = bool(L.CORRUPTION.search(ef.alert_text))
+    if alert_corrupt:
+        corrupt += 2
     if change is not None and change.kind == "deployment":
         a = ef.anomalies.get(root)
         after = [
@@ -583,19 +587,31 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
             and t.first_after >= change.at - timedelta(minutes=1)
         ]
         if a is not None and sum(t.score for t in after) >= 2.0:
-            if corrupt >= 3 and corrupt >= len(texts) * 0.5 and not (a and a.internal_failure):
+            if (
+                corrupt >= 3
+                and corrupt >= len(texts) * 0.3
+                and not (a and a.internal_failure and not alert_corrupt)
+            ):
                 return CategoryCall(Category.DATA_CORRUPTION, "wrong data after a release", 0.6, change)
             return CategoryCall(Category.BAD_DEPLOY, "new failures right after a release", 0.8, change)
     if change is not None and change.kind == "config":
-        if corrupt >= 3 and corrupt >= len(texts) * 0.5:
+        if corrupt >= 3 and corrupt >= len(texts) * 0.3:
             return CategoryCall(Category.DATA_CORRUPTION, "wrong data after a config change", 0.6, change)
         return CategoryCall(Category.CONFIG_CHANGE, "new failures right after a config change", 0.7, change)
     cap = _capacity_call(ef, bundle, root, texts)
     if cap is not None:
         return cap
-    lex = _lexicon_call(texts, root, is_external)
+    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external)
     if lex is not None:
         return lex
+    # Nothing recognised in the root's own lines: read the failure mode from the whole
+    # incident (the top candidates' lines and the alert), the root stays the culprit.
+    wide: list[str] = [ef.alert_text]
+    for name, _ in ef.ranking[:3]:
+        wide += [ln.message for ln in _root_lines(ef, bundle, name)]
+    lex = _lexicon_call(wide, root, is_external)
+    if lex is not None and lex.category is not Category.DATABASE:
+        return replace(lex, why=lex.why + " (incident-wide)", strength=min(lex.strength, 0.4))
     if is_external or root != ef.alert_service:
         return CategoryCall(
             Category.DEPENDENCY_FAILURE, f"the failures are about {root}, a dependency", 0.4, fallback=True
