@@ -1057,6 +1057,18 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     ):
         sha = call.change.deployment.sha
         culprit = call.change.deployment.service
+    elif call.category is Category.DATA_CORRUPTION and call.change is None:
+        # Wrong data from a component released before it started: the release is the trigger.
+        onset = ef.onset(root)
+        released = [
+            d
+            for d in bundle.deployments
+            if d.service == root
+            and (onset is None or (d.created_at <= onset and onset - d.created_at <= timedelta(hours=12)))
+        ]
+        if released:
+            sha = max(released, key=lambda d: d.created_at).sha
+            reasoning.append(f"release {sha[:7]} of {root} precedes the first wrong data")
     reasoning.append(f"category {call.category.value}: {call.why}")
     for ch in sorted(ef.changes, key=lambda c: -c.score)[:4]:
         reasoning.append(
@@ -1154,11 +1166,11 @@ def choose_action(
         return RunbookAction.RENEW_CERTIFICATE
     if cat is Category.RESOURCE_EXHAUSTION:
         # Rising usage (a leak, a stuck process) -> restart; flat at a limit -> raise it.
-        if L.LEAK_OR_STUCK.search(text) or _growing_series(own):
+        if L.LEAK_OR_STUCK.search(text + "\n" + own_text) or _growing_series(own):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.INCREASE_RESOURCE_LIMIT
     if cat is Category.DATABASE:
-        if L.PRIMARY_DOWN.search(text):
+        if L.PRIMARY_DOWN.search(text + "\n" + own_text):
             return RunbookAction.FAILOVER
         if L.LEAK_OR_STUCK.search(text):
             return RunbookAction.RESTART_SERVICE
@@ -1181,7 +1193,7 @@ def choose_action(
         if rca.culprit_service in services and L.LEAK_OR_STUCK.search(text + "\n" + own_text):
             # A hung or deadlocked internal service recovers by restarting it.
             return RunbookAction.RESTART_SERVICE
-        if L.FALLBACK_ACTIVE.search(text) and severity is not None and severity.rank >= 2:
+        if L.FALLBACK_ACTIVE.search(text + "\n" + own_text) and severity is not None and severity.rank >= 2:
             return RunbookAction.NONE
         return RunbookAction.FAILOVER
     return RunbookAction.RESTART_SERVICE
