@@ -457,7 +457,7 @@ LOAD_TOOL = _lex(
 LEAK_OR_STUCK = _lex(
     "leak_or_stuck",
     r"(?:\bleak)|(?:\bgrowing\b)|(?:\bunclosed\b)|(?:\bnever (?:released|closed)\b)|(?:\bnot (?:responding|released|closed)\b)",
-    r"(?:\bhung\b)|(?:\bhang)|(?:\bdeadlock)|(?:\bzombie)|(?:\bstuck\b)|(?:\bno (?:requests?|progress|responses?) (?:completed|made)\b)|(?:\bwatchdog\b)|(?:\bblocked\b)",
+    r"(?:\bhung\b)|(?:\bhang)|(?:\bdeadlock)|(?:\bzombie)|(?:\bstuck\b)|(?:\bstale\b)|(?:\bstopped \w+ing\b)|(?:\b\d+ days? (?:of )?uptime\b)|(?:\bno (?:requests?|progress|responses?) (?:completed|made)\b)|(?:\bwatchdog\b)|(?:\bblocked\b)",
 )
 PRIMARY_DOWN = _lex(
     "primary_down",
