@@ -86,7 +86,13 @@ _ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|consumer|enqueued|delayed|\bjo
 _MONEY_WORDS = re.compile(r"price|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund|charge", re.IGNORECASE)
 _NO_DATA = re.compile(r"\bno ?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
 
-_FAILURE_METRIC = re.compile(r"5xx|error|fail|4xx|declin|reject|timeout", re.IGNORECASE)
+_FAILURE_METRIC = re.compile(
+    r"5xx|error|fail|4xx|declin|reject|timeout|mismatch|(?:^|_)[45]\d\d(?:_|$)", re.IGNORECASE
+)
+# Latency of a hop behind the user path (a dependency, a query, a disk), not what users wait for.
+_BEHIND_PATH = re.compile(
+    r"upstream|dependency|_db_|^db_|query|disk|\bio\b|_io_|own_latency|internal|vendor", re.I
+)
 _SUCCESS_METRIC = re.compile(r"success|availability|probe_success|good", re.IGNORECASE)
 _ASYNC_METRIC = re.compile(
     r"task|job|queue|consumer|_post_|sync|batch|import|export|lag|backlog|bulk|cron", re.IGNORECASE
@@ -290,7 +296,9 @@ def assess_severity(
     for m in metrics:
         if not _LATENCY_METRIC.search(m.name) or _is_subset_metric(m, metrics):
             continue
-        if m.service not in alerted or not m.ratio or m.ratio == float("inf"):
+        if not m.ratio or m.ratio == float("inf"):
+            continue
+        if m.service not in alerted and (_BEHIND_PATH.search(m.name) or _NON_USER_METRIC.search(m.name)):
             continue
         if m.ratio >= 5 and not fallback_seen:
             bump(
@@ -1085,7 +1093,14 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
         )
         for ln in _root_lines(ef, bundle, root)
     )
-    money = call.category is Category.DATA_CORRUPTION and any(_MONEY_WORDS.search(e) for e in evidence)
+    money = call.category is Category.DATA_CORRUPTION and (
+        any(_MONEY_WORDS.search(e) for e in evidence)
+        or any(
+            re.search(r"usd|eur|gbp|charge|price|amount|invoice|refund|revenue", m.name, re.I)
+            and metric_deviation(m) is not None
+            for m in bundle.metrics
+        )
+    )
     severity, sev_reasons = assess_severity(bundle, alerted, text, call.category, prospective, money)
     confidence, agree = _confidence(ef, bundle, root, call, evidence, text)
     reasoning.append(f"confidence {confidence:.2f}: " + "; ".join(agree))
