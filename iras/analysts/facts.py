@@ -152,6 +152,7 @@ class EvidenceFacts:
     explained: dict[str, float] = field(default_factory=dict)
     mentions: dict[int, list[str]] = field(default_factory=dict)  # id(LogLine) -> candidates it names
     reporters: set[str] = field(default_factory=set)
+    alert_text: str = ""
     no_evidence: bool = False
     unavailable: list[str] = field(default_factory=list)
 
@@ -846,6 +847,12 @@ def compute_facts(facts: IncidentFacts, bundle: ContextBundle) -> EvidenceFacts:
         window_start=start,
         window_end=end,
         early_end=early_end,
+        alert_text="\n".join(
+            [facts.title]
+            + [a.title for a in facts.alerts]
+            + [a.description or "" for a in facts.alerts]
+            + [str(v) for a in facts.alerts for v in a.annotations.values()]
+        ),
         no_evidence=not bundle.logs and not bundle.metrics and not bundle.deployments,
         unavailable=[f"{s.name} ({s.kind}): {s.status}" for s in bundle.sources if s.status != "ok"],
     )

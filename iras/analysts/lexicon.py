@@ -42,8 +42,10 @@ class Lexicon:
 REGISTRY: dict[str, Lexicon] = {}
 
 
-def _lex(name: str, *alternatives: str, documented: bool = False, source: str = "") -> Lexicon:
-    lex = Lexicon(name, tuple(alternatives), documented, source, case_sensitive=documented)
+def _lex(
+    name: str, *alternatives: str, documented: bool = False, source: str = "", case_sensitive: bool = False
+) -> Lexicon:
+    lex = Lexicon(name, tuple(alternatives), documented, source, case_sensitive=case_sensitive)
     REGISTRY[name] = lex
     return lex
 
@@ -169,7 +171,7 @@ INTERNAL_FAILURE = _lex(
     r"(?:\bnull ?pointer\b)|(?:\bnil (?:map|pointer)\b)|(?:\bundefined\b)|(?:\bunknown (?:column|property|field|key)\b)|(?:\bkeyerror\b)",
     r"(?:\bdeadlock)|(?:\bhung\b)|(?:\bstuck\b)|(?:\bnot responding\b)",
     r"(?:\bexhausted\b)|(?:\bcorrupt)|(?:\bout of\b)",
-    r"\bexception\b",
+    r"\bexception\b|[a-z](?:Exception|Error)\b",
     r"\bpanic",
     r"\bkilled\b",
     r"\bback-?off\b",
@@ -187,6 +189,7 @@ K8S_IMAGE = _lex(
     r"Failed to pull image",
     r"InvalidImageName",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes kubelet image events (kubernetes.io/docs/concepts/containers/images)",
 )
 K8S_CONFIG = _lex(
@@ -196,6 +199,7 @@ K8S_CONFIG = _lex(
     r"couldn't find key \S+ in (?:Secret|ConfigMap)",
     r"(?:secret|configmap) \"?[\w.-]+\"? not found",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes kubelet container config errors (kubernetes.io/docs/tasks/debug/debug-application)",
 )
 K8S_OOM = _lex(
@@ -204,6 +208,7 @@ K8S_OOM = _lex(
     r"exit code 137",
     r"Memory cgroup out of memory",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes container last state reason OOMKilled (kubernetes.io/docs/tasks/configure-pod-container/assign-memory-resource)",
 )
 K8S_SCHEDULING = _lex(
@@ -213,6 +218,7 @@ K8S_SCHEDULING = _lex(
     r"didn't match (?:Pod's )?node (?:affinity|selector)",
     r"had untolerated taint",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes scheduler events (kubernetes.io/docs/concepts/scheduling-eviction)",
 )
 K8S_PROBE = _lex(
@@ -220,6 +226,7 @@ K8S_PROBE = _lex(
     r"Unhealthy",
     r"(?:Readiness|Liveness|Startup) probe failed",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes kubelet probe events (kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes)",
 )
 K8S_MOUNT = _lex(
@@ -228,6 +235,7 @@ K8S_MOUNT = _lex(
     r"FailedAttachVolume",
     r"MountVolume\.SetUp failed",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes volume events (kubernetes.io/docs/concepts/storage/volumes)",
 )
 K8S_PRESSURE = _lex(
@@ -238,6 +246,7 @@ K8S_PRESSURE = _lex(
     r"\bEvicted\b",
     r"ephemeral-storage",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes node-pressure eviction (kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction)",
 )
 K8S_CRASHLOOP = _lex(
@@ -245,6 +254,7 @@ K8S_CRASHLOOP = _lex(
     r"CrashLoopBackOff",
     r"Back-off restarting failed container",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes container waiting reason (kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle)",
 )
 K8S_HPA_MAX = _lex(
@@ -253,6 +263,7 @@ K8S_HPA_MAX = _lex(
     r"desired replica count is more than the maximum",
     r"TooManyReplicas",
     documented=True,
+    case_sensitive=True,
     source="Kubernetes HorizontalPodAutoscaler conditions (kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale)",
 )
 
@@ -446,7 +457,7 @@ LOAD_TOOL = _lex(
 LEAK_OR_STUCK = _lex(
     "leak_or_stuck",
     r"(?:\bleak)|(?:\bgrowing\b)|(?:\bunclosed\b)|(?:\bnever (?:released|closed)\b)|(?:\bnot (?:responding|released|closed)\b)",
-    r"(?:\bhung\b)|(?:\bhang)|(?:\bdeadlock)|(?:\bzombie)|(?:\bstuck\b)|(?:\bno (?:requests?|progress|responses?) (?:completed|made)\b)|(?:\bwatchdog\b)|(?:\bblocked\b)",
+    r"(?:\bhung\b)|(?:\bhang)|(?:\bdeadlock)|(?:\bzombie)|(?:\bstuck\b)|(?:\bstale\b)|(?:\bstopped \w+ing\b)|(?:\b\d+ days? (?:of )?uptime\b)|(?:\bno (?:requests?|progress|responses?) (?:completed|made)\b)|(?:\bwatchdog\b)|(?:\bblocked\b)",
 )
 PRIMARY_DOWN = _lex(
     "primary_down",

@@ -86,7 +86,13 @@ _ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|consumer|enqueued|delayed|\bjo
 _MONEY_WORDS = re.compile(r"price|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund|charge", re.IGNORECASE)
 _NO_DATA = re.compile(r"\bno ?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
 
-_FAILURE_METRIC = re.compile(r"5xx|error|fail|4xx|declin|reject|timeout", re.IGNORECASE)
+_FAILURE_METRIC = re.compile(
+    r"5xx|error|fail|4xx|declin|reject|timeout|mismatch|(?:^|_)[45]\d\d(?:_|$)", re.IGNORECASE
+)
+# Latency of a hop behind the user path (a dependency, a query, a disk), not what users wait for.
+_BEHIND_PATH = re.compile(
+    r"upstream|dependency|_db_|^db_|query|disk|\bio\b|_io_|own_latency|internal|vendor", re.I
+)
 _SUCCESS_METRIC = re.compile(r"success|availability|probe_success|good", re.IGNORECASE)
 _ASYNC_METRIC = re.compile(
     r"task|job|queue|consumer|_post_|sync|batch|import|export|lag|backlog|bulk|cron", re.IGNORECASE
@@ -290,7 +296,9 @@ def assess_severity(
     for m in metrics:
         if not _LATENCY_METRIC.search(m.name) or _is_subset_metric(m, metrics):
             continue
-        if m.service not in alerted or not m.ratio or m.ratio == float("inf"):
+        if not m.ratio or m.ratio == float("inf"):
+            continue
+        if m.service not in alerted and (_BEHIND_PATH.search(m.name) or _NON_USER_METRIC.search(m.name)):
             continue
         if m.ratio >= 5 and not fallback_seen:
             bump(
@@ -318,7 +326,7 @@ def _explained_by_sibling(m: MetricDelta, metrics: list[MetricDelta]) -> bool:
     for o in metrics:
         if o is m or o.service != m.service or not o.name.startswith(m.name) or not _EXCLUDING.search(o.name):
             continue
-        if metric_deviation(o) is None:
+        if metric_deviation(o) is None or (_FAILURE_METRIC.search(o.name) and _failure_share(o) is None):
             return True
     return False
 
@@ -363,6 +371,8 @@ class CategoryCall:
     strength: float  # how many independent lines support it (0..1)
     change: ChangeEvent | None = None
     documented: bool = False
+    # True when no failure mode was recognised and the category is the default guess.
+    fallback: bool = False
 
 
 def _both(a: L.Lexicon, b: L.Lexicon, lines: list[str]) -> int:
@@ -570,6 +580,10 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     if k8s is not None:
         return k8s
     corrupt = sum(1 for t in texts if L.CORRUPTION.search(t.split("\n")[0]))
+    # The alert itself saying the data is wrong (zero amounts, duplicates, bad encoding).
+    alert_corrupt = bool(L.CORRUPTION.search(ef.alert_text))
+    if alert_corrupt:
+        corrupt += 2
     if change is not None and change.kind == "deployment":
         a = ef.anomalies.get(root)
         after = [
@@ -581,22 +595,38 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
             and t.first_after >= change.at - timedelta(minutes=1)
         ]
         if a is not None and sum(t.score for t in after) >= 2.0:
-            if corrupt >= 3 and corrupt >= len(texts) * 0.5 and not (a and a.internal_failure):
+            if (
+                corrupt >= 3
+                and corrupt >= len(texts) * 0.3
+                and not (a and a.internal_failure and not alert_corrupt)
+            ):
                 return CategoryCall(Category.DATA_CORRUPTION, "wrong data after a release", 0.6, change)
             return CategoryCall(Category.BAD_DEPLOY, "new failures right after a release", 0.8, change)
     if change is not None and change.kind == "config":
-        if corrupt >= 3 and corrupt >= len(texts) * 0.5:
+        if corrupt >= 3 and corrupt >= len(texts) * 0.3:
             return CategoryCall(Category.DATA_CORRUPTION, "wrong data after a config change", 0.6, change)
         return CategoryCall(Category.CONFIG_CHANGE, "new failures right after a config change", 0.7, change)
     cap = _capacity_call(ef, bundle, root, texts)
     if cap is not None:
         return cap
-    lex = _lexicon_call(texts, root, is_external)
+    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external)
     if lex is not None:
         return lex
+    # Nothing recognised in the root's own lines: read the failure mode from the whole
+    # incident (the top candidates' lines and the alert), the root stays the culprit.
+    wide: list[str] = [ef.alert_text]
+    for name, _ in ef.ranking[:3]:
+        wide += [ln.message for ln in _root_lines(ef, bundle, name)]
+    lex = _lexicon_call(wide, root, is_external)
+    if lex is not None and lex.category is not Category.DATABASE:
+        return replace(lex, why=lex.why + " (incident-wide)", strength=min(lex.strength, 0.4))
     if is_external or root != ef.alert_service:
-        return CategoryCall(Category.DEPENDENCY_FAILURE, f"the failures are about {root}, a dependency", 0.4)
-    return CategoryCall(Category.DEPENDENCY_FAILURE, "no specific failure mode recognised", 0.1)
+        return CategoryCall(
+            Category.DEPENDENCY_FAILURE, f"the failures are about {root}, a dependency", 0.4, fallback=True
+        )
+    return CategoryCall(
+        Category.DEPENDENCY_FAILURE, "no specific failure mode recognised", 0.1, fallback=True
+    )
 
 
 # --------------------------------------------------------------------------- false alarm
@@ -643,9 +673,12 @@ _ACTOR_NAME = re.compile(
 )
 
 
-def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None) -> str:
-    """Who did the benign thing: a service other than the alerting one, or the actor it names."""
+def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None, text: str = "") -> str:
+    """Who did the benign thing: the actor the alert names (an exporter, an agent), a
+    service other than the alerting one, or the actor its lines name."""
     counts: dict[str, int] = defaultdict(int)
+    for m in _ACTOR_NAME.finditer(text):
+        counts[m.group(1).lower()] += 10
     for ln in benign:
         if ln.service != alert:
             counts[ln.service] += 2
@@ -675,16 +708,38 @@ def false_alarm_gate(
     total = sum(a.log_score for a in ef.anomalies.values())
     no_data = bool(_NO_DATA.search(text))
     reasons: list[str] = []
+    latency_only = bool(failing) and all(f.endswith("x") for f in failing)
+    if failing and latency_only and any(L.LOAD_TOOL.search(ln.message[:300]) for ln in benign):
+        reasons.append("only latency is up, under load generated by a load-testing tool")
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     if failing:
         return False, "", [], [f"user-facing metrics off baseline: {'; '.join(failing[:3])}"]
+    if any(L.LOAD_TOOL.search(ln.message[:300]) for ln in benign):
+        reasons.append("a load-testing tool generated the load; no user-facing metric off its baseline")
+        reasons.append("the benign actor is identified: a load generator")
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     top = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
     recognised = top is not None and categorize(ef, bundle, top).strength >= 0.3
     if total < 0.5 and not recognised and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes):
         reasons.append("no new warning or error template in the window and user-facing metrics at baseline")
-        return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     if no_data:
         reasons.append("the alert is about missing telemetry (no data), not a bad value")
-        return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
+    top_call = categorize(ef, bundle, top) if top is not None else None
+    if (
+        not benign
+        and top is not None
+        and top_call is not None
+        and top_call.fallback
+        and not ef.anomalies[top].internal_failure
+        and not any(ch.score >= GUILTY_CHANGE for ch in ef.changes)
+    ):
+        reasons.append(
+            "no user-facing metric off its baseline, no internal failure and no recognised failure mode: "
+            "nothing shows customer impact"
+        )
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     if not benign:
         return False, "", [], reasons
     # The benign actor must explain the root's own new failures, not just be present.
@@ -709,7 +764,7 @@ def false_alarm_gate(
             f"benign activity explains the root's new failures ({share:.0%} of {root}'s anomalous lines); "
             "no user-facing metric off its baseline"
         )
-        return True, _benign_actor(ef, benign, ef.alert_service), benign, reasons
+        return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     return False, "", [], reasons
 
 
@@ -784,7 +839,57 @@ def _evidence_for(ef: EvidenceFacts, bundle: ContextBundle, root: str, call: Cat
         and ln.level.upper() != "INFO"
     ][:3]
     latest = [t.last_line for t in templates[:3] if t.last_line is not None]
-    return pick_evidence([change_lines[:3], internal[:3], own_first, observed, alert_view, latest])
+    # How the alerting service experiences it, even when its lines do not name the root.
+    alert_anomaly = ef.anomalies.get(ef.alert_service or "")
+    if alert_anomaly is not None and ef.alert_service != root:
+        alert_view += [
+            t.first_line
+            for t in sorted(alert_anomaly.templates, key=lambda t: -t.score)[:2]
+            if t.first_line is not None and not t.observed
+        ]
+    k8s_lines = [
+        ln
+        for ln in bundle.logs
+        if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
+    ]
+    return pick_evidence(
+        [
+            change_lines[:3],
+            internal[:3],
+            own_first,
+            k8s_lines[:2],
+            _context_lines(ef, bundle, root),
+            observed,
+            alert_view,
+            latest,
+        ]
+    )
+
+
+_SETTING = re.compile(r"\b[\w.-]+\s*[=:]\s*[\w./:-]+")
+
+
+def _context_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> list[LogLine]:
+    """The root's one-off informational lines that state a setting or a version (a limit,
+    an encoding, a time zone, the version that started) up to its onset: they often
+    carry the cause the errors only hint at."""
+    onset = ef.onset(root)
+    counts: dict[str, int] = defaultdict(int)
+    own = [ln for ln in bundle.logs if ln.service == root]
+    for ln in own:
+        counts[_template_key(ln.message)] += 1
+    out = [
+        ln
+        for ln in own
+        if ln.level.upper() == "INFO"
+        and counts[_template_key(ln.message)] <= 2
+        and (onset is None or ln.timestamp <= onset + timedelta(minutes=5))
+        and len(_SETTING.findall(ln.message[:300])) >= 1
+    ]
+    # Closest to the onset first.
+    if onset is not None:
+        out.sort(key=lambda ln: abs((onset - ln.timestamp).total_seconds()))
+    return out[:3]
 
 
 # --------------------------------------------------------------------------- main
@@ -960,6 +1065,18 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     ):
         sha = call.change.deployment.sha
         culprit = call.change.deployment.service
+    elif call.category is Category.DATA_CORRUPTION and call.change is None:
+        # Wrong data from a component released before it started: the release is the trigger.
+        onset = ef.onset(root)
+        released = [
+            d
+            for d in bundle.deployments
+            if d.service == root
+            and (onset is None or (d.created_at <= onset and onset - d.created_at <= timedelta(hours=12)))
+        ]
+        if released:
+            sha = max(released, key=lambda d: d.created_at).sha
+            reasoning.append(f"release {sha[:7]} of {root} precedes the first wrong data")
     reasoning.append(f"category {call.category.value}: {call.why}")
     for ch in sorted(ef.changes, key=lambda c: -c.score)[:4]:
         reasoning.append(
@@ -976,7 +1093,14 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
         )
         for ln in _root_lines(ef, bundle, root)
     )
-    money = call.category is Category.DATA_CORRUPTION and any(_MONEY_WORDS.search(e) for e in evidence)
+    money = call.category is Category.DATA_CORRUPTION and (
+        any(_MONEY_WORDS.search(e) for e in evidence)
+        or any(
+            re.search(r"usd|eur|gbp|charge|price|amount|invoice|refund|revenue", m.name, re.I)
+            and metric_deviation(m) is not None
+            for m in bundle.metrics
+        )
+    )
     severity, sev_reasons = assess_severity(bundle, alerted, text, call.category, prospective, money)
     confidence, agree = _confidence(ef, bundle, root, call, evidence, text)
     reasoning.append(f"confidence {confidence:.2f}: " + "; ".join(agree))
@@ -1057,11 +1181,11 @@ def choose_action(
         return RunbookAction.RENEW_CERTIFICATE
     if cat is Category.RESOURCE_EXHAUSTION:
         # Rising usage (a leak, a stuck process) -> restart; flat at a limit -> raise it.
-        if L.LEAK_OR_STUCK.search(text) or _growing_series(own):
+        if L.LEAK_OR_STUCK.search(text + "\n" + own_text) or _growing_series(own):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.INCREASE_RESOURCE_LIMIT
     if cat is Category.DATABASE:
-        if L.PRIMARY_DOWN.search(text):
+        if L.PRIMARY_DOWN.search(text + "\n" + own_text):
             return RunbookAction.FAILOVER
         if L.LEAK_OR_STUCK.search(text):
             return RunbookAction.RESTART_SERVICE
@@ -1084,7 +1208,7 @@ def choose_action(
         if rca.culprit_service in services and L.LEAK_OR_STUCK.search(text + "\n" + own_text):
             # A hung or deadlocked internal service recovers by restarting it.
             return RunbookAction.RESTART_SERVICE
-        if L.FALLBACK_ACTIVE.search(text) and severity is not None and severity.rank >= 2:
+        if L.FALLBACK_ACTIVE.search(text + "\n" + own_text) and severity is not None and severity.rank >= 2:
             return RunbookAction.NONE
         return RunbookAction.FAILOVER
     return RunbookAction.RESTART_SERVICE
