@@ -551,14 +551,12 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     rca: RootCauseHypothesis = out.result
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
-    # The analyst's extra["severity"] wins (older analysts set only that), else the result's.
+    # The typed RCA field first; an analyst's extra["severity"] (older analysts set only that) else.
     reassessed: dict[str, Any] = {}
     if rca.severity is not None:
         reassessed = {"severity": Severity(rca.severity).value}
     elif isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
-    elif rca.severity is not None:
-        reassessed = {"severity": rca.severity.value}
     if rca.confidence >= settings.rca_confidence_threshold:
         event, next_status, values = Event.RCA_CONFIDENT, S.PLANNING, {}
     elif attempt < settings.rca_max_attempts:
