@@ -596,8 +596,10 @@ def test_computed_facts_are_bounded_defanged_and_say_when_a_changed_service_is_q
         ],
         onset=T0 - timedelta(minutes=6),
         alert_time=T0,
+        quiet=("dast-scanner", "node-exporter"),
     )
     text = render_computed_facts(facts)
+    assert "other components seen, nothing anomalous found: dast-scanner, node-exporter" in text
     assert text.count("</computed_facts>") == 1 and "[/computed_facts>" in text
     lines = text.splitlines()
     ranked = [line for line in lines if line.startswith("- ") and "anomaly" in line]

@@ -36,6 +36,7 @@ MAX_CANDIDATES = 8
 MAX_EDGES = 12
 MAX_CHANGES = 10
 MAX_SIGNALS = 4
+MAX_QUIET = 20
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class ComputedFacts:
     alert_time: datetime | None = None
     method: str = "counts"  # how the facts were computed, said in the block's header
     notes: Sequence[str] = field(default_factory=tuple)
+    # Components seen in the evidence that code found nothing anomalous about: the benign
+    # actor of a false alarm (a scanner, a load test, an agent) is often one of them.
+    quiet: Sequence[str] = ()
 
 
 # --------------------------------------------------------------------------- rendering
@@ -167,6 +171,11 @@ def render_computed_facts(facts: ComputedFacts, max_chars: int = 6000) -> str:
         lines.append("- " + "; ".join(parts))
     if len(ranked) > MAX_CANDIDATES:
         lines.append(f"- …[{len(ranked) - MAX_CANDIDATES} quieter candidates not shown]")
+
+    if facts.quiet:
+        names = ", ".join(one_line(name, 80) for name in facts.quiet[:MAX_QUIET])
+        more = f" …[{len(facts.quiet) - MAX_QUIET} more]" if len(facts.quiet) > MAX_QUIET else ""
+        lines.append(f"other components seen, nothing anomalous found: {names}{more}")
 
     edges = sorted(facts.edges, key=lambda e: -e.count)
     lines.append(f"dependency edges ({len(edges)}, caller -> callee, from the caller's log lines):")
@@ -377,6 +386,8 @@ def from_evidence_facts(ef: EvidenceFacts, limit: int = MAX_CANDIDATES * 2) -> C
         )
         for ch in ef.changes
     ]
+    shown = {c.name for c in candidates}
+    quiet = tuple(sorted(name for name in ef.candidates if name not in shown))
     onsets = [c.onset for c in candidates if c.onset is not None and (c.anomaly or 0) > 0]
     notes = [f"source {item}" for item in ef.unavailable]
     if ef.no_evidence:
@@ -389,4 +400,5 @@ def from_evidence_facts(ef: EvidenceFacts, limit: int = MAX_CANDIDATES * 2) -> C
         alert_time=ef.alert_time,
         method="drain3 novelty, metric deltas and PageRank over the edges",
         notes=tuple(notes),
+        quiet=quiet,
     )
