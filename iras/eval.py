@@ -508,8 +508,13 @@ def predicted_from_results(
     triage: Any, rca: Any, plan: Any, rca_extra: dict[str, Any] | None = None
 ) -> Predicted:
     """The scored view of one run. Severity: the RCA stage's evidence-based re-assessment
-    when the analyst provides one (`extra["severity"]`), else the triage severity."""
-    severity = (rca_extra or {}).get("severity") or (triage.severity.value if triage else None)
+    when the analyst provides one (`rca.severity`, else `extra["severity"]`), else the
+    triage severity, the same order the pipeline applies."""
+    severity = (
+        (rca.severity.value if rca is not None and getattr(rca, "severity", None) else None)
+        or (rca_extra or {}).get("severity")
+        or (triage.severity.value if triage else None)
+    )
     return {
         "severity": severity,
         "category": rca.category.value if rca else None,

@@ -558,6 +558,7 @@ def _rca_stage(task: PipelineTask, incident_id: str, carry: _Carry) -> IncidentS
     rca: RootCauseHypothesis = out.result
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
+    # The typed RCA field first; an analyst's extra["severity"] (older analysts set only that) else.
     reassessed: dict[str, Any] = {}
     if rca.severity is not None:
         reassessed = {"severity": Severity(rca.severity).value}

@@ -91,15 +91,17 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     assert _eventually(lambda: {"kind": "pagerduty.resolve", "dedup_key": incident_id} in mock.SENT)
 
 
+@pytest.mark.parametrize("in_extra", [False, True], ids=["typed-field", "extra-fallback"])
 def test_a_severity_reassessed_from_the_evidence_is_said_on_the_timeline(
-    pipeline: FlaskClient, wait_for: WaitFor
+    pipeline: FlaskClient, wait_for: WaitFor, in_extra: bool
 ) -> None:
-    set_analyst(ScriptedAnalyst(confidence=0.9, severity="P0"))
+    set_analyst(ScriptedAnalyst(confidence=0.9, severity="P0", severity_in_extra=in_extra))
     doc = wait_for(_fire_scenario(pipeline), "awaiting_approval")
     triaged = next(s for s in doc["stages"] if s["stage"] == "triage")["result"]["severity"]
     assert triaged != "P0" and doc["severity"] == "P0"
     rca = next(t for t in doc["timeline"] if t["event"] == "rca_confident")
     assert f"severity {triaged} -> P0 from the evidence" in rca["detail"]["summary"]
+    assert ("(scripted)" in rca["detail"]["summary"]) is not in_extra  # the typed field's reason
 
 
 def test_reject_escalates_with_postmortem_and_a_page(pipeline: FlaskClient, wait_for: WaitFor) -> None:

@@ -2,10 +2,10 @@
 
 IRAS must work with no API key (air-gapped sites, cost caps, provider outages).
 This analyst implements the same `Analyst` protocol as the Claude analyst with
-plain rules over the alert and the evidence bundle; the rules themselves live in
-`iras.analysts.offline_rules` (severity, categories, culprit) and
-`iras.analysts.signatures` (the log-signature catalogue), the remediation steps
-in `iras.analysts.runbooks`.
+plain rules over the alert and the evidence bundle: `iras.analysts.facts` reads the
+evidence's structure (candidates, dependency edges, anomalies, onsets, changes),
+`iras.analysts.offline_rules` decides (false alarm, root, category, action, severity,
+confidence), the remediation steps come from `iras.analysts.runbooks`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class OfflineAnalyst:
             extra={
                 # Severity re-assessed with the evidence (error ratios, latency); the
                 # triage stage only saw the alert. The pipeline may adopt it.
-                "severity": diagnosis.severity.value,
+                "severity": (diagnosis.hypothesis.severity or diagnosis.severity).value,
                 "severity_reasons": diagnosis.severity_reasons,
                 "remediation_action": diagnosis.action.value,
             },
@@ -101,8 +101,14 @@ class OfflineAnalyst:
         self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
     ) -> StageOutput[RemediationPlan]:
         start = time.perf_counter()
-        severity = facts.triage.severity if facts.triage else None
+        severity = rca.severity or (facts.triage.severity if facts.triage else None)
         action = choose_action(rca, bundle, severity)
+        if not bundle.logs and not bundle.metrics and not bundle.deployments:
+            plan = no_remediation_plan(
+                "no evidence was available (logs, metrics and deployments not gathered); "
+                "a human must investigate before anything is changed"
+            )
+            return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
         if rca.category is Category.FALSE_ALARM or action is RunbookAction.NONE:
             reason = (
                 "the alert is a false alarm; metrics are within baseline and no error evidence"
