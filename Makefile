@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff check + format check, alembic check on SQLite
 eval: $(STAMP) ## score the offline analyst on ../shared/scenarios
 	$(BIN)/iras eval ../shared/scenarios --analyst offline
 
+eval-perturb: $(STAMP) ## score the offline analyst on ../shared/scenarios and on perturbed copies, side by side
+	$(BIN)/iras eval ../shared/scenarios --analyst offline --direct --perturb
+
 bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-server packages)
 	@for b in bench/ingest.py bench/pipeline.py bench/latency.py bench/queries.py bench/memory.py; do \
 		test -f $$b && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done
@@ -44,4 +47,4 @@ bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-se
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) iras.db iras.db-* .pytest_cache
 
-.PHONY: help install run test test-fast lint eval bench clean
+.PHONY: help install run test test-fast lint eval eval-perturb bench clean
