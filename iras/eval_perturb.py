@@ -100,6 +100,16 @@ _SYNONYMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deadline", ("time limit",)),
     ("waiting", ("pending",)),
     ("received", ("got",)),
+    ("Too many", ("Excessive",)),
+    ("too many", ("excessive",)),
+    ("denied", ("refused",)),
+    ("expired", ("lapsed", "is past its validity")),
+    ("invalid", ("malformed", "bad")),
+    ("missing", ("absent",)),
+    ("reached", ("hit",)),
+    ("exhausted", ("used up", "depleted")),
+    ("cannot", ("can't",)),
+    ("could not", ("couldn't",)),
 )
 # Only prose is rewritten: a word glued to an identifier (`ocr-requests`, `level=error`,
 # `[error]`, a tab-separated level column) is part of a name or a field and stays.
