@@ -41,6 +41,9 @@ DIR ?= tests/scenarios_own
 eval: $(STAMP) ## score the offline analyst on the project's own scenarios (or DIR=folder)
 	$(BIN)/iras eval $(DIR) --analyst offline
 
+eval-perturb: $(STAMP) ## score the offline analyst on DIR and on perturbed copies, side by side
+	$(BIN)/iras eval $(DIR) --analyst offline --direct --perturb
+
 bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-server packages)
 	@for b in bench/ingest.py bench/pipeline.py bench/latency.py bench/queries.py bench/memory.py; do \
 		test -f $$b && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done
@@ -48,4 +51,4 @@ bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-se
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) iras.db iras.db-* .pytest_cache
 
-.PHONY: help install run demo test test-fast lint eval bench clean
+.PHONY: help install run demo test test-fast lint eval eval-perturb bench clean
