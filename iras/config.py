@@ -6,6 +6,8 @@ instead of failing on the first incident at 3 AM.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -282,3 +284,16 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment)."""
     get_settings.cache_clear()
+
+
+def restore_environ(saved: Mapping[str, str | None]) -> None:
+    """Put back environment variables saved as `{name: value or None}`, then re-read settings.
+
+    The demo and the eval pipeline run IRAS in-process on settings of their own and must
+    leave the caller's environment as they found it."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_settings()

@@ -144,7 +144,7 @@ def run_demo(host: str, port: int, directory: Path, analyst: str, stay: bool) ->
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the replay's lines, not every request's
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'demo.db'}"
     os.environ["ANALYST"] = analyst
-    from iras.config import reset_settings
+    from iras.config import reset_settings, restore_environ
     from iras.db import reset_engine
     from iras.embedded import start
 
@@ -175,13 +175,8 @@ def run_demo(host: str, port: int, directory: Path, analyst: str, stay: bool) ->
     finally:
         server.shutdown()
         worker.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
         reset_engine()
-        reset_settings()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

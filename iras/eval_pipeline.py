@@ -24,7 +24,7 @@ SETTLED = {"awaiting_approval", "closing", "resolved", "escalated", "auto_resolv
 @contextmanager
 def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> Iterator[Any]:
     from iras.analysts import set_analyst
-    from iras.config import reset_settings
+    from iras.config import reset_settings, restore_environ
     from iras.db import reset_engine
     from iras.embedded import EmbeddedWorker
     from iras.eval import get_analyst, predicted_from_results
@@ -89,11 +89,6 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
         worker.stop()
         mock.set_fixture(None)
         set_analyst(None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
         reset_engine()
-        reset_settings()
         shutil.rmtree(workdir, ignore_errors=True)
