@@ -34,8 +34,15 @@ lint: $(STAMP) ## ruff check + format check, alembic check on SQLite
 	DATABASE_URL=sqlite:////tmp/iras-alembic-check.db $(BIN)/alembic upgrade head
 	DATABASE_URL=sqlite:////tmp/iras-alembic-check.db $(BIN)/alembic check
 
-eval: $(STAMP) ## score the offline analyst on ../shared/scenarios
-	$(BIN)/iras eval ../shared/scenarios --analyst offline
+demo: $(STAMP) ## start the service and replay bundled incidents with their evidence (PORT=8080)
+	$(BIN)/iras demo --host $${HOST:-127.0.0.1} --port $${PORT:-8080}
+
+DIR ?= tests/scenarios_own
+eval: $(STAMP) ## score the offline analyst on the project's own scenarios (or DIR=folder)
+	$(BIN)/iras eval $(DIR) --analyst offline
+
+eval-perturb: $(STAMP) ## score the offline analyst on DIR and on perturbed copies, side by side
+	$(BIN)/iras eval $(DIR) --analyst offline --direct --perturb
 
 bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-server packages)
 	@for b in bench/ingest.py bench/pipeline.py bench/latency.py bench/queries.py bench/memory.py; do \
@@ -44,4 +51,4 @@ bench: $(STAMP) ## run every benchmark (needs the Debian postgresql and redis-se
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) iras.db iras.db-* .pytest_cache
 
-.PHONY: help install run test test-fast lint eval bench clean
+.PHONY: help install run demo test test-fast lint eval eval-perturb bench clean

@@ -268,6 +268,7 @@ class Stack:
             "DATABASE_URL": database_url,
             "CELERY_BROKER_URL": broker_url,
             "MOCK_EVIDENCE_FILE": str(evidence),
+            "IRAS_MOCK_EVIDENCE": "true",  # serve that file through the mock sources
             "ANALYST": "offline",
             "LOG_LEVEL": "WARNING",
             "BEAT_INTERVAL_SECONDS": "5",

@@ -7,7 +7,8 @@ iras flower [flower args...]     Flower, the Celery monitoring UI
 iras db upgrade                  apply migrations
 iras alerts dead-letters         rejected webhook bodies; `iras alerts replay --id N | --all`
 iras tokens create --role R --name N | list | revoke ID|NAME   API/console tokens
-iras eval DIR [--analyst ...]    score the analyst on incident scenarios
+iras eval [DIR] [--analyst ...]  score the analyst on incident scenarios (default: the bundled ones)
+iras demo [--port P] [--exit]    the service with bundled incidents replayed through it
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         help="call the analyst in-process instead of replaying through webhook + Celery + database",
     )
 
+    from iras.demo import add_demo_arguments
+
+    add_demo_arguments(
+        sub.add_parser("demo", help="start the service and replay bundled incidents with their evidence")
+    )
+
     if argv and argv[0] in ("worker", "beat", "flower"):
         from iras.logging_setup import configure_logging
 
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from iras.deadletter import main_alerts
 
         return main_alerts(args)
+    if args.command == "demo":
+        from iras.demo import main_demo
+
+        return main_demo(args)
     if args.command == "eval":
         from iras.eval import main_eval
 

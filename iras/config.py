@@ -6,11 +6,13 @@ instead of failing on the first incident at 3 AM.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from iras.ingest.tokens import parse_webhook_tokens
@@ -101,7 +103,14 @@ class Settings(BaseSettings):
     # Celery workers serve /metrics on this port when set (the web app serves its own).
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
 
-    # --- integrations (unset -> mock client) --------------------------------
+    # --- integrations -------------------------------------------------------
+    # An evidence source (logs, metrics, deployments) without its URL or token is
+    # "not configured": it returns nothing and the diagnosis says so. The canned
+    # evidence of iras/integrations/mock.py (a scenario fixture, or a synthetic demo
+    # bundle) is served only with IRAS_MOCK_EVIDENCE=true: tests, `iras demo`,
+    # `iras eval` and scripted checks; /health and the console say when it is on.
+    mock_evidence: bool = Field(False, validation_alias=AliasChoices("IRAS_MOCK_EVIDENCE", "mock_evidence"))
+    # Chat and pager without a token use the recording mocks (nothing leaves the process).
     prometheus_url: str | None = None
     loki_url: str | None = None
     elasticsearch_url: str | None = None
@@ -275,3 +284,16 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment)."""
     get_settings.cache_clear()
+
+
+def restore_environ(saved: Mapping[str, str | None]) -> None:
+    """Put back environment variables saved as `{name: value or None}`, then re-read settings.
+
+    The demo and the eval pipeline run IRAS in-process on settings of their own and must
+    leave the caller's environment as they found it."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_settings()

@@ -51,7 +51,9 @@ class EmbeddedWorker:
         if self.with_beat:
             from celery.beat import EmbeddedService
 
-            self._beat = EmbeddedService(self.app, thread=True, schedule_filename=":memory:")
+            # The in-memory scheduler: the default persists to a shelve file, which with
+            # schedule_filename=":memory:" left `:memory:.bak/.dat/.dir` in the working directory.
+            self._beat = EmbeddedService(self.app, thread=True, scheduler_cls="celery.beat:Scheduler")
             self._beat.start()
 
     def stop(self) -> None:
@@ -68,10 +70,21 @@ def banner(settings: Settings, url: str, ingest_line: str) -> str:
     The database and broker URLs are shown without credentials or query (a terminal's
     scrollback and a process supervisor's log are not places for them)."""
     analyst = "claude" if settings.use_claude else "offline (no ANTHROPIC_API_KEY)"
+    from iras.integrations import evidence_status
+
+    evidence = evidence_status(settings)
+    if evidence["mock_evidence"]:
+        evidence_line = "evidence: MOCK (IRAS_MOCK_EVIDENCE=true): canned demo data, not your systems"
+    elif evidence["not_configured"]:
+        evidence_line = "evidence: not configured: " + "; ".join(
+            f"{kind} (set {' or '.join(names)})" for kind, names in evidence["not_configured"].items()
+        )
+    else:
+        evidence_line = "evidence: logs, metrics and deployments configured"
     return (
         f"IRAS is running at {url}\n"
         f"  database: {redact_url(settings.database_url)}\n  broker: {redact_url(settings.celery_broker_url)}\n"
-        f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n"
+        f"  analyst: {analyst}\n  executor: {settings.remediation_executor}\n  {evidence_line}\n"
         f"  {ingest_line}\n"
         f"  try: curl -XPOST {url}/webhook/alert -H 'Content-Type: application/json' "
         '-d \'{"title": "High error rate on checkout", "timestamp": "2026-01-01T00:00:00Z", '
@@ -79,7 +92,9 @@ def banner(settings: Settings, url: str, ingest_line: str) -> str:
     )
 
 
-def run(host: str, port: int) -> None:
+def start(host: str, port: int) -> tuple[Any, EmbeddedWorker, str]:
+    """Migrate, start the worker and beat, and bind the web server (not yet serving):
+    (server, worker, url). `run` serves it; `iras demo` serves it on a thread."""
     from werkzeug.serving import make_server
 
     from iras.logging_setup import configure_logging
@@ -99,6 +114,11 @@ def run(host: str, port: int) -> None:
     server = make_server(host, port, app, threaded=True)
     url = f"http://{host}:{server.server_port}"
     print(banner(settings, url, startup_line(settings)), flush=True)
+    return server, worker, url
+
+
+def run(host: str, port: int) -> None:
+    server, worker, _ = start(host, port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -31,6 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from iras.eval_perturb import KINDS as PERTURB_KINDS
+from iras.eval_perturb import compare_totals, format_comparison, perturb_scenarios
+
 Predicted = dict[str, Any]
 Runner = Callable[[dict[str, Any]], Predicted]
 
@@ -508,8 +511,13 @@ def predicted_from_results(
     triage: Any, rca: Any, plan: Any, rca_extra: dict[str, Any] | None = None
 ) -> Predicted:
     """The scored view of one run. Severity: the RCA stage's evidence-based re-assessment
-    when the analyst provides one (`extra["severity"]`), else the triage severity."""
-    severity = (rca_extra or {}).get("severity") or (triage.severity.value if triage else None)
+    when the analyst provides one (`rca.severity`, else `extra["severity"]`), else the
+    triage severity, the same order the pipeline applies."""
+    severity = (
+        (rca.severity.value if rca is not None and getattr(rca, "severity", None) else None)
+        or (rca_extra or {}).get("severity")
+        or (triage.severity.value if triage else None)
+    )
     return {
         "severity": severity,
         "category": rca.category.value if rca else None,
@@ -536,7 +544,10 @@ def get_analyst(name: str) -> Any:
 
 def make_direct_runner(analyst_name: str = "offline") -> Runner:
     """A runner that calls the analyst in-process, bypassing web, queue and database."""
+    from iras.config import get_settings
+
     analyst = get_analyst(analyst_name)
+    gate = get_settings().rca_confidence_threshold
 
     def run(scenario: dict[str, Any]) -> Predicted:
         from iras.analysts.base import IncidentFacts
@@ -555,7 +566,11 @@ def make_direct_runner(analyst_name: str = "offline") -> Runner:
         facts = facts.model_copy(update={"triage": triage})
         bundle = bundle_from_evidence(scenario["evidence"], first.timestamp)
         rca_out = analyst.analyze(facts, bundle, 1)
-        plan = analyst.plan(facts, rca_out.result, bundle).result
+        # As in the pipeline: below the confidence gate the incident escalates with its
+        # suspects and no plan, so the scored action is "none".
+        plan = (
+            analyst.plan(facts, rca_out.result, bundle).result if rca_out.result.confidence >= gate else None
+        )
         return predicted_from_results(triage, rca_out.result, plan, rca_out.extra)
 
     return run
@@ -638,6 +653,28 @@ def _threshold(value: float) -> float:
     return value / 100 if value > 1 else value
 
 
+def scenario_alert_time(scenario: dict[str, Any]) -> datetime:
+    """When the scenario's alert fired, read the way the pipeline reads it."""
+    return normalize_alert(scenario["alert"], scenario["source"])[0].timestamp
+
+
+def _perturbed_run(
+    scenarios: list[dict[str, Any]], run: Runner, seed: int, kinds: tuple[str, ...], stream: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]], dict[str, list[str]]]:
+    """Score the perturbed copies; a perturbed file the schema rejects is a harness bug."""
+    perturbed, records = perturb_scenarios(scenarios, seed, scenario_alert_time, kinds)
+    invalid: dict[str, list[str]] = {}
+    for doc in perturbed:
+        problems = validate_scenario(doc, f"{doc['id']}.json")
+        if problems:
+            invalid[doc["id"]] = problems
+            print(f"PERTURB-INVALID {doc['id']}", file=stream)
+            for problem in problems:
+                print(f"  {problem}", file=stream)
+    rows = evaluate([d for d in perturbed if d["id"] not in invalid], run)
+    return rows, totals(rows, invalid_files=len(invalid)), records, invalid
+
+
 def run_eval(
     directory: str | Path,
     analyst_name: str = "offline",
@@ -645,11 +682,17 @@ def run_eval(
     fail_under: float | None = None,
     runner: Runner | None = None,
     out: Any = None,
+    perturb: bool = False,
+    seed: int = 0,
+    perturb_kinds: tuple[str, ...] = PERTURB_KINDS,
 ) -> int:
     """Validate, run, score, print; returns the process exit status.
 
-    Exit 1 when scenario files are invalid, a scenario errored, or the overall score
-    is below `fail_under`; 0 otherwise.
+    With `perturb`, every scenario is also rewritten (`iras.eval_perturb`) and scored
+    again, and both totals are printed side by side with the difference per field.
+
+    Exit 1 when scenario files are invalid, a scenario errored (original or perturbed),
+    a perturbed file is invalid, or the overall score is below `fail_under`; 0 otherwise.
     """
     stream = out or sys.stdout
     loaded = load_scenarios(directory)
@@ -662,6 +705,31 @@ def run_eval(
     total = totals(rows, invalid_files=len(loaded.errors))
     total["analyst"] = analyst_name
     print(format_table(rows, total), file=stream)
+    perturb_doc: dict[str, Any] | None = None
+    if perturb:
+        p_rows, p_total, records, p_invalid = _perturbed_run(
+            loaded.scenarios, run, seed, perturb_kinds, stream
+        )
+        p_total["analyst"] = analyst_name
+        print("", file=stream)
+        print(format_comparison(total, p_total, RATE_KEYS + ["overall"], seed, perturb_kinds), file=stream)
+        perturb_doc = {
+            "seed": seed,
+            "kinds": list(perturb_kinds),
+            "totals": p_total,
+            "diff_points": compare_totals(total, p_total, RATE_KEYS + ["overall"]),
+            "scenarios": [
+                {
+                    "id": r["id"],
+                    "predicted": r["predicted"],
+                    "scores": r["scores"],
+                    **({"error": r["error"]} if r.get("error") else {}),
+                }
+                for r in p_rows
+            ],
+            "changes": records,
+            "invalid": p_invalid,
+        }
     if json_path:
         doc = {
             "totals": total,
@@ -676,9 +744,13 @@ def run_eval(
             ],
             "invalid_files": loaded.errors,
         }
+        if perturb_doc is not None:
+            doc["perturb"] = perturb_doc
         Path(json_path).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     status = 0
     if loaded.errors or total["errors"]:
+        status = 1
+    if perturb_doc is not None and (perturb_doc["invalid"] or perturb_doc["totals"]["errors"]):
         status = 1
     if fail_under is not None and total["overall"] < _threshold(fail_under):
         print(
@@ -690,7 +762,14 @@ def run_eval(
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", help="folder of scenario *.json files")
+    from iras.demo import BUNDLED_SCENARIOS
+
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        default=str(BUNDLED_SCENARIOS),
+        help="folder of scenario *.json files (default: the scenarios bundled with IRAS)",
+    )
     parser.add_argument("--analyst", choices=["offline", "claude"], default="offline")
     parser.add_argument("--json", dest="json_path", metavar="FILE", help="write machine-readable results")
     parser.add_argument(
@@ -700,10 +779,41 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SCORE",
         help="exit non-zero when the overall score (mean of the headline rates) is below SCORE (0-1 or %%)",
     )
+    parser.add_argument(
+        "--perturb",
+        action="store_true",
+        help="also score every scenario rewritten (renamed services, paraphrases, JSON/logfmt logs, "
+        "noise lines, an innocent deploy, a clock shift) and print both totals side by side",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --perturb rewrites (default 0)")
+    parser.add_argument(
+        "--perturb-kinds",
+        type=_perturb_kinds,
+        default=PERTURB_KINDS,
+        metavar="KIND[,KIND]",
+        help=f"which rewrites --perturb applies (default all: {','.join(PERTURB_KINDS)})",
+    )
+
+
+def _perturb_kinds(value: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(PERTURB_KINDS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(PERTURB_KINDS)}; got {value!r}")
+    return kinds
 
 
 def main_eval(args: argparse.Namespace, runner: Runner | None = None) -> int:
-    return run_eval(args.directory, args.analyst, args.json_path, args.fail_under, runner)
+    return run_eval(
+        args.directory,
+        args.analyst,
+        args.json_path,
+        args.fail_under,
+        runner,
+        perturb=getattr(args, "perturb", False),
+        seed=getattr(args, "seed", 0),
+        perturb_kinds=getattr(args, "perturb_kinds", PERTURB_KINDS),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

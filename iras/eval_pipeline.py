@@ -24,7 +24,7 @@ SETTLED = {"awaiting_approval", "closing", "resolved", "escalated", "auto_resolv
 @contextmanager
 def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> Iterator[Any]:
     from iras.analysts import set_analyst
-    from iras.config import reset_settings
+    from iras.config import reset_settings, restore_environ
     from iras.db import reset_engine
     from iras.embedded import EmbeddedWorker
     from iras.eval import get_analyst, predicted_from_results
@@ -32,11 +32,13 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
     from iras.migrate import upgrade
     from iras.web import create_app
 
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "CELERY_BROKER_URL", "IRAS_MOCK_EVIDENCE")}
     workdir = Path(tempfile.mkdtemp(prefix="iras-eval-"))
     template = workdir / "template.db"
     upgrade(f"sqlite:///{template}")
     os.environ["CELERY_BROKER_URL"] = "memory://"
+    # The scenario's evidence is served through the mock sources (fixture mode).
+    os.environ["IRAS_MOCK_EVIDENCE"] = "true"
     counter = iter(range(1_000_000))
 
     def fresh_database() -> None:
@@ -87,11 +89,6 @@ def pipeline_runner(analyst_name: str = "offline", timeout: float = 120.0) -> It
         worker.stop()
         mock.set_fixture(None)
         set_analyst(None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
         reset_engine()
-        reset_settings()
         shutil.rmtree(workdir, ignore_errors=True)

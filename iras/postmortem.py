@@ -18,7 +18,7 @@ EVENT_WORDS = {
     "context_gathered": "Evidence gathered",
     "rca_confident": "Root cause identified",
     "rca_inconclusive": "Root cause inconclusive, widening the evidence window",
-    "rca_exhausted": "Root cause not found after the maximum attempts",
+    "rca_exhausted": "Root cause not established, escalated",
     "plan_ready": "Remediation plan ready, awaiting approval",
     "no_action_needed": "No remediation needed",
     "approved": "Plan approved",

@@ -162,6 +162,9 @@ class SourceStatus(_Model):
     client: str = ""
     error: str | None = None
     items: int = 0
+    configure: list[str] = Field(
+        default_factory=list, description="Settings that would configure a not_configured source."
+    )
 
 
 class WorkloadRevision(_Model):

@@ -54,15 +54,15 @@ def in_process_broker() -> Iterator[None]:
     saved = os.environ.get("CELERY_BROKER_URL")
     os.environ["CELERY_BROKER_URL"] = "memory://"
     # A task that outlives its test must not create ./iras.db in the checkout.
-    os.environ.setdefault(
-        "DATABASE_URL", "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="iras-sink-"), "sink.db")
-    )
+    sink = tempfile.mkdtemp(prefix="iras-sink-")
+    os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(sink, "sink.db"))
     celery_app.conf.broker_url = "memory://"
     assert celery_app.pool.connection.transport_cls in ("memory", "memory://") or "memory" in str(
         celery_app.pool.connection.as_uri()
     )
     celery_app.producer_pool  # noqa: B018 - build it now, bound to memory://
     yield
+    shutil.rmtree(sink, ignore_errors=True)
     if saved is None:
         os.environ.pop("CELERY_BROKER_URL", None)
     else:
@@ -87,6 +87,9 @@ def iras_env(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CELERY_BROKER_URL", "memory://")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("MOCK_EVIDENCE_FILE", raising=False)
+    # Tests serve scenario evidence through the mock sources (`mock.set_fixture`); the
+    # tests of the honest default (nothing configured) set IRAS_MOCK_EVIDENCE=false.
+    monkeypatch.setenv("IRAS_MOCK_EVIDENCE", "true")
     reset_settings()
     reset_engine()
     set_analyst(None)

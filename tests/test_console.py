@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -20,7 +21,7 @@ from iras.auth import create_token
 from iras.db import new_session
 from iras.integrations import mock
 from iras.models import Incident, PostMortemRecord, Transition
-from iras.schemas import utcnow
+from iras.schemas import RemediationPlan, RemediationStep, Severity, Suspect, utcnow
 from iras.web.console import render_markdown, safe_url
 from tests.conftest import WaitFor, fire
 from tests.support.analysts import ScriptedAnalyst
@@ -471,3 +472,162 @@ def test_the_timeline_shows_every_transition(pipeline: FlaskClient, wait_for: Wa
 
     for name in events:
         assert EVENT_WORDS[name] in page
+
+
+# --------------------------------------------------------------------------- what a tired engineer reads
+
+# As rendered: Jinja escapes the "<" of a repr.
+PYTHON_REPR = re.compile(r"(<|&lt;)(built-in method|bound method|function) |object at 0x[0-9a-f]+")
+
+
+def assert_no_python_reprs(page: str) -> None:
+    found = PYTHON_REPR.search(page)
+    assert found is None, (
+        f"a Python repr leaked into the page: {page[max(0, found.start() - 80) : found.end() + 40]!r}"
+    )
+
+
+class SuspectingAnalyst(ScriptedAnalyst):
+    """The offline analyst's diagnosis with ranked suspects and a severity re-judged
+    from the evidence, as an analyst that fills those fields returns them."""
+
+    def __init__(self, confidence: float, severity: str | None = None, reason: str | None = None) -> None:
+        super().__init__(confidence=confidence)
+        self.new_severity, self.reason = severity, reason
+
+    def analyze(self, facts: Any, bundle: Any, attempt: int) -> Any:
+        out = super().analyze(facts, bundle, attempt)
+        repeated = [line.message for line in bundle.logs if "NullPointerException" in line.message]
+        out.result = out.result.model_copy(
+            update={
+                "evidence": repeated or out.result.evidence,
+                "suspects": [
+                    Suspect(
+                        service="checkout-service",
+                        score=0.55,
+                        category="bad_deploy",
+                        reason="new stack traces right after v2.41.0",
+                        evidence=repeated,
+                    ),
+                    Suspect(service="catalog-service", score=0.2, reason="released 4 min earlier"),
+                ],
+                "severity": Severity(self.new_severity) if self.new_severity else None,
+                "severity_reason": self.reason,
+            }
+        )
+        return out
+
+
+def test_the_incident_page_shows_no_python_reprs_and_counts_each_source(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    incident_id = fire_scenario(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval")
+    page = pipeline.get(f"/ui/incidents/{incident_id}").text
+    assert_no_python_reprs(page)
+    assert_no_python_reprs(pipeline.get("/ui/").text)
+    context = next(s for s in doc["stages"] if s["stage"] == "context")["result"]
+    sources = page[page.index('id="evidence-sources"') :].split("</p>", 1)[0]
+    for src in context["sources"]:
+        assert f"{src['kind']}: {src['name']} ok ({src['items']} item" in sources
+
+
+def test_the_approval_box_shows_the_exact_commands_and_their_rollbacks(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    incident_id = fire_scenario(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval")
+    page = pipeline.get(f"/ui/incidents/{incident_id}").text
+    box = page[page.index('id="decision"') : page.index("</section>", page.index('id="decision"'))]
+    box = box.replace("&#39;", "'").replace("&#34;", '"').replace("&amp;", "&")
+    assert 'id="approval-commands"' in box and box.index("approval-commands") < box.index("decision-form")
+    for step in doc["plan"]["steps"]:
+        assert f'<code class="run-cmd">{step["command"]}</code>' in box
+        if step["rollback_command"]:
+            assert f'<code class="undo-cmd">{step["rollback_command"]}</code>' in box
+        else:
+            assert "no rollback: cannot be undone" in box
+    assert "Approve plan" not in box, "the button says what it does, not a plan number"
+
+
+def test_a_severity_changed_by_the_evidence_is_explained_in_header_and_triage(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    set_analyst(
+        SuspectingAnalyst(0.9, severity="P0", reason="38% of checkouts fail (5xx ratio 0.38 vs 0.002)")
+    )
+    mock.set_fixture(SCENARIO["evidence"])
+    incident_id = pipeline.post("/webhook/alert", json=SCENARIO["alert"]).get_json()["incident_id"]
+    doc = wait_for(incident_id, "awaiting_approval")
+    triaged = next(s for s in doc["stages"] if s["stage"] == "triage")["result"]["severity"]
+    assert triaged != "P0" and doc["severity"] == "P0"
+    page = pipeline.get(f"/ui/incidents/{incident_id}").text
+    assert (
+        f"raised from {triaged} (triage, from the alert) to P0 by the evidence: "
+        "38% of checkouts fail (5xx ratio 0.38 vs 0.002)"
+    ) in page
+    assert '; now <span class="sev sev-P0">P0</span> from the evidence' in page
+    summary = next(t for t in doc["timeline"] if t["event"] == "rca_confident")["detail"]["summary"]
+    assert f"severity {triaged} -> P0 from the evidence (38% of checkouts fail" in summary
+
+
+def test_suspects_and_cited_evidence_show_each_repeated_template_once_with_a_count(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    set_analyst(SuspectingAnalyst(0.9))
+    mock.set_fixture(SCENARIO["evidence"])
+    incident_id = pipeline.post("/webhook/alert", json=SCENARIO["alert"]).get_json()["incident_id"]
+    doc = wait_for(incident_id, "awaiting_approval")
+    rca = next(s for s in doc["stages"] if s["stage"] == "rca")["result"]
+    assert len(rca["evidence"]) > 1
+    page = pipeline.get(f"/ui/incidents/{incident_id}").text
+    suspects = page[page.index('id="suspects"') : page.index("</ol>", page.index('id="suspects"'))]
+    assert '<strong>checkout-service</strong> <span class="score">55%</span> · bad deploy' in suspects
+    assert '<strong>catalog-service</strong> <span class="score">20%</span>' in suspects
+    cited = page[page.index('id="cited-evidence"') : page.index("</ul>", page.index('id="cited-evidence"'))]
+    assert cited.count("<li>") < len(rca["evidence"]), "near-identical lines are grouped"
+    assert "×" in cited
+    assert 'id="not-confident"' not in page
+
+
+def test_a_safety_note_of_the_plan_and_its_step_shows_once(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+    note = "Check the rollout history before undoing"
+    plan = RemediationPlan(
+        summary="restart checkout",
+        steps=[
+            RemediationStep(
+                order=1,
+                action="restart_service",
+                description="restart checkout",
+                command="kubectl rollout restart deployment/checkout",
+                rollback_command="kubectl rollout undo deployment/checkout",
+                risk_level="low",
+                safety_notes=[note],
+            )
+        ],
+        safety_notes=[note],
+    )
+    set_analyst(ScriptedAnalyst(confidence=0.9, plan=plan))
+    mock.set_fixture(SCENARIO["evidence"])
+    incident_id = pipeline.post("/webhook/alert", json=SCENARIO["alert"]).get_json()["incident_id"]
+    wait_for(incident_id, "awaiting_approval")
+    assert pipeline.get(f"/ui/incidents/{incident_id}").text.count(note) == 1
+
+
+def test_below_the_gate_the_page_hands_over_the_suspects_not_a_plan(
+    pipeline: FlaskClient, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iras.config import reset_settings
+
+    monkeypatch.setenv("RCA_MAX_ATTEMPTS", "1")
+    reset_settings()
+    set_analyst(SuspectingAnalyst(0.45))
+    mock.set_fixture(SCENARIO["evidence"])
+    incident_id = pipeline.post("/webhook/alert", json=SCENARIO["alert"]).get_json()["incident_id"]
+    doc = wait_for(incident_id, "escalated")
+    assert doc["plan"] is None
+    page = pipeline.get(f"/ui/incidents/{incident_id}").text
+    assert "Not confident: 45% is below the 70% gate, so no plan was made." in page
+    assert 'id="suspects"' in page and "checkout-service" in page and "catalog-service" in page
+    assert "Leading hypothesis:" in page and 'id="decision-form"' not in page
+    assert_no_python_reprs(page)

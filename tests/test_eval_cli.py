@@ -62,3 +62,39 @@ def test_eval_runs_on_claude_against_the_fake_api(
     assert status == 0 and doc["totals"]["analyst"] == "claude"
     assert len(doc["scenarios"]) == 3 and not any(r.get("error") for r in doc["scenarios"])
     assert fake_anthropic.requests, "the analyst really called the (fake) API"
+
+
+def test_eval_defaults_to_the_scenarios_bundled_in_the_package(tmp_path: Path) -> None:
+    """A fresh clone or a pip install has no ../shared: `iras eval` alone scores the bundled set."""
+    from iras.demo import BUNDLED_SCENARIOS
+
+    out = tmp_path / "bundled.json"
+    assert main(["eval", "--direct", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {row["id"] for row in doc["scenarios"]} == {p.stem for p in BUNDLED_SCENARIOS.glob("*.json")}
+    assert doc["invalid_files"] == {}
+
+
+def test_make_eval_defaults_to_the_projects_own_scenarios_and_takes_a_dir() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+
+    def command(*extra: str) -> str:
+        # -n prints the recipe; -o skips the install stamp so nothing is rebuilt.
+        done = subprocess.run(
+            [make, "-n", "-o", ".venv/.installed-stamp", "eval", *extra],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    assert command() == ".venv/bin/iras eval tests/scenarios_own --analyst offline"
+    assert OWN.is_dir() and any(OWN.glob("*.json")), "the default folder is in the repository"
+    assert command("DIR=../shared/scenarios") == ".venv/bin/iras eval ../shared/scenarios --analyst offline"

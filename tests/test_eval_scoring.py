@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iras.eval import evidence_recall, load_scenarios, run_eval, score, sha_matches, totals
+from iras.eval import (
+    culprit_matches,
+    evidence_recall,
+    load_scenarios,
+    run_eval,
+    score,
+    sha_matches,
+    totals,
+    validate_scenario,
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -158,3 +167,79 @@ def test_fail_under_and_runner_errors(tmp_path: Path) -> None:
     assert run_eval(tmp_path, "offline", None, 0.99, perfect, out=io.StringIO()) == 0
     half = lambda s: {"severity": "P2"}  # noqa: E731
     assert run_eval(tmp_path, "offline", None, 50, half, out=io.StringIO()) == 1
+
+
+def test_a_culprit_is_right_when_it_names_the_component_or_an_alias_in_any_case() -> None:
+    exp = _scenario(
+        culprit_service="billing-vendor", culprit_service_aliases=["api.billvend.io", "BillVend"]
+    )["expected"]
+    for named in ("billing-vendor", "Billing-Vendor", " api.billvend.io ", "API.BILLVEND.IO", "billvend"):
+        assert culprit_matches(named, exp), named
+        assert score(exp, {"culprit_service": named})["culprit_service"] is True
+    for named in ("billing", "billvend.io", "basket-api", "", None):
+        assert not culprit_matches(named, exp), named
+    # Without aliases only the culprit itself counts.
+    assert culprit_matches("BASKET-API", _scenario()["expected"])
+    assert not culprit_matches("api.billvend.io", _scenario()["expected"])
+
+
+def test_a_culprit_named_nowhere_in_the_alert_or_evidence_is_rejected() -> None:
+    hidden = _scenario(culprit_service="ledger-db")
+    assert any(
+        "neither the culprit nor an alias appears" in p for p in validate_scenario(hidden, "basket-oom.json")
+    )
+    # An alias the evidence uses makes the culprit nameable; the match ignores case.
+    aliased = _scenario(culprit_service="ledger-db", culprit_service_aliases=["BASKET-API"])
+    assert validate_scenario(aliased, "basket-oom.json") == []
+    in_alert = _scenario(culprit_service="edge-proxy")
+    in_alert["alert"]["title"] = "basket-api errors behind Edge-Proxy"
+    assert validate_scenario(in_alert, "basket-oom.json") == []
+    # The expected block itself does not count as evidence.
+    assert validate_scenario(_scenario(culprit_service="ledger-db", culprit_service_aliases=["ledger"]), "x")
+
+
+def test_aliases_must_be_a_short_list_of_names() -> None:
+    for bad in ([], "basket-api", ["basket-api", ""], ["a", "b", "c", "d", "e"]):
+        doc = _scenario(culprit_service_aliases=bad)
+        assert any("culprit_service_aliases" in p for p in validate_scenario(doc, "basket-oom.json")), bad
+
+
+def _row(culprit: bool, action: bool, confidence: float | None) -> dict[str, Any]:
+    scores = score(_scenario()["expected"], {})
+    scores.update(culprit_service=culprit, remediation_action=action)
+    return {"predicted": {"confidence": confidence}, "scores": scores}
+
+
+def test_confident_answers_count_only_at_or_above_the_gate_and_wrong_means_culprit_or_action() -> None:
+    rows = [
+        _row(True, True, 0.9),  # confident and right
+        _row(False, True, 0.7),  # at the gate, wrong culprit
+        _row(True, False, 0.95),  # confident, wrong action
+        _row(False, False, 0.69),  # below the gate: an escalation, not a confident answer
+        _row(False, False, None),  # no confidence reported
+    ]
+    t = totals(rows)
+    assert t["confident_answers"] == 3
+    assert t["confident_wrong"] == 2
+    assert t["confident_wrong_rate"] == round(2 / 3, 4)
+    quiet = totals([_row(False, False, 0.2)])
+    assert quiet["confident_answers"] == 0 and quiet["confident_wrong_rate"] == 0.0
+
+
+def test_the_json_report_carries_the_confidence_and_the_confident_wrong_count(tmp_path: Path) -> None:
+    (tmp_path / "basket-oom.json").write_text(json.dumps(_scenario()))
+    report = tmp_path / "out.json"
+
+    def sure_but_wrong(scenario: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "culprit_service": "checkout-api",
+            "remediation_action": "restart_service",
+            "confidence": 0.82,
+        }
+
+    out = io.StringIO()
+    run_eval(tmp_path, "offline", report, None, sure_but_wrong, out=out)
+    doc = json.loads(report.read_text())
+    assert doc["scenarios"][0]["predicted"]["confidence"] == 0.82
+    assert doc["totals"]["confident_answers"] == 1 and doc["totals"]["confident_wrong"] == 1
+    assert "confident_wrong=1/1" in out.getvalue()

@@ -269,7 +269,11 @@ def test_the_webhook_answers_and_counts_each_request_once(client: FlaskClient) -
     assert r.status_code == 202 and r.mimetype == "application/json"
     assert r.get_json()["status"] == "processing"
     again = client.post("/webhook/generic", json=generic("fast")).get_json()
-    assert again == {"incident_id": r.get_json()["incident_id"], "status": "deduplicated", "alerts": 1}
+    assert again == {
+        "incident_id": r.get_json()["incident_id"],
+        "status": "deduplicated",
+        "alerts_received": 1,
+    }
     assert client.post("/webhook/alert", json=generic("fast-auto")).status_code == 202
     # Each request counted once, under its own route and source.
     assert [b - a for a, b in zip(before, counts(), strict=True)] == [2, 1, 2, 1]

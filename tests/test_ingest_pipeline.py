@@ -87,7 +87,7 @@ def test_firing_then_duplicate_then_resolved_twin_auto_resolves_before_approval(
     n_alerts = len(firing.get("alerts", [None]))
 
     first = _post(pipeline, "/webhook/alert", firing)  # source detected from the shape
-    assert first["status"] == "processing" and first["alerts"] == n_alerts
+    assert first["status"] == "processing" and first["alerts_received"] == n_alerts
     incident_id = first["incident_id"]
     doc = wait_for(incident_id, "awaiting_approval")
     assert doc["source"] == source
@@ -97,13 +97,13 @@ def test_firing_then_duplicate_then_resolved_twin_auto_resolves_before_approval(
     assert all(a["source"] == source and a["title"] for a in stored)
 
     again = _post(pipeline, f"/webhook/{source}", firing)  # named route, same fingerprint
-    assert again == {"incident_id": incident_id, "status": "deduplicated", "alerts": n_alerts}
+    assert again == {"incident_id": incident_id, "status": "deduplicated", "alerts_received": n_alerts}
     doc = pipeline.get(f"/incidents/{incident_id}").get_json()
     assert doc["status"] == "awaiting_approval" and doc["alert_count"] == 2 * n_alerts
     assert _count(Incident) == 1
 
     done = _post(pipeline, f"/webhook/{source}", resolved)
-    assert done == {"incident_id": incident_id, "status": "resolved_noted", "alerts": n_alerts}
+    assert done == {"incident_id": incident_id, "status": "resolved_noted", "alerts_received": n_alerts}
     doc = wait_for(incident_id, "auto_resolved")
     assert doc["outcome"] == "auto_resolved"
     assert doc["alert_count"] == 3 * n_alerts
@@ -206,7 +206,7 @@ def test_a_resolution_during_triage_closes_without_analysis(
 def test_a_resolved_alert_without_an_open_incident_writes_nothing(client: FlaskClient) -> None:
     response = client.post("/webhook/grafana", json=payload("grafana_resolved"))
     assert response.status_code == 202
-    assert response.get_json() == {"incident_id": None, "status": "no_open_incident", "alerts": 2}
+    assert response.get_json() == {"incident_id": None, "status": "no_open_incident", "alerts_received": 2}
     assert (_count(Incident), _count(AlertEvent), _count(Transition), _count(DeadLetter)) == (0, 0, 0, 0)
 
 

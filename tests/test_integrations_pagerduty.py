@@ -168,3 +168,46 @@ def test_resolve_closes_the_same_alert(pagerduty: FakePagerDuty) -> None:
     resolve = pagerduty.calls()[1].json
     assert resolve == {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": INCIDENT["id"]}
     assert pagerduty.alerts[INCIDENT["id"]]["status"] == "resolved"
+
+
+def test_an_unsure_escalation_pages_with_the_suspects_and_the_missing_evidence(
+    pagerduty: FakePagerDuty,
+) -> None:
+    pager, _ = _pager(pagerduty)
+    incident = {
+        **INCIDENT,
+        "plan": None,
+        "stages": [
+            {
+                "stage": "context",
+                "attempt": 1,
+                "result": {
+                    "sources": [
+                        {"kind": "logs", "status": "ok", "items": 12},
+                        {"kind": "metrics", "status": "not_configured", "configure": ["PROMETHEUS_URL"]},
+                    ]
+                },
+            },
+            {
+                "stage": "rca",
+                "attempt": 3,
+                "result": {
+                    "primary_cause": "orders-db pool exhausted",
+                    "category": "database",
+                    "culprit_service": "orders-db",
+                    "confidence": 0.46,
+                    "suspects": [
+                        {"service": "orders-db", "score": 0.46, "reason": "pool exhausted first"},
+                        {"service": "checkout-service", "score": 0.31, "reason": ""},
+                    ],
+                },
+            },
+        ],
+    }
+
+    pager.trigger(incident)
+
+    details = pagerduty.calls()[0].json["payload"]["custom_details"]
+    assert details["suspects"] == ["orders-db (46%): pool exhausted first", "checkout-service (31%)"]
+    assert details["evidence_not_configured"] == ["metrics"]
+    assert "plan" not in details

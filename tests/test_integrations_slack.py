@@ -447,3 +447,112 @@ def test_the_mock_notifier_keeps_only_the_newest_messages(monkeypatch: pytest.Mo
     assert len(mock.SENT) == 10
     assert [m["incident_id"] for m in mock.SENT] == [f"inc-{i}" for i in range(15, 25)]
     assert len({r["ts"] for r in refs}) == 25, "message refs stay unique after trimming"
+
+
+# --------------------------------------------------------------------------- suspects
+
+
+SUSPECTS = [
+    {
+        "service": "orders-db",
+        "score": 0.46,
+        "category": "database",
+        "reason": "connection pool exhausted first, 3 min before checkout errors",
+        "evidence": [f"FATAL: remaining connection slots are reserved (pid {i})" for i in range(6)],
+    },
+    {
+        "service": "checkout-service",
+        "score": 0.31,
+        "category": "bad_deploy",
+        "reason": "released 12 min before the page",
+        "evidence": ["checkout-service starting version 2.41.0"],
+    },
+    {"service": "payments-gw", "score": 0.12, "reason": "timeouts <!here>", "evidence": []},
+]
+
+
+def _below_gate_doc() -> dict[str, Any]:
+    doc = _doc(
+        status="escalating",
+        plan=None,
+        timeline=[
+            {
+                "event": "rca_exhausted",
+                "to": "escalating",
+                "detail": {"summary": "database in orders-db (confidence 0.46, attempt 3)"},
+            }
+        ],
+    )
+    doc["stages"].append(
+        {
+            "stage": "rca",
+            "attempt": 3,
+            "result": {
+                "primary_cause": "orders-db connection pool exhausted",
+                "category": "database",
+                "culprit_service": "orders-db",
+                "confidence": 0.46,
+                "evidence": [],
+                "suspects": SUSPECTS,
+            },
+        }
+    )
+    return doc
+
+
+def test_an_escalation_below_the_gate_hands_over_the_suspects_and_their_evidence(slack: FakeSlack) -> None:
+    _notifier(slack).post_escalation(_below_gate_doc())
+
+    [escalation] = slack.posts()
+    text = _texts(escalation["blocks"])
+    assert (
+        "Leading hypothesis (below the confidence gate, not acted on)" in text and "*Root cause*" not in text
+    )
+    assert "*Suspects* (not confident" in text
+    for rank, name, score in (
+        (1, "orders-db", "46%"),
+        (2, "checkout-service", "31%"),
+        (3, "payments-gw", "12%"),
+    ):
+        assert f"{rank}. *{name}* {score}" in text
+    # Six lines of one template are one quote with its count, not six quotes.
+    assert text.count("remaining connection slots are reserved") == 1 and "(×6)" in text
+    assert "&lt;!here&gt;" in text and "<!here>" not in text
+    assert "Proposed plan" not in text
+
+
+def test_the_plan_message_lists_the_suspects_and_a_confident_root_cause(slack: FakeSlack) -> None:
+    doc = _doc()
+    doc["stages"][-1]["result"]["suspects"] = SUSPECTS[:2]
+    ref = _notifier(slack).post_plan(doc)
+    text = _texts(slack.messages[(ref["channel"], ref["ts"])]["blocks"])
+    assert "*Root cause*" in text and "*Suspects*" in text and "(not confident" not in text
+    assert "1. *orders-db* 46%" in text and "2. *checkout-service* 31%" in text
+
+
+def test_an_escalation_with_no_evidence_configured_names_the_settings(slack: FakeSlack) -> None:
+    doc = _below_gate_doc()
+    doc["stages"].append(
+        {
+            "stage": "context",
+            "attempt": 1,
+            "result": {
+                "sources": [
+                    {
+                        "kind": "logs",
+                        "status": "not_configured",
+                        "configure": ["LOKI_URL", "ELASTICSEARCH_URL"],
+                    },
+                    {"kind": "metrics", "status": "not_configured", "configure": ["PROMETHEUS_URL"]},
+                    {"kind": "deployments", "status": "ok", "items": 2},
+                ]
+            },
+        }
+    )
+    _notifier(slack).post_escalation(doc)
+    text = _texts(slack.posts()[0]["blocks"])
+    assert (
+        "*Evidence not configured*: logs (set LOKI_URL or ELASTICSEARCH_URL); metrics (set PROMETHEUS_URL)"
+        in text
+    )
+    assert "deployments (set" not in text

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from flask.testing import FlaskClient
 
 from iras.integrations import mock
 from tests.conftest import WaitFor
-from tests.fakes.anthropic_server import FakeAnthropicServer, error
+from tests.fakes.anthropic_server import (
+    FakeAnthropicServer,
+    RecordedRequest,
+    Reply,
+    error,
+    realistic,
+    tool_use,
+)
 
 SCENARIO = json.loads((Path(__file__).parent / "data" / "checkout-guest-npe-after-release.json").read_text())
 
@@ -73,3 +81,109 @@ def test_the_verification_report_is_kept_with_the_stage_result(
     doc = wait_for(incident_id, "awaiting_approval", "escalated", timeout=60)
     rca = next(s for s in doc["stages"] if s["stage"] == "rca")
     assert rca["details"], "what was checked is stored beside what the model said"
+
+
+def _line_holding(key: str) -> str:
+    """The physical log line of the scenario holding `key`, as a model would quote it."""
+    return next(
+        part.strip()
+        for log in SCENARIO["evidence"]["logs"]
+        for part in log["message"].splitlines()
+        if key in part
+    )
+
+
+def _rca_answering(**answer: Any) -> Any:
+    """A responder: the realistic model for every stage, `answer` for the diagnosis."""
+
+    def respond(request: RecordedRequest) -> Reply:
+        if request.tool_name == "RootCauseHypothesis":
+            return tool_use(answer)(request)
+        return realistic(request)
+
+    return respond
+
+
+SHA = SCENARIO["expected"]["culprit_deployment_sha"]
+CAUSE_LINE = _line_holding("PromoCodeResolver.java:112")
+VERSION_LINE = _line_holding("version=2.41.0")
+
+
+def test_the_models_suspects_and_severity_reach_the_stored_diagnosis_and_the_incident(
+    pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer
+) -> None:
+    """Triage (alert only) says P1; the evidence shows a minority of requests failing: the
+    RCA's P2 replaces it, and the timeline says why."""
+    fake_anthropic.responder = _rca_answering(
+        primary_cause="Release 2.41.0 of checkout-service dereferences a null loyalty tier for guests",
+        category="bad_deploy",
+        culprit_service="checkout-service",
+        culprit_deployment_sha=SHA,
+        evidence=[CAUSE_LINE, VERSION_LINE],
+        confidence=0.86,
+        reasoning=["NPEs start a minute after 2.41.0 reached checkout-service"],
+        suspects=[
+            {
+                "service": "checkout-service",
+                "score": 0.8,
+                "category": "bad_deploy",
+                "reason": "its own NPEs start right after its release",
+                "evidence": [CAUSE_LINE, "a line the model made up entirely"],
+            },
+            {"service": "api-gateway", "score": 0.15, "reason": "only relays the 500s", "evidence": []},
+        ],
+        severity="P2",
+        severity_reason="only guest checkouts fail, a minority of requests",
+    )
+    incident_id = _fire(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval", "escalated", timeout=60)
+    assert doc["status"] == "awaiting_approval", doc["timeline"]
+    assert doc["severity"] == "P2"
+    stored = next(s for s in doc["stages"] if s["stage"] == "rca")
+    assert stored["analyst"] == "claude"
+    rca = stored["result"]
+    assert rca["severity"] == "P2" and rca["severity_reason"].startswith("only guest checkouts")
+    assert [s["service"] for s in rca["suspects"]] == ["checkout-service", "api-gateway"]
+    assert rca["suspects"][0]["evidence"] == [CAUSE_LINE]  # the invented citation was dropped
+    note = next(t for t in doc["timeline"] if t["event"] == "rca_confident")
+    assert "severity P1 -> P2 from the evidence (only guest checkouts fail" in note["detail"]["summary"]
+
+
+def test_a_diagnosis_below_the_gate_escalates_with_its_suspects_and_no_plan(
+    pipeline: FlaskClient, wait_for: WaitFor, fake_anthropic: FakeAnthropicServer
+) -> None:
+    suspects = [
+        {
+            "service": "checkout-service",
+            "score": 0.45,
+            "reason": "NPEs after its release",
+            "evidence": [CAUSE_LINE],
+        },
+        {
+            "service": "loyalty-service",
+            "score": 0.35,
+            "reason": "the null tier may come from it",
+            "evidence": [],
+        },
+        {"service": "api-gateway", "score": 0.2, "reason": "relays the 500s", "evidence": []},
+    ]
+    fake_anthropic.responder = _rca_answering(
+        primary_cause="Either checkout-service 2.41.0 or the loyalty tier it reads",
+        category="bad_deploy",
+        culprit_service="checkout-service",
+        culprit_deployment_sha=SHA,
+        evidence=[CAUSE_LINE],
+        confidence=0.55,
+        suspects=suspects,
+    )
+    incident_id = _fire(pipeline)
+    doc = wait_for(incident_id, "escalated", "awaiting_approval", timeout=60)
+    assert doc["status"] == "escalated" and doc["plan"] is None
+    attempts = [s for s in doc["stages"] if s["stage"] == "rca"]
+    assert len(attempts) == 3 and all(a["result"]["confidence"] == 0.55 for a in attempts)
+    assert [s["service"] for s in attempts[-1]["result"]["suspects"]] == [
+        "checkout-service",
+        "loyalty-service",
+        "api-gateway",
+    ]
+    assert not fake_anthropic.requests_for("RemediationPlan")

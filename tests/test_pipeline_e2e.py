@@ -91,15 +91,17 @@ def test_alert_to_approval_to_resolved_with_postmortem(pipeline: FlaskClient, wa
     assert _eventually(lambda: {"kind": "pagerduty.resolve", "dedup_key": incident_id} in mock.SENT)
 
 
+@pytest.mark.parametrize("in_extra", [False, True], ids=["typed-field", "extra-fallback"])
 def test_a_severity_reassessed_from_the_evidence_is_said_on_the_timeline(
-    pipeline: FlaskClient, wait_for: WaitFor
+    pipeline: FlaskClient, wait_for: WaitFor, in_extra: bool
 ) -> None:
-    set_analyst(ScriptedAnalyst(confidence=0.9, severity="P0"))
+    set_analyst(ScriptedAnalyst(confidence=0.9, severity="P0", severity_in_extra=in_extra))
     doc = wait_for(_fire_scenario(pipeline), "awaiting_approval")
     triaged = next(s for s in doc["stages"] if s["stage"] == "triage")["result"]["severity"]
     assert triaged != "P0" and doc["severity"] == "P0"
     rca = next(t for t in doc["timeline"] if t["event"] == "rca_confident")
     assert f"severity {triaged} -> P0 from the evidence" in rca["detail"]["summary"]
+    assert ("(scripted)" in rca["detail"]["summary"]) is not in_extra  # the typed field's reason
 
 
 def test_reject_escalates_with_postmortem_and_a_page(pipeline: FlaskClient, wait_for: WaitFor) -> None:
@@ -243,7 +245,7 @@ def test_a_duplicate_alert_joins_the_open_incident(pipeline: FlaskClient, wait_f
         json={"title": "Disk full on db-1", "timestamp": "2026-11-25T10:01:00Z", "service": "db"},
     )
     assert second.status_code == 202
-    assert second.get_json() == {"incident_id": first, "status": "deduplicated", "alerts": 1}
+    assert second.get_json() == {"incident_id": first, "status": "deduplicated", "alerts_received": 1}
     doc = pipeline.get(f"/incidents/{first}").get_json()
     assert doc["alert_count"] == 2 and len(doc["alerts"]) == 2
 
@@ -504,3 +506,47 @@ def test_a_remediation_task_retried_after_closing_sends_the_post_mortem_once(
         )
         == 1
     )
+
+
+def test_a_rejected_diagnosis_is_written_up_as_rejected_with_the_reason_as_the_lead(
+    pipeline: FlaskClient, wait_for: WaitFor
+) -> None:
+    analyst = ScriptedAnalyst(confidence=0.9)
+    set_analyst(analyst)
+    incident_id = _fire_scenario(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval")
+    rca = next(s for s in doc["stages"] if s["stage"] == "rca")["result"]
+    assert rca["culprit_deployment_sha"], "the scenario's diagnosis names a release"
+    response = pipeline.post(
+        f"/incidents/{incident_id}/reject", json={"by": "bob", "reason": "not the release; DB is slow"}
+    )
+    assert response.status_code == 200
+    doc = wait_for(incident_id, "escalated")
+
+    [data] = analyst.postmortem_inputs
+    assert data.decision is not None and data.decision["decision"] == "rejected"  # what Claude is given too
+    pm = doc["postmortem"]["markdown"]
+    root_cause = pm.split("## Root cause", 1)[1].split("##", 1)[0]
+    assert root_cause.strip().startswith("Not established. bob rejected the proposed diagnosis:")
+    assert root_cause.index("not the release; DB is slow") < root_cause.index("Rejected diagnosis:")
+    assert "rejected by bob" in pm.split("## Summary", 1)[1].split("##", 1)[0]
+    resolution = pm.split("## Resolution", 1)[1].split("##", 1)[0]
+    assert "bob rejected the plan" in resolution and "escalated" in resolution
+    actions = pm.split("## Action items", 1)[1]
+    assert "Review release" not in actions and "regression test" not in actions
+    assert "Investigate the approver's lead (bob: \u201cnot the release; DB is slow\u201d)" in actions
+
+
+def test_an_approved_plan_is_not_written_up_as_rejected(pipeline: FlaskClient, wait_for: WaitFor) -> None:
+    analyst = ScriptedAnalyst(confidence=0.9)
+    set_analyst(analyst)
+    incident_id = _fire_scenario(pipeline)
+    doc = wait_for(incident_id, "awaiting_approval")
+    pipeline.post(
+        f"/incidents/{incident_id}/approve",
+        json={"by": "alice", "reason": "ok", "plan_id": doc["plan"]["id"]},
+    )
+    doc = wait_for(incident_id, "resolved")
+    assert analyst.postmortem_inputs[-1].decision["decision"] == "approved"  # type: ignore[index]
+    assert "Not established" not in doc["postmortem"]["markdown"]
+    assert "Review release" in doc["postmortem"]["markdown"]

@@ -167,7 +167,8 @@ def render_metric(metric: MetricDelta) -> str:
     return text
 
 
-def _metric_change(metric: MetricDelta) -> float:
+def metric_change(metric: MetricDelta) -> float:
+    """How far a metric moved from its 7-day baseline (|log ratio|); missing data sorts last."""
     ratio = metric.ratio
     if ratio is None:
         return -1.0  # missing data sorts last
@@ -327,7 +328,7 @@ def build_evidence(bundle: ContextBundle, max_tokens: int) -> EvidencePack:
             break
         kept.append(deployment)
 
-    metrics = sorted(bundle.metrics, key=_metric_change, reverse=True)
+    metrics = sorted(bundle.metrics, key=metric_change, reverse=True)
     header.force("")
     header.force(f"## Metrics ({len(metrics)}, now vs the same window 7 days ago, most changed first)")
     if not metrics:

@@ -14,6 +14,9 @@ the validation error up to `llm_max_validation_retries` times). Around that:
   `note="fallback from claude: <reason>"`).
 * **Budget.** The RCA prompt is built to stay under `rca_token_budget` input
   tokens, re-asks included (`iras.analysts.budget`).
+* **Facts from code.** The RCA prompt carries facts computed in code from the
+  evidence (candidates, dependency edges, onsets, changes with minutes before
+  each onset), so the model checks counted facts instead of re-deriving them.
 * **Verification.** RCA citations and culprit deployments are checked against
   the evidence actually sent; plans go through `verify_plan` (`iras.analysts.verify`).
 * **Cost and observability.** Token usage (summed over instructor's re-asks) and
@@ -23,10 +26,13 @@ the validation error up to `llm_max_validation_retries` times). Around that:
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import functools
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,12 +48,26 @@ from pydantic import BaseModel
 from iras.analysts import verify
 from iras.analysts.base import IncidentFacts, PostMortemInput, StageOutput, TransientAnalystError
 from iras.analysts.budget import CHARS_PER_TOKEN, build_evidence, estimate_tokens
+from iras.analysts.facts import compute_facts
 from iras.analysts.pricing import Usage, estimate_cost_usd, price_table
 from iras.analysts.prompts import plan as plan_prompt
 from iras.analysts.prompts import postmortem as postmortem_prompt
 from iras.analysts.prompts import rca as rca_prompt
 from iras.analysts.prompts import triage as triage_prompt
-from iras.schemas import ContextBundle, PostMortem, RemediationPlan, RootCauseHypothesis, TriageResult
+from iras.analysts.prompts.computed_facts import (
+    ComputedFacts,
+    basic_facts,
+    from_evidence_facts,
+    render_computed_facts,
+)
+from iras.schemas import (
+    Category,
+    ContextBundle,
+    PostMortem,
+    RemediationPlan,
+    RootCauseHypothesis,
+    TriageResult,
+)
 
 if TYPE_CHECKING:
     from iras.config import Settings
@@ -63,7 +83,12 @@ REASK_ERROR_TOKENS = 600  # instructor's validation-error message in a re-ask
 TOOL_ENVELOPE_TOKENS = 200  # tool name/description and request framing around the schema
 MAX_RETRY_AFTER_SECONDS = 3600.0
 ALERT_SHARE = 0.2  # of the RCA budget, at most, for the alert block
+COMPUTED_SHARE = 0.08  # of the RCA budget, at most, for the computed-facts block
 MIN_EVIDENCE_TOKENS = 1000
+# The facts computation reads at most about this many log lines (see `facts_sample`).
+MAX_FACT_LINES = 4000
+_QUIET_LEVELS = frozenset({"INFO", "DEBUG", "TRACE"})
+_DIGIT_TOKEN = re.compile(r"[\w.:-]*\d[\w.:-]*")
 
 
 class _Fallback(Exception):
@@ -199,6 +224,57 @@ def tool_schema_tokens(model: type[BaseModel]) -> int:
     return estimate_tokens(json.dumps(model.model_json_schema())) + TOOL_ENVELOPE_TOKENS
 
 
+def facts_sample(bundle: ContextBundle, limit: int = MAX_FACT_LINES) -> ContextBundle:
+    """`bundle` with at most about `limit` log lines for the facts computation.
+
+    Half the allowance is an even stride over the window, which keeps every
+    service's rate and rate changes in proportion; the rest is the first line of
+    each distinct shape (service, level, first message line with every token that
+    holds a digit masked), warnings and errors before the rest, so a new failure
+    and its onset are not thinned away by a flood of repeated lines.
+    """
+    logs = bundle.logs
+    if len(logs) <= limit:
+        return bundle
+    stride = math.ceil(len(logs) / max(1, limit // 2))
+    keep = set(range(0, len(logs), stride))
+    seen: set[tuple[str, str, str]] = set()
+    in_time = sorted(range(len(logs)), key=lambda i: logs[i].timestamp)
+    for urgent in (True, False):
+        for index in in_time:
+            if len(keep) >= limit:
+                break
+            line = logs[index]
+            level = line.level.upper()
+            if (level in _QUIET_LEVELS) is urgent:
+                continue
+            key = (line.service, level, _DIGIT_TOKEN.sub("#", line.message.split("\n", 1)[0]))
+            if key not in seen:
+                seen.add(key)
+                keep.add(index)
+    return bundle.model_copy(update={"logs": [logs[i] for i in sorted(keep)]})
+
+
+def computed_facts(facts: IncidentFacts, bundle: ContextBundle) -> ComputedFacts:
+    """The facts computed in code that the RCA prompt renders before the evidence.
+
+    A huge bundle is sampled first (`facts_sample`): the evidence packer shows the
+    model the whole window anyway, and the facts must not cost the stage minutes.
+    If the facts computation itself fails, the prompt gets the counting-only view
+    instead: the diagnosis loses precision, the stage does not fail.
+    """
+    sample = facts_sample(bundle)
+    try:
+        computed = from_evidence_facts(compute_facts(facts, sample))
+    except Exception:  # noqa: BLE001 - a bug in the facts must not fail the RCA stage
+        log.exception("computing the evidence facts failed; the prompt gets the counting-only view")
+        computed = basic_facts(sample, facts.alert.timestamp if facts.alert else None)
+    if len(sample.logs) < len(bundle.logs):
+        note = f"computed on a sample of {len(sample.logs)} of {len(bundle.logs)} log lines"
+        computed = dataclasses.replace(computed, notes=(*computed.notes, note))
+    return computed
+
+
 class ClaudeAnalyst:
     """The `Analyst` protocol on Claude; see the module docstring for the failure policy."""
 
@@ -241,9 +317,16 @@ class ClaudeAnalyst:
         #   + one (previous answer + error) per allowed re-ask + evidence  <=  rca_token_budget.
         # If re-asks would squeeze the evidence under MIN_EVIDENCE_TOKENS, fewer re-asks
         # are allowed for this call rather than breaking the budget.
+        # The alert and computed-facts blocks get their share of what the constant
+        # system prompt and tool schema leave, so a small budget still has room for evidence.
         budget = self.settings.rca_token_budget
-        alert_chars = int(budget * ALERT_SHARE * CHARS_PER_TOKEN)
-        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes, alert_chars)
+        room = max(0, budget - estimate_tokens(rca_prompt.SYSTEM) - tool_schema_tokens(RootCauseHypothesis))
+        alert_chars = int(min(budget * ALERT_SHARE, room * 2 * ALERT_SHARE) * CHARS_PER_TOKEN)
+        computed = render_computed_facts(
+            computed_facts(facts, bundle),
+            int(min(budget * COMPUTED_SHARE, room * 2 * COMPUTED_SHARE) * CHARS_PER_TOKEN),
+        )
+        skeleton = rca_prompt.build_user(facts, "", attempt, bundle.window_minutes, alert_chars, computed)
         fixed = (
             estimate_tokens(rca_prompt.SYSTEM)
             + tool_schema_tokens(RootCauseHypothesis)
@@ -256,7 +339,7 @@ class ClaudeAnalyst:
         )
         reask_reserve = retries * per_reask
         pack = build_evidence(bundle, max(0, budget - fixed - reask_reserve))
-        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes, alert_chars)
+        user = rca_prompt.build_user(facts, pack.text, attempt, bundle.window_minutes, alert_chars, computed)
         stats: dict[str, Any] = {
             **pack.stats(),
             "attempt": attempt,
@@ -270,7 +353,9 @@ class ClaudeAnalyst:
         }
 
         def finish(result: RootCauseHypothesis) -> tuple[RootCauseHypothesis, dict[str, Any]]:
-            checked, report = verify.verify_rca(result, evidence=pack.citable, deployments=pack.deployments)
+            checked, report = verify.verify_rca(
+                result, evidence=pack.citable, deployments=pack.deployments, seen=user
+            )
             return checked, {"evidence": stats, "verification": report.as_dict()}
 
         return self._stage(
@@ -290,6 +375,19 @@ class ClaudeAnalyst:
         self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
     ) -> StageOutput[RemediationPlan]:
         allowed = list(self.settings.remediation_allowed_commands)
+        if rca.category is Category.FALSE_ALARM:
+            # A false alarm needs no remediation by definition: no model call, no guessed step.
+            return StageOutput(
+                result=RemediationPlan(
+                    summary=f"No remediation: the diagnosis is a false alarm ({rca.culprit_service}).",
+                    steps=[],
+                    requires_human_approval=False,
+                    reversible=True,
+                    safety_notes=["Nothing will be executed."],
+                ),
+                analyst=self.name,
+                note="false alarm: no remediation, no model call",
+            )
 
         def finish(result: RemediationPlan) -> tuple[RemediationPlan, dict[str, Any]]:
             checked = verify.verify_plan(result, allowed)
@@ -319,7 +417,9 @@ class ClaudeAnalyst:
             result = PostMortem(
                 title=narrative.title,
                 outcome=data.outcome,
-                severity=triage.severity if triage else None,
+                # The RCA's evidence-based severity replaced triage's on the incident.
+                severity=(data.rca.severity if data.rca and data.rca.severity else None)
+                or (triage.severity if triage else None),
                 summary=narrative.summary,
                 impact=narrative.impact,
                 root_cause=narrative.root_cause,

@@ -2,10 +2,10 @@
 
 IRAS must work with no API key (air-gapped sites, cost caps, provider outages).
 This analyst implements the same `Analyst` protocol as the Claude analyst with
-plain rules over the alert and the evidence bundle; the rules themselves live in
-`iras.analysts.offline_rules` (severity, categories, culprit) and
-`iras.analysts.signatures` (the log-signature catalogue), the remediation steps
-in `iras.analysts.runbooks`.
+plain rules over the alert and the evidence bundle: `iras.analysts.facts` reads the
+evidence's structure (candidates, dependency edges, anomalies, onsets, changes),
+`iras.analysts.offline_rules` decides (false alarm, root, category, action, severity,
+confidence), the remediation steps come from `iras.analysts.runbooks`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class OfflineAnalyst:
             extra={
                 # Severity re-assessed with the evidence (error ratios, latency); the
                 # triage stage only saw the alert. The pipeline may adopt it.
-                "severity": diagnosis.severity.value,
+                "severity": (diagnosis.hypothesis.severity or diagnosis.severity).value,
                 "severity_reasons": diagnosis.severity_reasons,
                 "remediation_action": diagnosis.action.value,
             },
@@ -101,8 +101,14 @@ class OfflineAnalyst:
         self, facts: IncidentFacts, rca: RootCauseHypothesis, bundle: ContextBundle
     ) -> StageOutput[RemediationPlan]:
         start = time.perf_counter()
-        severity = facts.triage.severity if facts.triage else None
+        severity = rca.severity or (facts.triage.severity if facts.triage else None)
         action = choose_action(rca, bundle, severity)
+        if not bundle.logs and not bundle.metrics and not bundle.deployments:
+            plan = no_remediation_plan(
+                "no evidence was available (logs, metrics and deployments not gathered); "
+                "a human must investigate before anything is changed"
+            )
+            return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
         if rca.category is Category.FALSE_ALARM or action is RunbookAction.NONE:
             reason = (
                 "the alert is a false alarm; metrics are within baseline and no error evidence"
@@ -135,8 +141,31 @@ class OfflineAnalyst:
         return StageOutput(result=build_postmortem(data), analyst=self.name, latency_ms=_ms_since(start))
 
 
+def _rejection(data: PostMortemInput) -> dict[str, str] | None:
+    """The decision when the approver rejected the plan (and with it its diagnosis)."""
+    decision = data.decision or {}
+    if decision.get("decision") != "rejected":
+        return None
+    return {
+        "by": str(decision.get("by") or "the approver"),
+        "reason": " ".join(str(decision.get("reason") or "no reason given").split()),
+    }
+
+
+def _unconfirmed(data: PostMortemInput) -> bool:
+    """The diagnosis never led to a plan: it stayed below the confidence gate (or had
+    no evidence at all), so it is a hypothesis, not the cause of record."""
+    return data.rca is not None and data.plan is None and _rejection(data) is None
+
+
 def _resolution(data: PostMortemInput) -> str:
     runs = data.step_runs
+    rejected = _rejection(data)
+    if rejected is not None:
+        return (
+            f"No remediation was executed: {rejected['by']} rejected the plan "
+            f"(\u201c{rejected['reason']}\u201d) and the incident was escalated to on-call."
+        )
     if data.plan is not None and not data.plan.steps:
         return f"No remediation was executed: {data.plan.summary}"
     if not runs:
@@ -155,6 +184,23 @@ def _action_items(data: PostMortemInput) -> list[str]:
     items: list[str] = []
     if rca is None:
         return ["Complete the root-cause analysis by hand: no automated diagnosis was recorded."]
+    rejected = _rejection(data)
+    if rejected is not None:
+        # The rejected diagnosis is not the cause of record: no follow-ups built on it.
+        return [
+            f"Investigate the approver's lead ({rejected['by']}: \u201c{rejected['reason']}\u201d) "
+            "and record the root cause actually found.",
+            f"Find why the diagnosis pointed at {rca.culprit_service} "
+            f"({rca.category.value.replace('_', ' ')}) and what evidence would have shown otherwise.",
+        ]
+    if _unconfirmed(data):
+        items = [
+            "Establish the root cause by hand: the automated diagnosis was not confident enough to act on."
+        ]
+        gap = next((r for r in reversed(rca.reasoning) if "no evidence" in r), None)
+        if gap:
+            items.append(f"Give IRAS evidence to diagnose from: {gap.split(': ', 1)[-1]}.")
+        return items
     culprit = rca.culprit_service
     per_category = {
         Category.BAD_DEPLOY: [
@@ -209,19 +255,44 @@ def build_postmortem(data: PostMortemInput) -> PostMortem:
     facts = data.facts
     severity: Severity | None = data.triage.severity if data.triage else None
     rca = data.rca
+    rejected = _rejection(data)
     root_cause = rca.primary_cause if rca else "Not determined: no root-cause analysis was recorded."
     if rca and rca.culprit_deployment_sha:
         root_cause += f" (release {rca.culprit_deployment_sha[:12]} of {rca.culprit_service})"
+    if rca and _unconfirmed(data):
+        suspects = ", ".join(f"{s.service} ({s.score:.0%})" for s in rca.suspects)
+        root_cause = (
+            f"Not established: the diagnosis stayed at {rca.confidence:.0%} confidence, below the gate, "
+            f"and was not acted on. Leading hypothesis: {root_cause}"
+            + (f". Suspects: {suspects}." if suspects else "")
+        )
+    if rca and rejected is not None:
+        # The approver's reason leads: it is what the next responder should follow.
+        root_cause = (
+            f"Not established. {rejected['by']} rejected the proposed diagnosis: \u201c{rejected['reason']}\u201d. "
+            f"Rejected diagnosis: {root_cause}"
+        )
     timeline = sorted(data.timeline, key=lambda e: e.at)
     if not timeline and facts.alert is not None:
         timeline = [TimelineEntry(at=facts.alert.timestamp, event="alert received", detail=facts.title)]
     impact = data.triage.blast_radius if data.triage else ""
-    summary = (
-        f"{facts.title}: {rca.category.value.replace('_', ' ')} in {rca.culprit_service}; "
-        f"outcome {data.outcome}."
-        if rca
-        else f"{facts.title}; outcome {data.outcome}."
-    )
+    if rca and rejected is not None:
+        summary = (
+            f"{facts.title}: the proposed diagnosis ({rca.category.value.replace('_', ' ')} in "
+            f"{rca.culprit_service}) was rejected by {rejected['by']}: \u201c{rejected['reason']}\u201d; "
+            f"outcome {data.outcome}."
+        )
+    elif rca and _unconfirmed(data):
+        summary = (
+            f"{facts.title}: root cause not established (below the confidence gate); outcome {data.outcome}."
+        )
+    elif rca:
+        summary = (
+            f"{facts.title}: {rca.category.value.replace('_', ' ')} in {rca.culprit_service}; "
+            f"outcome {data.outcome}."
+        )
+    else:
+        summary = f"{facts.title}; outcome {data.outcome}."
     return PostMortem(
         title=f"Post-mortem: {facts.title}"[:300],
         outcome=data.outcome,

@@ -9,7 +9,10 @@ riskier:
   model was given (whitespace runs compared as one space); unverified
   citations are dropped and lower the confidence. The culprit deployment must
   be one of the deployments given, else it becomes `None` and the confidence
-  drops.
+  drops. Each suspect keeps only its verified citations, and a culprit that is
+  not the top suspect, one named nowhere in what the model was shown, or a
+  runner-up suspect scored almost as high, caps the confidence below the
+  threshold. A false alarm is P3 by definition.
 * `verify_plan` (pure, also called by the core's safety module on every plan):
   each command must parse, carry no shell metacharacter, start with a program
   on the allowlist and not be a destructive verb; otherwise the step becomes
@@ -26,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from iras.safety import command_problem
 from iras.schemas import (
+    Category,
     Deployment,
     RemediationPlan,
     RemediationStep,
     RiskLevel,
     RootCauseHypothesis,
+    Severity,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +54,15 @@ MAX_CITATION_PENALTY = 0.3
 # confidence threshold (0.7), so the pipeline widens the window or escalates
 # instead of acting on it.
 CONFIDENCE_CAP_WITHOUT_EVIDENCE = 0.5
+# A diagnosis whose own ranking puts another component first contradicts itself:
+# it stays below the default threshold, so IRAS escalates with the suspects.
+CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT = 0.6
+# A runner-up the model itself scores nearly as high as its culprit means the
+# evidence does not single one cause out: the diagnosis stays below the default gate.
+MIN_SUSPECT_MARGIN = 0.2
+CONFIDENCE_CAP_NARROW_MARGIN = 0.65
+# A culprit must be nameable from what the model saw (a runbook has to find it).
+CONFIDENCE_CAP_UNSEEN_CULPRIT = 0.6
 PENALTY_UNKNOWN_DEPLOYMENT = 0.2
 PENALTY_DEPLOYMENT_OF_OTHER_SERVICE = 0.1
 MIN_SHA_PREFIX = 7
@@ -58,6 +72,15 @@ _NULL_SHAS = {"", "none", "null", "n/a", "unknown"}
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
+
+
+def _same_component(a: str, b: str) -> bool:
+    """Case-insensitive equality, or one name inside the other ("stripe" / "api.stripe.com")."""
+    a, b = _squash(a).lower(), _squash(b).lower()
+    if a == b:
+        return True
+    shorter, longer = sorted((a, b), key=len)
+    return len(shorter) >= 3 and shorter in longer
 
 
 @dataclass
@@ -108,11 +131,26 @@ def match_deployment(sha: str | None, deployments: Sequence[Deployment]) -> Depl
 
 
 def verify_rca(
-    hypothesis: RootCauseHypothesis, *, evidence: Sequence[str], deployments: Sequence[Deployment]
+    hypothesis: RootCauseHypothesis,
+    *,
+    evidence: Sequence[str],
+    deployments: Sequence[Deployment],
+    seen: str | None = None,
 ) -> tuple[RootCauseHypothesis, RcaVerification]:
-    """Drop unverifiable citations and unknown deployments; lower the confidence accordingly."""
+    """Drop unverifiable citations and unknown deployments; lower the confidence accordingly.
+
+    `seen`, when given, is everything the model was shown: a culprit named nowhere in
+    it is a name the model made up, and caps the confidence below the threshold.
+    """
     report = RcaVerification(confidence_before=hypothesis.confidence)
     confidence = hypothesis.confidence
+    if seen is not None and _squash(hypothesis.culprit_service).lower() not in _squash(seen).lower():
+        if confidence > CONFIDENCE_CAP_UNSEEN_CULPRIT:
+            report.notes.append(
+                f"the culprit {hypothesis.culprit_service!r} is named nowhere in the alert or the evidence:"
+                f" confidence capped at {CONFIDENCE_CAP_UNSEEN_CULPRIT:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_UNSEEN_CULPRIT)
 
     verified, dropped = verify_citations(hypothesis.evidence, evidence)
     report.verified_citations, report.dropped_citations = verified, dropped
@@ -151,11 +189,43 @@ def verify_rca(
                     f" {hypothesis.culprit_service!r} (-{PENALTY_DEPLOYMENT_OF_OTHER_SERVICE:.2f})"
                 )
 
+    suspects = []
+    for suspect in hypothesis.suspects:
+        kept, unverified = verify_citations(suspect.evidence, evidence)
+        if unverified:
+            report.notes.append(
+                f"suspect {suspect.service!r}: dropped {len(unverified)} cited line(s) not found verbatim"
+            )
+        suspects.append(suspect.model_copy(update={"evidence": kept}))
+    if suspects and not _same_component(suspects[0].service, hypothesis.culprit_service):
+        if confidence > CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:
+            report.notes.append(
+                f"the top suspect {suspects[0].service!r} is not the culprit {hypothesis.culprit_service!r}:"
+                f" confidence capped at {CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_CULPRIT_NOT_TOP_SUSPECT)
+    if len(suspects) >= 2 and suspects[0].score - suspects[1].score < MIN_SUSPECT_MARGIN:
+        if confidence > CONFIDENCE_CAP_NARROW_MARGIN:
+            report.notes.append(
+                f"the runner-up {suspects[1].service!r} scores {suspects[1].score:.2f} against"
+                f" {suspects[0].score:.2f}: confidence capped at {CONFIDENCE_CAP_NARROW_MARGIN:.2f}"
+            )
+        confidence = min(confidence, CONFIDENCE_CAP_NARROW_MARGIN)
+
+    severity, severity_reason = hypothesis.severity, hypothesis.severity_reason
+    if hypothesis.category is Category.FALSE_ALARM and severity is not Severity.P3:
+        # By definition nothing is broken for users: a false alarm is P3, whatever was said.
+        report.notes.append(f"false alarm: severity {severity.value if severity else 'unset'} -> P3")
+        severity, severity_reason = Severity.P3, "a false alarm: nothing is broken for customers"
+
     confidence = round(max(0.0, min(1.0, confidence)), 4)
     report.confidence_after = confidence
     checked = hypothesis.model_copy(
         update={
             "evidence": verified,
+            "suspects": suspects,
+            "severity": severity,
+            "severity_reason": severity_reason,
             "culprit_deployment_sha": sha,
             "confidence": confidence,
             "reasoning": [*hypothesis.reasoning, *(f"verification: {note}" for note in report.notes)],

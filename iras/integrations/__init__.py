@@ -1,11 +1,15 @@
 """Integration clients, chosen by configuration: a real client when its URL or
-token is set, the mock with the same interface otherwise.
+token is set. Otherwise an evidence source is "not configured" (returns nothing,
+names the settings to set) unless IRAS_MOCK_EVIDENCE=true asks for the canned
+mock evidence; chat and pager fall back to the recording mocks.
 
 Real clients are imported on first use, so a deployment without Slack never
 imports slack_sdk and the mocks stay importable without any client library.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from iras.config import Settings
 from iras.integrations.base import ChatNotifier, DeploymentSource, LogSource, MetricSource, Pager
@@ -16,10 +20,17 @@ from iras.integrations.mock import (
     MockMetricSource,
     MockPager,
 )
+from iras.integrations.unconfigured import (
+    CONFIGURE,
+    NotConfiguredDeploymentSource,
+    NotConfiguredLogSource,
+    NotConfiguredMetricSource,
+)
 
 
 def log_source(settings: Settings) -> LogSource:
-    """Loki if LOKI_URL is set, else Elasticsearch/OpenSearch if ELASTICSEARCH_URL, else the mock."""
+    """Loki if LOKI_URL is set, else Elasticsearch/OpenSearch if ELASTICSEARCH_URL, else the
+    mock with IRAS_MOCK_EVIDENCE=true, else not configured."""
     if settings.loki_url:
         from iras.integrations.loki import LokiLogSource
 
@@ -28,7 +39,7 @@ def log_source(settings: Settings) -> LogSource:
         from iras.integrations.elasticsearch import ElasticsearchLogSource
 
         return ElasticsearchLogSource(settings)
-    return MockLogSource()
+    return MockLogSource() if settings.mock_evidence else NotConfiguredLogSource()
 
 
 def metric_source(settings: Settings) -> MetricSource:
@@ -36,7 +47,7 @@ def metric_source(settings: Settings) -> MetricSource:
         from iras.integrations.prometheus import PrometheusMetricSource
 
         return PrometheusMetricSource(settings)
-    return MockMetricSource()
+    return MockMetricSource() if settings.mock_evidence else NotConfiguredMetricSource()
 
 
 def deployment_source(settings: Settings) -> DeploymentSource:
@@ -44,12 +55,12 @@ def deployment_source(settings: Settings) -> DeploymentSource:
         from iras.integrations.github import GitHubDeploymentSource
 
         return GitHubDeploymentSource(settings)
-    return MockDeploymentSource()
+    return MockDeploymentSource() if settings.mock_evidence else NotConfiguredDeploymentSource()
 
 
 def context_is_local(settings: Settings) -> bool:
-    """Every evidence source is the in-process mock (no Loki, Elasticsearch, Prometheus,
-    GitHub or Kubernetes configured): gathering the evidence waits on no network."""
+    """No evidence source reaches the network (no Loki, Elasticsearch, Prometheus, GitHub
+    or Kubernetes configured: each is the in-process mock or not configured)."""
     return not (
         settings.loki_url
         or settings.elasticsearch_url
@@ -83,6 +94,23 @@ def pager(settings: Settings) -> Pager:
 
         return PagerDutyPager(settings)
     return MockPager()
+
+
+def evidence_status(settings: Settings) -> dict[str, Any]:
+    """For /health and the console (read per page, so no client is built): whether the
+    canned mock evidence is on, and which evidence sources are not configured with the
+    settings that would configure them."""
+    configured = {
+        "logs": bool(settings.loki_url or settings.elasticsearch_url),
+        "metrics": bool(settings.prometheus_url),
+        "deployments": bool(settings.github_token),
+    }
+    return {
+        "mock_evidence": settings.mock_evidence,
+        "not_configured": {}
+        if settings.mock_evidence
+        else {kind: list(CONFIGURE[kind]) for kind, ok in configured.items() if not ok},
+    }
 
 
 def active_clients(settings: Settings) -> dict[str, str]:

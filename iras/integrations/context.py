@@ -1,7 +1,8 @@
 """Gather the evidence bundle: logs, metrics, deployments and Kubernetes state in parallel.
 
 A failing source degrades the bundle (recorded in `sources` as unavailable, with
-the error), it never fails the incident. Each retry of the RCA loop widens the
+the error), it never fails the incident. A source that is not configured is not
+asked: it is recorded as `not_configured` with the settings that would turn it on. Each retry of the RCA loop widens the
 window: attempt N looks back `base * 2**(N-1)` minutes.
 """
 
@@ -53,14 +54,28 @@ def gather_context(
             lambda: deploys_client.fetch_deployments(services, start - timedelta(hours=6), end),
         ),
     }
+    results: dict[str, list[Any]] = {}
+    sources: list[SourceStatus] = []
+    for kind, (client_name, client, _) in list(jobs.items()):
+        configure = getattr(client, "configure", None)
+        if configure is not None:
+            del jobs[kind]
+            results[kind] = []
+            sources.append(
+                SourceStatus(
+                    name=kind,
+                    kind=kind,
+                    status="not_configured",
+                    client=client_name,
+                    configure=list(configure),
+                )  # type: ignore[arg-type]
+            )
     futures = {kind: _pool.submit(fn) for kind, (_, _, fn) in jobs.items()}
     kube_future = (
         _pool.submit(_kubernetes, settings, services, start, end, start - timedelta(hours=6))
         if settings.kubernetes_configured
         else None
     )
-    results: dict[str, list[Any]] = {}
-    sources: list[SourceStatus] = []
     timeout = settings.http_timeout_seconds * 3
     for kind, future in futures.items():
         client_name = jobs[kind][0]
@@ -137,3 +152,24 @@ def _kubernetes_result(
         error=f"partial: {gaps}"[:500] if gaps else None,
     )
     return kube, status
+
+
+def evidence_gap(bundle: ContextBundle) -> str | None:
+    """Why this bundle cannot support a diagnosis, or None when it can: no evidence item
+    at all and no source that answered. A diagnosis from the alert alone is a guess, and
+    a guess must not pass the confidence gate or drive a remediation plan."""
+    if bundle.logs or bundle.metrics or bundle.deployments:
+        return None
+    if any(source.status == "ok" for source in bundle.sources):
+        return None  # a configured source answered "nothing in the window": that is evidence
+    missing = [s for s in bundle.sources if s.status == "not_configured"]
+    if missing and len(missing) == len(bundle.sources):
+        wanted = "; ".join(f"{s.kind}: set {' or '.join(s.configure)}" for s in missing)
+        return f"no evidence source is configured ({wanted}); the diagnosis saw only the alert"
+    down = ", ".join(f"{s.kind} {s.status.replace('_', ' ')}" for s in bundle.sources)
+    return f"no evidence: every source failed or is not configured ({down}); the diagnosis saw only the alert"
+
+
+def nothing_configured(bundle: ContextBundle) -> bool:
+    """Every evidence source is not configured: a wider window cannot find anything."""
+    return bool(bundle.sources) and all(s.status == "not_configured" for s in bundle.sources)

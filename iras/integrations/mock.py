@@ -1,11 +1,14 @@
-"""Mock context tools and notifiers: the fallback when a URL or token is unset.
+"""Mock context tools and notifiers.
 
-Evidence comes from, in order:
+The evidence mocks serve only with IRAS_MOCK_EVIDENCE=true (tests, `iras demo`,
+`iras eval`, scripted checks): an unconfigured source is otherwise "not
+configured" (iras/integrations/unconfigured.py). Evidence comes from, in order:
 1. a fixture registered in-process (`set_fixture`, used by `iras eval` and tests),
 2. a scenario-shaped JSON file named by `MOCK_EVIDENCE_FILE` (for separate worker
    processes in benchmarks and integration tests),
 3. otherwise a small synthetic, clearly labelled demo bundle derived from the
-   alert window, so `make run` shows a complete diagnosis without any backend.
+   alert window (the same for every alert: it exercises the pipeline, it
+   diagnoses nothing).
 
 Notifiers record what they would have sent in memory (`SENT`, the newest
 `SENT_KEEP` messages: a long-running process without Slack or PagerDuty

@@ -64,6 +64,19 @@ class PagerDutyPager:
             "category": rca.get("category"),
             "culprit_service": rca.get("culprit_service"),
             "rca_confidence": rca.get("confidence"),
+            # The ranked candidates, for a responder paged because the diagnosis was unsure.
+            "suspects": [
+                f"{s.get('service')} ({float(s.get('score') or 0):.0%}): {s.get('reason') or ''}".rstrip(": ")
+                for s in rca.get("suspects") or []
+                if isinstance(s, dict)
+            ][:3]
+            or None,
+            "evidence_not_configured": [
+                str(src.get("kind"))
+                for src in docs.latest_result(incident, "context").get("sources") or []
+                if isinstance(src, dict) and src.get("status") == "not_configured"
+            ]
+            or None,
             "plan": plan.get("summary"),
             "decision": f"{decided_kind} by {decided.get('by')}" if decided_kind and decided else None,
             "iras_url": link,

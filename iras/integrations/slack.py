@@ -39,6 +39,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from iras.config import Settings, get_settings
+from iras.evidence_groups import group_lines
 from iras.integrations import incident_doc as docs
 from iras.integrations.base import SourceUnavailable, TransientNotifyError
 from iras.integrations.http import parse_retry_after
@@ -153,7 +154,9 @@ def _summary_blocks(doc: dict[str, Any], settings: Settings) -> list[dict[str, A
     if triage.get("blast_radius"):
         blocks.append(_section(f"*Impact*\n{esc(triage['blast_radius'])}"))
     if cause.get("primary_cause"):
-        lines = [f"*Root cause*\n{esc(cause['primary_cause'])}"]
+        confident = float(cause.get("confidence") or 0) >= settings.rca_confidence_threshold
+        label = "Root cause" if confident else "Leading hypothesis (below the confidence gate, not acted on)"
+        lines = [f"*{label}*\n{esc(cause['primary_cause'])}"]
         if cause.get("culprit_service"):
             culprit = f"Culprit: *{esc(cause['culprit_service'])}*"
             if cause.get("culprit_deployment_sha"):
@@ -162,6 +165,44 @@ def _summary_blocks(doc: dict[str, Any], settings: Settings) -> list[dict[str, A
         evidence = [clip(" ".join(str(e).split()), 280) for e in (cause.get("evidence") or [])[:3]]
         lines += [f">{esc(e)}" for e in evidence]
         blocks.append(_section("\n".join(lines)))
+    return blocks
+
+
+MAX_SUSPECTS = 3
+
+
+def suspect_blocks(doc: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """The RCA's ranked suspects with their evidence (repeats of one line template
+    shown once with a count), and the evidence sources that were not configured:
+    what a responder needs when the diagnosis is not one certain answer."""
+    cause = docs.rca(doc)
+    blocks: list[dict[str, Any]] = []
+    suspects = [s for s in cause.get("suspects") or [] if isinstance(s, dict)][:MAX_SUSPECTS]
+    if suspects:
+        confident = float(cause.get("confidence") or 0) >= settings.rca_confidence_threshold
+        lines = ["*Suspects*" if confident else "*Suspects* (not confident: for the responder to check)"]
+        for rank, suspect in enumerate(suspects, 1):
+            score = suspect.get("score")
+            head = f"{rank}. *{esc(suspect.get('service', '?'))}*"
+            if isinstance(score, int | float):
+                head += f" {float(score):.0%}"
+            if suspect.get("category"):
+                head += f" · {esc(str(suspect['category']).replace('_', ' '))}"
+            if suspect.get("reason"):
+                head += f": {esc(suspect['reason'])}"
+            lines.append(head)
+            for group in group_lines([str(e) for e in suspect.get("evidence") or []])[:2]:
+                count = f" (×{group.count})" if group.count > 1 else ""
+                lines.append(f">{esc(clip(' '.join(group.example.split()), 240))}{count}")
+        blocks.append(_section("\n".join(lines)))
+    context = docs.latest_result(doc, "context")
+    missing = [
+        f"{esc(src.get('kind'))} (set {esc(' or '.join(src.get('configure') or []))})"
+        for src in context.get("sources") or []
+        if isinstance(src, dict) and src.get("status") == "not_configured"
+    ]
+    if missing:
+        blocks.append(_section("*Evidence not configured*: " + "; ".join(missing)))
     return blocks
 
 
@@ -191,6 +232,7 @@ def plan_blocks(
             f"{SEVERITY_EMOJI.get(severity, ':rotating_light:')} {severity} {doc.get('title', 'Incident')}".strip()
         ),
         *_summary_blocks(doc, settings),
+        *suspect_blocks(doc, settings),
         {"type": "divider"},
         _section(f"*Proposed plan*\n{esc(proposal.get('summary') or 'no plan')}"),
     ]
@@ -347,6 +389,7 @@ class SlackNotifier:
         blocks = [
             _header(f":rotating_light: Escalated: {title}"),
             *_summary_blocks(incident, self.settings),
+            *suspect_blocks(incident, self.settings),
             _section(f"*Why a human is needed*\n{esc(reason)}"),
             {"type": "actions", "elements": [_link_button(url)]},
         ]

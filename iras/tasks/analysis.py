@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from iras.analysts.base import IncidentFacts, StageOutput
 from iras.analysts.runbooks import pin_to_workloads
 from iras.config import get_settings
 from iras.db import post_commit, read_connection
+from iras.integrations.context import evidence_gap, nothing_configured
 from iras.integrations.context import gather_context as collect_evidence
 from iras.safety import enforce_invariants
 from iras.schemas import ContextBundle, RemediationPlan, RootCauseHypothesis, Severity, utcnow
@@ -128,7 +130,8 @@ def gather_context(self: PipelineTask, incident_id: str) -> None:
     out = StageOutput(
         result=bundle, analyst="context-tools", latency_ms=(time.perf_counter() - started) * 1000
     )
-    missing = [s.name for s in bundle.sources if s.status != "ok"]
+    unavailable = [s.name for s in bundle.sources if s.status == "unavailable"]
+    unconfigured = [s.kind for s in bundle.sources if s.status == "not_configured"]
 
     def commit() -> None:
         if (
@@ -139,7 +142,8 @@ def gather_context(self: PipelineTask, incident_id: str) -> None:
                 detail={
                     "summary": f"{len(bundle.logs)} log lines, {len(bundle.metrics)} metrics, "
                     f"{len(bundle.deployments)} deployments over {bundle.window_minutes} min"
-                    + (f"; unavailable: {', '.join(missing)}" if missing else ""),
+                    + (f"; unavailable: {', '.join(unavailable)}" if unavailable else "")
+                    + (f"; not configured: {', '.join(unconfigured)}" if unconfigured else ""),
                     "attempt": attempt,
                 },
                 rows=(("stage_results", result_row("context", attempt, out)),),
@@ -150,6 +154,10 @@ def gather_context(self: PipelineTask, incident_id: str) -> None:
             _then(incident_id, S.ANALYZING)
 
     guard_db(self, commit)
+
+
+# The most a diagnosis without any evidence item may claim (iras.integrations.context.evidence_gap).
+NO_EVIDENCE_CONFIDENCE = 0.3
 
 
 @stage_task("incidents.run_rca", AnalysisTask)
@@ -171,11 +179,32 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
     rca: RootCauseHypothesis = out.result
     # Triage sees only the alert; an analyst that re-assesses severity from the
     # evidence (customer impact in the metrics) updates the incident's severity.
+    # The typed RCA field first; an analyst's extra["severity"] (older analysts set only that) else.
     reassessed: dict[str, Any] = {}
-    if isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
+    if rca.severity is not None:
+        reassessed = {"severity": Severity(rca.severity).value}
+    elif isinstance(out.extra.get("severity"), str) and out.extra["severity"] in Severity.__members__:
         reassessed = {"severity": out.extra["severity"]}
-    if rca.confidence >= settings.rca_confidence_threshold:
+    # Enforced here, not trusted to the analyst: a diagnosis with no evidence at all is a
+    # guess from the alert's words. It cannot pass the gate or change the severity, and
+    # when no source is configured a wider window cannot help: escalate now with what
+    # is known (the escalation hands over the suspects and says what is missing).
+    gap = evidence_gap(bundle)
+    if gap is not None:
+        rca = rca.model_copy(
+            update={
+                "confidence": min(rca.confidence, NO_EVIDENCE_CONFIDENCE),
+                "reasoning": [*rca.reasoning, f"Capped at {NO_EVIDENCE_CONFIDENCE:.0%}: {gap}"],
+                "severity": None,
+                "severity_reason": None,
+            }
+        )
+        out = replace(out, result=rca)
+        reassessed = {}
+    if rca.confidence >= settings.rca_confidence_threshold and gap is None:
         event, following, values = Event.RCA_CONFIDENT, S.PLANNING, {}
+    elif gap is not None and nothing_configured(bundle):
+        event, following, values = Event.RCA_EXHAUSTED, S.ESCALATING, {"outcome": "escalated"}
     elif attempt < settings.rca_max_attempts:
         event, following, values = Event.RCA_INCONCLUSIVE, S.GATHERING_CONTEXT, {}
     else:
@@ -184,6 +213,7 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
     # otherwise sees "Triage done: P2" above a P1 incident.
     severity_note = (
         f"; severity {incident.severity or 'unset'} -> {reassessed['severity']} from the evidence"
+        + (f" ({rca.severity_reason})" if rca.severity_reason else "")
         if reassessed and reassessed["severity"] != incident.severity
         else ""
     )
@@ -196,7 +226,9 @@ def run_rca(self: PipelineTask, incident_id: str) -> None:
                 event,
                 detail={
                     "summary": f"{rca.category.value} in {rca.culprit_service} "
-                    f"(confidence {rca.confidence:.2f}, attempt {attempt})" + severity_note,
+                    f"(confidence {rca.confidence:.2f}, attempt {attempt})"
+                    + severity_note
+                    + (f"; not trusted: {gap}" if gap else ""),
                     "attempt": attempt,
                 },
                 values={"rca_attempts": attempt, **values, **reassessed},

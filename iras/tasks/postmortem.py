@@ -153,8 +153,14 @@ def postmortem_input(conn: Connection, incident: Any) -> PostMortemInput:
         by_stage[r.stage] = r  # ordered by id: the latest attempt wins
     triage = TriageResult.model_validate(by_stage["triage"].result) if "triage" in by_stage else None
     runs = list(conn.execute(_PM_RUNS, {"incident_id": incident_id}))
+    decided = next(
+        (t.event for t in reversed(transitions) if t.event in (Event.APPROVED.value, Event.REJECTED.value)),
+        None,
+    )
     decision = (
         {
+            # "approved" | "rejected": a rejected diagnosis is written up as rejected.
+            "decision": decided,
             "by": incident.decided_by,
             "via": incident.decided_via,
             "reason": incident.decision_reason,

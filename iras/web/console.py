@@ -40,7 +40,10 @@ from sqlalchemy import select
 
 from iras import auth
 from iras.auth import Principal
+from iras.config import get_settings
 from iras.db import new_session, read_session
+from iras.evidence_groups import group_lines
+from iras.integrations import evidence_status
 from iras.models import ApiToken, Incident, PostMortemRecord
 from iras.postmortem import EVENT_WORDS
 from iras.schemas import Severity, utcnow
@@ -225,7 +228,11 @@ def _status_class(status: str) -> str:
 
 @bp.app_context_processor
 def _globals() -> dict[str, Any]:
-    return {"status_class": _status_class, "auth_on": auth.auth_enabled()}
+    return {
+        "status_class": _status_class,
+        "auth_on": auth.auth_enabled(),
+        "evidence_setup": evidence_status(get_settings()),
+    }
 
 
 @bp.after_request
@@ -374,15 +381,52 @@ def _evidence_view(context: dict[str, Any] | None, rca: dict[str, Any] | None) -
         if isinstance(current, int | float) and isinstance(baseline, int | float) and baseline:
             ratio = current / baseline
         metrics.append({**metric, "ratio": ratio})
+    sources = bundle.get("sources", [])
+    deployments = bundle.get("deployments", [])
     return {
         "logs": logs[:MAX_LOG_LINES_SHOWN],
         "more_logs": max(0, len(logs) - MAX_LOG_LINES_SHOWN),
         "metrics": metrics,
-        "deployments": bundle.get("deployments", []),
-        "sources": bundle.get("sources", []),
+        "deployments": deployments,
+        "sources": sources,
+        # Nothing but the alert (iras.integrations.context.evidence_gap): said at the top.
+        "no_evidence": not (logs or metrics or deployments)
+        and not any(s.get("status") == "ok" for s in sources),
+        "missing": [s for s in sources if s.get("status") == "not_configured"],
         "window_minutes": bundle.get("window_minutes"),
         "window_start": bundle.get("window_start"),
         "window_end": bundle.get("window_end"),
+    }
+
+
+def _severity_change(
+    doc: dict[str, Any], triage: dict[str, Any] | None, rca: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """When the evidence moved the severity away from triage's (which saw only the
+    alert): from what, to what, and why, so the header and the Triage card agree."""
+    before = (triage or {}).get("result", {}).get("severity")
+    after = doc.get("severity")
+    if not before or not after or before == after or after not in Severity.__members__:
+        return None
+    result = (rca or {}).get("result") or {}
+    details = (rca or {}).get("details") or {}
+    reason = result.get("severity_reason") or "; ".join(str(r) for r in details.get("severity_reasons") or [])
+    if not reason:  # the note the RCA stage wrote on the timeline
+        note = next(
+            (
+                str((t.get("detail") or {}).get("summary", ""))
+                for t in reversed(doc.get("timeline") or [])
+                if "from the evidence" in str((t.get("detail") or {}).get("summary", ""))
+            ),
+            "",
+        )
+        reason = note.partition("; severity ")[2]
+    raised = Severity(after).rank < Severity(before).rank if before in Severity.__members__ else True
+    return {
+        "before": before,
+        "after": after,
+        "direction": "raised" if raised else "lowered",
+        "reason": reason,
     }
 
 
@@ -408,13 +452,23 @@ def incident(incident_id: str) -> Any:
     deadline = _parse(doc["approval_deadline"])
     refresh = REFRESH_MOVING if status in WORKING else REFRESH_WAITING if awaiting else 0
     postmortem_html = render_markdown(doc["postmortem"]["markdown"]) if doc["postmortem"] else None
+    rca_result = rca["result"] if rca else None
+    gate = get_settings().rca_confidence_threshold
     return render_template(
         "incident.html",
         principal=principal,
         doc=doc,
         alert=alert,
         triage=triage["result"] if triage else None,
-        rca=rca["result"] if rca else None,
+        rca=rca_result,
+        gate=gate,
+        rca_below_gate=bool(rca_result and rca_result.get("confidence", 0) < gate),
+        cited_groups=group_lines([str(e) for e in (rca_result or {}).get("evidence") or []]),
+        suspects=[
+            {**sus, "evidence_groups": group_lines([str(e) for e in sus.get("evidence") or []])}
+            for sus in (rca_result or {}).get("suspects") or []
+        ],
+        severity_change=_severity_change(doc, triage, rca),
         rca_attempts=[s for s in doc["stages"] if s["stage"] == "rca"],
         evidence=_evidence_view(context, rca["result"] if rca else None),
         plan=doc["plan"],

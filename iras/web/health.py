@@ -40,7 +40,7 @@ def _check_broker() -> str | None:
 
 @bp.get("/health")
 def health() -> Any:
-    from iras.integrations import active_clients
+    from iras.integrations import active_clients, evidence_status
 
     settings = get_settings()
     db_error, broker_error = _check_db(), _check_broker()
@@ -63,7 +63,19 @@ def health() -> Any:
         "analyst": "claude" if settings.use_claude else "offline",
         "executor": settings.remediation_executor,
         "integrations": active_clients(settings),
+        "evidence": evidence_status(settings),
     }
+    if settings.mock_evidence:
+        doc["warnings"] = [
+            "MOCK EVIDENCE MODE (IRAS_MOCK_EVIDENCE=true): logs, metrics and deployments without a "
+            "configured source are canned test/demo data, not your systems; diagnoses are not real"
+        ]
+    elif doc["evidence"]["not_configured"]:
+        missing = doc["evidence"]["not_configured"]
+        doc["warnings"] = [
+            f"evidence source not configured: {kind} (set {' or '.join(names)}); diagnoses see only the alert"
+            for kind, names in missing.items()
+        ]
     from iras.web.ingest_guard import health_info
 
     ingest, warnings = health_info(settings)  # open ingestion is a warning, not a failure

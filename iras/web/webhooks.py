@@ -111,7 +111,8 @@ def _ingest(route_source: str | None) -> Any:
     # Group commit: answered once this alert's batch is committed (iras.ingest.batch).
     # A database outage raises OperationalError here: the app answers 503.
     outcome = prepared if isinstance(prepared, IngestOutcome) else get_writer().submit(prepared)
-    doc = {"incident_id": outcome.incident_id, "status": outcome.status, "alerts": outcome.alerts}
+    # `alerts_received`: the alerts of this request, not the incident's total (GET /incidents/<id>).
+    doc = {"incident_id": outcome.incident_id, "status": outcome.status, "alerts_received": outcome.alerts}
     return jsonify(doc), 202
 
 

@@ -293,6 +293,7 @@ def schema_example(request: RecordedRequest) -> Reply:
 _SHA = re.compile(r"sha=([0-9a-f]{40})\s+service=(\S+)")
 _LOG = re.compile(r"^\s*(?:\(x\d+\) )?\S+ (ERROR|WARN|INFO|DEBUG) (\S+) \| (.+)$", re.MULTILINE)
 _FIELD = re.compile(r"^(\w+): (.+)$", re.MULTILINE)
+_TRIAGE_SEVERITY = re.compile(r"^Triage \(from the alert alone\) said: severity (P[0-3])\b", re.MULTILINE)
 
 
 def _fields(text: str) -> dict[str, str]:
@@ -327,6 +328,8 @@ def realistic(request: RecordedRequest) -> Reply:
         errors = [m for m in _LOG.findall(prompt) if m[0] == "ERROR"] or _LOG.findall(prompt)
         culprit_sha, culprit = (deploys[-1][0], deploys[-1][1]) if deploys else (None, service)
         evidence = [errors[-1][2].strip()] if errors else []
+        category = "bad_deploy" if culprit_sha else "dependency_failure"
+        triage_severity = _TRIAGE_SEVERITY.search(prompt)
         return tool_use(
             {
                 "primary_cause": (
@@ -334,13 +337,25 @@ def realistic(request: RecordedRequest) -> Reply:
                     if culprit_sha
                     else f"{culprit} is failing"
                 ),
-                "category": "bad_deploy" if culprit_sha else "dependency_failure",
+                "category": category,
                 "culprit_service": culprit,
                 "culprit_deployment_sha": culprit_sha,
                 "contributing_factors": [],
                 "evidence": evidence,
                 "confidence": 0.85 if culprit_sha and evidence else 0.6,
                 "reasoning": ["Errors start right after the newest deployment of the culprit service."],
+                "suspects": [
+                    {
+                        "service": culprit,
+                        "score": 0.8,
+                        "category": category,
+                        "reason": "its own errors start right after its newest deployment",
+                        "evidence": evidence,
+                    }
+                ],
+                # With nothing in the evidence to contradict it, triage's severity stands.
+                "severity": triage_severity.group(1) if triage_severity else None,
+                "severity_reason": "the evidence agrees with triage" if triage_severity else None,
             }
         )(request)
     if name == "RemediationPlan":

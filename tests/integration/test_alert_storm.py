@@ -107,6 +107,7 @@ def storm_env(
         "DATABASE_URL": postgres.fresh_database(f"iras_storm_{db_index}"),
         "CELERY_BROKER_URL": broker,
         "ANALYST": "offline",
+        "IRAS_MOCK_EVIDENCE": "true",
         "IRAS_DB_POOL_SIZE": "10",
     }
 

@@ -12,6 +12,7 @@ every alert resolved (alerts posted again with `endsAt` in the past).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -88,6 +89,7 @@ class Alertmanager:
                 self.proc.kill()
                 self.proc.wait(5)
             self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)  # a test run leaves nothing in the temp directory
 
     def log_tail(self) -> str:
         return (self.dir / "alertmanager.log").read_text(errors="replace")[-4000:]
@@ -183,6 +185,7 @@ def iras(
         "CELERY_BROKER_URL": redis_server.url.rsplit("/", 1)[0] + "/4",  # its own Redis database
         "WEBHOOK_TOKENS": f"alertmanager={TOKEN}",
         "MOCK_EVIDENCE_FILE": str(SCENARIO_FILE),
+        "IRAS_MOCK_EVIDENCE": "true",
         "ANALYST": "offline",
         # The pipeline's mechanics are under test here, not the offline analyst's quality.
         "RCA_CONFIDENCE_THRESHOLD": "0.3",

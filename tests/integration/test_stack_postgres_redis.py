@@ -25,6 +25,7 @@ def stack(
         "DATABASE_URL": postgres.url,
         "CELERY_BROKER_URL": redis_server.url,
         "MOCK_EVIDENCE_FILE": str(SCENARIO_FILE),
+        "IRAS_MOCK_EVIDENCE": "true",
         "BEAT_INTERVAL_SECONDS": "1",
         "ANALYST": "offline",
         # The offline analyst's diagnosis quality is measured by `iras eval`;

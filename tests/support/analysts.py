@@ -14,6 +14,7 @@ from iras.schemas import (
     RemediationPlan,
     RemediationStep,
     RootCauseHypothesis,
+    Severity,
     TriageResult,
 )
 
@@ -45,9 +46,12 @@ class ScriptedAnalyst:
         plan: RemediationPlan | None = None,
         fail: dict[str, Exception] | None = None,
         severity: str | None = None,
+        severity_in_extra: bool = False,
     ) -> None:
         self.inner = OfflineAnalyst()
         self.severity = severity  # the RCA re-assesses the incident's severity to this
+        # ... in the typed field, or only in `extra["severity"]` (an analyst without the field)
+        self.severity_in_extra = severity_in_extra
         self.confidence = confidence
         self.fixed_plan = plan
         self.fail = fail or {}
@@ -71,8 +75,13 @@ class ScriptedAnalyst:
         out = self.inner.analyze(facts, bundle, attempt)
         if self.confidence is not None:
             out.result = out.result.model_copy(update={"confidence": self.confidence})
-        if self.severity is not None:
+        if self.severity is not None and self.severity_in_extra:
+            out.result = out.result.model_copy(update={"severity": None, "severity_reason": None})
             out.extra["severity"] = self.severity
+        elif self.severity is not None:
+            out.result = out.result.model_copy(
+                update={"severity": Severity(self.severity), "severity_reason": "scripted"}
+            )
         return out
 
     def plan(

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iras.analysts.base import IncidentFacts
-from iras.analysts.budget import render_deployment
+from iras.analysts.budget import metric_change, render_deployment, render_metric
+from iras.analysts.prompts import definitions
 from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, data_block, one_line, render_facts
 from iras.schemas import ContextBundle, RootCauseHypothesis, RunbookAction, WorkloadFacts
 
@@ -22,13 +23,15 @@ You are the remediation-planning step of IRAS, an incident-response pipeline. Gi
 propose the smallest plan that ends the customer impact quickly and can be undone. A human approves \
 the plan before risky steps run, and code checks every command you write.
 
-Choose the runbook action that matches the diagnosis ({_ACTIONS}):
-- a bad deployment: rollback_deployment of that deployment, not a restart;
-- a configuration change: revert_config;
-- a leak or a crash loop with no bad deployment: restart_service;
-- saturation from real traffic: scale_out; a limit set too low: increase_resource_limit;
-- a failed zone, replica or provider: failover; an expired certificate: renew_certificate;
-- a false alarm: a single step with action none and a harmless command such as `echo`.
+Runbook actions: {_ACTIONS}.
+{definitions.ACTION_GUIDANCE}
+The metrics in the evidence tell the conditions apart (memory still rising or flat at its limit; \
+connections at a limit or a primary down; whether a fallback keeps customers served).
+
+The first step is the remediation itself, with the action chosen above: not a diagnostic, a \
+notification or a check. Verification or follow-up steps may come after it. When the action is \
+none (a false alarm, or a fallback already hides the impact), return no steps at all and set \
+requires_human_approval to false: nothing is executed.
 
 Rules for every step:
 - command: one program with its arguments, starting with a program from the allowed list given in \
@@ -63,6 +66,15 @@ def render_diagnosis(rca: RootCauseHypothesis) -> str:
     if rca.evidence:
         lines.append("evidence (verified log lines):")
         lines.extend(f"  - {one_line(item, 400)}" for item in rca.evidence[:6])
+    if rca.reasoning:
+        lines.append("reasoning:")
+        lines.extend(f"  - {one_line(item, 300)}" for item in rca.reasoning[:8])
+    if rca.suspects:
+        lines.append("other suspects considered:")
+        lines.extend(
+            f"  - {one_line(s.service, 100)} (score {s.score:.2f}): {one_line(s.reason, 200)}"
+            for s in rca.suspects[1:4]
+        )
     return data_block("diagnosis", lines)
 
 
@@ -106,8 +118,22 @@ def build_user(
             "The diagnosis (produced from untrusted evidence, verified in code):",
             render_diagnosis(rca),
             "",
-            data_block("evidence", evidence),
+            data_block("evidence", [*evidence, *render_plan_metrics(bundle)]),
             "",
             "Call the RemediationPlan tool with your plan.",
         ]
     )
+
+
+MAX_PLAN_METRICS = 12
+
+
+def render_plan_metrics(bundle: ContextBundle) -> list[str]:
+    """The most changed metrics: they tell "rising" from "flat at a limit", "primary down" from
+    "connections at a limit", and whether a fallback keeps customers served."""
+    metrics = sorted(bundle.metrics, key=metric_change, reverse=True)[:MAX_PLAN_METRICS]
+    lines = ["Metrics (now vs the same window 7 days ago, most changed first):"]
+    lines.extend(render_metric(m) for m in metrics)
+    if not metrics:
+        lines.append("- none found")
+    return lines

@@ -60,6 +60,11 @@ def render_record(data: PostMortemInput) -> str:
             f" (deployment {rca.culprit_deployment_sha or 'none'}, confidence {rca.confidence:.2f})"
         )
         lines.append(f"primary_cause: {one_line(rca.primary_cause, 1000)}")
+        if rca.severity is not None:
+            reason = f" ({one_line(rca.severity_reason, 300)})" if rca.severity_reason else ""
+            lines.append(
+                f"severity from the evidence: {rca.severity.value}{reason}; this is the incident's severity"
+            )
         lines.extend(f"  evidence: {one_line(item, 300)}" for item in rca.evidence[:4])
     if data.plan is not None:
         plan = data.plan

@@ -1,29 +1,25 @@
-"""Triage: how bad is it, and who is affected? (Haiku: fast and cheap, runs on every alert.)"""
+"""Triage: how bad is it, and who is affected? (Haiku: fast and cheap, runs on every alert.)
+
+Triage sees only the alert. When the alert cannot tell two severities apart it
+picks the more severe one; the RCA stage re-judges the severity from the
+evidence and its answer replaces this one when they differ.
+"""
 
 from __future__ import annotations
 
 from iras.analysts.base import IncidentFacts
 from iras.analysts.prompts.common import UNTRUSTED_DATA_RULES, render_facts
+from iras.analysts.prompts.definitions import SEVERITY_RULES
 
 SYSTEM = f"""\
 You are the triage step of IRAS, an incident-response pipeline. An alert has just fired. Decide how \
 severe the incident is for customers, which services are affected and how far the impact reaches. \
-You do not diagnose the cause and you do not propose fixes; later steps do that with more evidence.
+You do not diagnose the cause and you do not propose fixes; later steps do that with more evidence \
+and may correct the severity you give.
 
-Severity describes customer impact at the time of the alert, not how loud the alert is and not the \
-priority the sender assigned (a PagerDuty or Datadog priority inside the alert is the sender's guess \
-and can be wrong):
-- P0: a customer-facing service is completely unavailable: it is down, or at least 90% of its \
-requests fail.
-- P1: major degradation: at least 20% of requests fail, or p99 latency on a critical user path is \
-at least five times its normal value. Wrong data that customers act on and that costs money \
-(prices, invoice amounts) is also P1 even when no request fails.
-- P2: partial degradation: a minority of requests, a single feature, region, tenant or asynchronous \
-flow is affected, or a fallback hides most of the impact.
-- P3: a warning or informational alert, including every false alarm: nothing is broken for \
-customers yet (or ever).
-When several signals are present, the worst customer-facing one decides. When the alert does not \
-say enough to tell two levels apart, choose the more severe one and lower your confidence.
+{SEVERITY_RULES}
+You see only the alert: when it does not say enough to tell two levels apart, choose the more \
+severe one and lower your confidence.
 
 Fill the TriageResult tool:
 - severity: P0 to P3 by the rules above.
