@@ -38,7 +38,7 @@ def _fire_scenario(client: FlaskClient, confident: bool = True) -> str:
     return str(response.get_json()["incident_id"])
 
 
-def _eventually(probe: Any, timeout: float = 10.0) -> Any:
+def _eventually(probe: Any, timeout: float = 30.0) -> Any:
     """Notifications are their own tasks: wait for one to have run."""
     import time
 
@@ -430,7 +430,8 @@ def test_unconfigured_notifiers_get_each_notification_once(pipeline: FlaskClient
         )
 
     expected = ["pagerduty.resolve", "slack.decision", "slack.plan", "slack.postmortem"]
-    assert _eventually(lambda: sent() == expected) and sent() == expected
+    assert _eventually(lambda: sent() == expected), sent()
+    assert sent() == expected
 
 
 def test_configured_slack_and_pagerduty_get_the_full_incident(

@@ -6,7 +6,7 @@ to hold up the incident."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import update
@@ -25,16 +25,47 @@ log = logging.getLogger(__name__)
 S = IncidentStatus
 
 
-def _incident_doc(incident_id: str) -> dict[str, Any] | None:
+class IncidentDocument(Mapping[str, Any]):
+    """The incident as notifiers read it (`services.serialize_incident`). The incident's
+    own columns are read up front; its stages, plan, timeline, alerts and post-mortem
+    (several queries and the stage documents to decode) the first time a notifier
+    reads one of them, so a notifier that needs only the id never pays for them."""
+
+    def __init__(self, incident_id: str, summary: dict[str, Any]) -> None:
+        self.incident_id = incident_id
+        self._summary = summary
+        self._full: dict[str, Any] | None = None
+
+    def full(self) -> dict[str, Any]:
+        if self._full is None:
+            with new_session() as session:
+                incident = session.get(Incident, self.incident_id)
+                doc = serialize_incident(session, incident) if incident is not None else {}
+            self._full = {**self._summary, **doc}
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._summary:
+            return self._summary[key]
+        return self.full()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full())
+
+    def __len__(self) -> int:
+        return len(self.full())
+
+
+def _incident_doc(incident_id: str) -> IncidentDocument | None:
     with new_session() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             return None
-        doc = serialize_incident(session, incident)
+        summary = serialize_incident(session, incident, full=False)
         # The chat message of this incident, if one was posted: notify.post_plan checks it
         # (a redelivered task must not post the plan twice), post_decision updates it.
-        doc["notify_ref"] = incident.notify_ref
-        return doc
+        summary["notify_ref"] = incident.notify_ref
+        return IncidentDocument(incident_id, summary)
 
 
 class NotifyTask(PipelineTask):
