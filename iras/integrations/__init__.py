@@ -58,18 +58,6 @@ def deployment_source(settings: Settings) -> DeploymentSource:
     return MockDeploymentSource() if settings.mock_evidence else NotConfiguredDeploymentSource()
 
 
-def context_is_local(settings: Settings) -> bool:
-    """No evidence source reaches the network (no Loki, Elasticsearch, Prometheus, GitHub
-    or Kubernetes configured: each is the in-process mock or not configured)."""
-    return not (
-        settings.loki_url
-        or settings.elasticsearch_url
-        or settings.prometheus_url
-        or settings.github_token
-        or settings.kubernetes_configured
-    )
-
-
 def chat_configured(settings: Settings) -> bool:
     """A real chat client is configured (otherwise chat_notifier is the mock)."""
     return bool(settings.slack_bot_token)
