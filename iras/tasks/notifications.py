@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from iras.celery_app import celery_app
 from iras.config import get_settings
-from iras.db import new_session, session_scope
+from iras.db import read_session, session_scope
 from iras.integrations import chat_notifier, pager
 from iras.integrations.base import TransientNotifyError
 from iras.models import Incident, PostMortemRecord
@@ -38,7 +38,7 @@ class IncidentDocument(Mapping[str, Any]):
 
     def full(self) -> dict[str, Any]:
         if self._full is None:
-            with new_session() as session:
+            with read_session() as session:
                 incident = session.get(Incident, self.incident_id)
                 doc = serialize_incident(session, incident) if incident is not None else {}
             self._full = {**self._summary, **doc}
@@ -57,7 +57,7 @@ class IncidentDocument(Mapping[str, Any]):
 
 
 def _incident_doc(incident_id: str) -> IncidentDocument | None:
-    with new_session() as session:
+    with read_session() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             return None
@@ -129,7 +129,7 @@ def notify_resolve_page(self: PipelineTask, incident_id: str) -> None:
 
 @celery_app.task(name="notify.post_postmortem", bind=True, base=NotifyTask)
 def notify_post_postmortem(self: PipelineTask, incident_id: str) -> None:
-    with new_session() as session:
+    with read_session() as session:
         pm = session.get(PostMortemRecord, incident_id)
         markdown = pm.markdown if pm else None
     doc = _incident_doc(incident_id)
