@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from iras.analysts import set_analyst
 from iras.config import reset_settings
 from iras.integrations import mock
-from iras.tasks import NO_EVIDENCE_CONFIDENCE
+from iras.tasks.analysis import NO_EVIDENCE_CONFIDENCE
 from tests.conftest import WaitFor, fire
 from tests.support.analysts import ScriptedAnalyst
 
