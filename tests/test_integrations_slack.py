@@ -447,3 +447,23 @@ def test_the_mock_notifier_keeps_only_the_newest_messages(monkeypatch: pytest.Mo
     assert len(mock.SENT) == 10
     assert [m["incident_id"] for m in mock.SENT] == [f"inc-{i}" for i in range(15, 25)]
     assert len({r["ts"] for r in refs}) == 25, "message refs stay unique after trimming"
+
+
+def test_an_escalation_hands_over_the_suspects(slack: FakeSlack) -> None:
+    doc = _doc(status="escalating")
+    rca = doc["stages"][-1]["result"]
+    rca["confidence"] = 0.45
+    rca["suspects"] = [
+        {
+            "service": "checkout-service",
+            "score": 1.0,
+            "category": "bad_deploy",
+            "reason": "new NPEs after v2.4.0",
+        },
+        {"service": "promo-db", "score": 0.62, "category": "database", "reason": "lock waits <!here>"},
+    ]
+    _notifier(slack).post_escalation(doc)
+    (message,) = slack.posts()
+    text = _texts(message["blocks"])
+    assert "*Suspects*" in text and "*checkout-service* (1.00) bad deploy" in text
+    assert "2. *promo-db* (0.62) database" in text and "<!here>" not in text

@@ -162,6 +162,16 @@ def _summary_blocks(doc: dict[str, Any], settings: Settings) -> list[dict[str, A
         evidence = [clip(" ".join(str(e).split()), 280) for e in (cause.get("evidence") or [])[:3]]
         lines += [f">{esc(e)}" for e in evidence]
         blocks.append(_section("\n".join(lines)))
+    suspects = [s for s in (cause.get("suspects") or []) if isinstance(s, dict) and s.get("service")]
+    if len(suspects) > 1:
+        # Below the confidence gate the escalation hands over the candidates, not one guess.
+        rows = [
+            f"{i}. *{esc(s['service'])}* ({float(s.get('score') or 0):.2f})"
+            + (f" {esc(str(s['category']).replace('_', ' '))}" if s.get("category") else "")
+            + (f": {esc(clip(str(s['reason']), 200))}" if s.get("reason") else "")
+            for i, s in enumerate(suspects[:3], 1)
+        ]
+        blocks.append(_section("*Suspects*\n" + "\n".join(rows)))
     return blocks
 
 
