@@ -179,7 +179,8 @@ _ROLE_SUFFIX = {"primary", "replica", "leader", "master", "follower", "standby",
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]+@)?([a-z0-9][a-z0-9.-]*[a-z0-9])(?::\d+)?", re.I)
 _HOST_PORT = re.compile(r"(?<![\w.:/-])([a-z][a-z0-9.-]*[a-z0-9]):(\d{2,5})\b", re.I)
 _DOMAIN = re.compile(
-    r"(?<![\w.@-])((?:[a-z0-9-]+\.)+(?:com|net|org|io|dev|co|cloud|app|ai|us|eu|de|uk))(?![\w-]|\.[a-z])",
+    # Not followed by "/": "github.com/org/repo" in a stack trace is a code path, not a host.
+    r"(?<![\w.@/-])((?:[a-z0-9-]+\.)+(?:com|net|org|io|dev|co|cloud|app|ai|us|eu|de|uk))(?![\w/-]|\.[a-z])",
     re.I,
 )
 _INTERNAL = re.compile(r"\.(svc|local|internal|lan|cluster|corp|intra)(\.|$)", re.I)
@@ -411,6 +412,9 @@ class _Builder:
                         self.labels.setdefault(label, name)
                     named.append(name)
                 elif failing and how in ("hostport", "kind", "kv", "prefix", "url"):
+                    if how == "hostport" and not re.search(r"[.-]", low):
+                        # "pid:1234", "line:88": a bare word before a number is not a host.
+                        continue
                     base = low.split(".")[0]
                     if re.fullmatch(r"[\d.]+", low) or len(base) < 3 or base.isdigit():
                         continue
@@ -818,7 +822,7 @@ def _pagerank(ef: EvidenceFacts, iterations: int = 60, damping: float = 0.85) ->
         out[i][i] += 0.5 * norm[i] + 0.01
     personal = [0.2 + norm[i] for i in range(len(names))]
     if ef.alert_service in index:
-        personal[index[ef.alert_service]] += 0.5
+        personal[index[ef.alert_service]] += 0.1
     total = sum(personal)
     personal = [p / total for p in personal]
     rank = personal[:]
