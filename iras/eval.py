@@ -536,7 +536,10 @@ def get_analyst(name: str) -> Any:
 
 def make_direct_runner(analyst_name: str = "offline") -> Runner:
     """A runner that calls the analyst in-process, bypassing web, queue and database."""
+    from iras.config import get_settings
+
     analyst = get_analyst(analyst_name)
+    gate = get_settings().rca_confidence_threshold
 
     def run(scenario: dict[str, Any]) -> Predicted:
         from iras.analysts.base import IncidentFacts
@@ -555,7 +558,11 @@ def make_direct_runner(analyst_name: str = "offline") -> Runner:
         facts = facts.model_copy(update={"triage": triage})
         bundle = bundle_from_evidence(scenario["evidence"], first.timestamp)
         rca_out = analyst.analyze(facts, bundle, 1)
-        plan = analyst.plan(facts, rca_out.result, bundle).result
+        # As in the pipeline: below the confidence gate the incident escalates with its
+        # suspects and no plan, so the scored action is "none".
+        plan = (
+            analyst.plan(facts, rca_out.result, bundle).result if rca_out.result.confidence >= gate else None
+        )
         return predicted_from_results(triage, rca_out.result, plan, rca_out.extra)
 
     return run
