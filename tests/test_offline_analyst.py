@@ -447,11 +447,17 @@ def test_held_out_scenarios_are_valid_and_diagnosed() -> None:
     assert loaded.errors == {}
     assert len(loaded.scenarios) >= 4
     runner = make_direct_runner("offline")
-    rows = [{"scores": score(s["expected"], runner(s))} for s in loaded.scenarios]
+    rows = []
+    for s in loaded.scenarios:
+        predicted = runner(s)
+        rows.append({"scores": score(s["expected"], predicted), "predicted": predicted})
     t = totals(rows)
     assert t["false_alarms_remediated"] == 0
     # These were written alongside the analyst, so they are a floor, not a held-out score.
-    assert t["category"] >= 0.7 and t["culprit_service"] >= 0.7 and t["remediation_action"] >= 0.7
+    # Below the 0.7 gate the runner escalates (action "none"), so the action rate counts only
+    # confident answers; of those, few may be wrong.
+    assert t["category"] >= 0.7 and t["culprit_service"] >= 0.7 and t["remediation_action"] >= 0.45
+    assert t["confident_wrong"] <= max(1, t["confident_answers"] // 5)
     assert t["severity_within_one"] >= 0.9 and t["evidence_recall"] >= 0.6
 
 

@@ -332,6 +332,7 @@ def _line_weight(line: LogLine) -> float:
 _K8S_FAILURE = (
     L.K8S_IMAGE,
     L.K8S_CONFIG,
+    L.K8S_QUOTA,
     L.K8S_OOM,
     L.K8S_SCHEDULING,
     L.K8S_PROBE,

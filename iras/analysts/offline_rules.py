@@ -84,7 +84,12 @@ _DOWN_WORDS = re.compile(
 )
 _ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|consumer|enqueued|delayed|\bjob\b|batch", re.IGNORECASE)
 _MONEY_WORDS = re.compile(r"price|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund|charge", re.IGNORECASE)
-_NO_DATA = re.compile(r"\bno ?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
+_NO_DATA = re.compile(r"no[ _]?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
+# Identifiers a benign actor leaves on the requests it makes: its source address, its tenant,
+# its user agent ("scanner/3.4").
+_ACTOR_ID = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\btenant[=:]\s*[\w-]+|\b[a-z][\w-]*/\d+(?:\.\d+)+\b", re.IGNORECASE
+)
 
 _FAILURE_METRIC = re.compile(
     r"5xx|error|fail|4xx|declin|reject|timeout|mismatch|(?:^|_)[45]\d\d(?:_|$)", re.IGNORECASE
@@ -373,6 +378,8 @@ class CategoryCall:
     documented: bool = False
     # True when no failure mode was recognised and the category is the default guess.
     fallback: bool = False
+    # Most of the root's lines read as this one failure mode.
+    dominant: bool = False
 
 
 def _both(a: L.Lexicon, b: L.Lexicon, lines: list[str]) -> int:
@@ -400,6 +407,7 @@ _K8S_ANY = re.compile(
         for lex in (
             L.K8S_IMAGE,
             L.K8S_CONFIG,
+            L.K8S_QUOTA,
             L.K8S_OOM,
             L.K8S_SCHEDULING,
             L.K8S_PROBE,
@@ -420,6 +428,11 @@ def _k8s_call(
     if L.K8S_CONFIG.search(joined):
         return CategoryCall(
             Category.CONFIG_CHANGE, "container config error (missing Secret/ConfigMap key)", 0.8, change, True
+        )
+    if L.K8S_QUOTA.search(joined) and re.search(r"exceeded quota", joined):
+        # A namespace quota refuses new pods: the quota (configuration) is what changed or is too low.
+        return CategoryCall(
+            Category.CONFIG_CHANGE, "pod creation refused by a resource quota", 0.7, change, True
         )
     if L.K8S_IMAGE.search(joined):
         if change is not None and change.kind == "deployment":
@@ -487,7 +500,12 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
     cat, value = best
     if is_external and cat not in (Category.CERTIFICATE_EXPIRY, Category.NETWORK):
         return None
-    return CategoryCall(cat, f"{value:.1f} of {n} root lines read as {cat.value}", min(1.0, value / 3))
+    return CategoryCall(
+        cat,
+        f"{value:.1f} of {n} root lines read as {cat.value}",
+        min(1.0, value / 3),
+        dominant=value >= 6 and value >= 0.5 * n,
+    )
 
 
 def _capacity_call(
@@ -744,9 +762,17 @@ def false_alarm_gate(
         return False, "", [], reasons
     # The benign actor must explain the root's own new failures, not just be present.
     benign_ids = {id(ln) for ln in benign}
+    actor_marks = {m.group(0).lower() for ln in benign for m in _ACTOR_ID.finditer(ln.message[:500])}
     root = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
     root_lines = ef.anomalies[root].lines if root else []
-    share = sum(1 for ln in root_lines if id(ln) in benign_ids) / max(len(root_lines), 1)
+
+    def from_actor(ln: LogLine) -> bool:
+        if id(ln) in benign_ids:
+            return True
+        low = ln.message[:500].lower()
+        return any(mark in low for mark in actor_marks)
+
+    share = sum(1 for ln in root_lines if from_actor(ln)) / max(len(root_lines), 1)
     actor_is_root = root is not None and bool(L.BENIGN_ACTOR.search(root.replace("-", " ")))
     guilty = root is not None and any(ch.linked == root and ch.score >= GUILTY_CHANGE for ch in ef.changes)
     weak_root = root is None or (
@@ -940,21 +966,29 @@ def _confidence(
     """Margin between the top candidates plus independent kinds of agreeing evidence."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     margin = max(0.0, 1.0 - second)
-    parts: list[tuple[str, float]] = [("base", 0.25), (f"ranking margin {margin:.2f}", 0.2 * margin)]
+    parts: list[tuple[str, float]] = [("base", 0.22), (f"ranking margin {margin:.2f}", 0.25 * margin)]
     a = ef.anomalies.get(root)
     if call.change is not None and call.change.score >= GUILTY_CHANGE:
         if "(time only)" in call.change.verdict:
             parts.append(("a change precedes the onset by time only, nothing links it", -0.05))
+        elif call.change.kind == "deployment":
+            parts.append((f"a release of the root precedes its onset ({call.change.verdict})", 0.16))
         else:
-            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.12))
+            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.1))
     if a is not None and a.internal_failure:
         parts.append((f"{root}'s own logs show an internal failure", 0.08))
     if a is not None and a.metrics:
         parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.04))
     if call.documented:
-        parts.append(("a documented Kubernetes reason names the failure", 0.08))
+        # Resource exhaustion: restart or raise the limit depends on a trend, so less certainty.
+        bonus = 0.06 if call.category is Category.RESOURCE_EXHAUSTION else 0.12
+        parts.append(("a documented Kubernetes reason names the failure", bonus))
     if call.strength >= 0.6:
         parts.append((f"{call.why}", 0.07))
+    if call.dominant and call.category is not Category.RESOURCE_EXHAUSTION:
+        # (Resource exhaustion is excluded: restart or raise the limit depends on a trend
+        # the logs rarely show, so the action stays uncertain.)
+        parts.append(("most of the root's lines show this one failure mode", 0.12))
     elif call.strength < 0.3:
         parts.append(("the failure mode is not recognised", -0.1))
     if root.lower() in text.lower() or any(root.lower() in e.lower() for e in evidence[:3]):
