@@ -30,6 +30,7 @@ The public entry point is `compute_facts(facts, bundle) -> EvidenceFacts`;
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -730,6 +731,48 @@ class _Builder:
                 )
             )
         return out
+
+
+_MESSAGE_KEYS = ("msg", "message", "@message", "log", "event", "text")
+_SKIP_KEYS = {"ts", "time", "timestamp", "@timestamp", "level", "severity", "lvl"}
+
+
+def unwrap_message(message: str) -> str:
+    """A JSON-structured log line read as text: its message first, then its other fields as
+    key=value, so the same reading applies whatever the log format. Other lines unchanged."""
+    text = message.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return message
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return message
+    if not isinstance(doc, dict):
+        return message
+    head = next((str(doc[k]) for k in _MESSAGE_KEYS if isinstance(doc.get(k), str) and doc.get(k)), "")
+    rest = " ".join(
+        f"{k}={v}"
+        for k, v in doc.items()
+        if k not in _MESSAGE_KEYS and k not in _SKIP_KEYS and isinstance(v, str | int | float | bool)
+    )
+    return (head + (" " + rest if rest else "")).strip() or message
+
+
+def normalize_bundle(bundle: ContextBundle) -> tuple[ContextBundle, dict[str, str]]:
+    """The bundle with structured log lines unwrapped, and the way back to the verbatim text."""
+    back: dict[str, str] = {}
+    logs: list[LogLine] = []
+    changed = False
+    for ln in bundle.logs:
+        text = unwrap_message(ln.message)
+        if text != ln.message:
+            changed = True
+            back.setdefault(text, ln.message)
+            ln = ln.model_copy(update={"message": text})
+        logs.append(ln)
+    if not changed:
+        return bundle, back
+    return bundle.model_copy(update={"logs": logs}), back
 
 
 def is_change_line(text: str) -> bool:

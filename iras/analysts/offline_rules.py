@@ -38,6 +38,7 @@ from iras.analysts.facts import (
     compute_facts,
     metric_deviation,
     names_in,
+    normalize_bundle,
     resolve,
 )
 from iras.analysts.runbooks import RunbookTarget
@@ -1025,6 +1026,18 @@ def _suspects(ef: EvidenceFacts, bundle: ContextBundle, root_call: CategoryCall,
 
 
 def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
+    """Diagnose from the evidence; structured (JSON) lines are read unwrapped and cited verbatim."""
+    normalized, back = normalize_bundle(bundle)
+    diagnosis = _diagnose(facts, normalized)
+    if back:
+        hyp = diagnosis.hypothesis
+        hyp.evidence = [back.get(e, e) for e in hyp.evidence]
+        for suspect in hyp.suspects:
+            suspect.evidence = [back.get(e, e) for e in suspect.evidence]
+    return diagnosis
+
+
+def _diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     ef = compute_facts(facts, bundle)
     text = alert_text(facts)
     if ef.no_evidence:
