@@ -193,7 +193,8 @@ _KIND_REF = re.compile(
 )
 _KV_REF = re.compile(
     r"\b(?:pod|host|hostname|upstream|backend|server|peer|broker|target|node|instance|service|svc|addr"
-    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
+    r"|endpoint|db|database|cluster|container|app|workload|zone|az|datacenter|rack|link|interface|iface"
+    r"|tunnel|router|switch|gateway|vip|nameserver|resolver)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
     re.I,
 )
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z0-9.-]*[a-z0-9]):\s", re.I)

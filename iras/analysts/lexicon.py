@@ -375,7 +375,7 @@ NETWORK_WORD = _lex(
     r"(?:\bNXDOMAIN\b)|(?:\bSERVFAIL\b)|(?:\bnameserver\b)|(?:\bDNS\b)",
     r"(?:\bNIC\b)|(?:\bMTU\b)|(?:\bport-channel\b)|(?:\binterface\b)",
     r"(?:\bVIP\b)|(?:\bload.?balancer\b)|(?:\bARP\b)|(?:\biptables\b)|(?:\bgateway\b)",
-    r"(?:\bAZ\b)|(?:\broute)",
+    r"(?:\bAZ\b)|(?:\broute)|(?:\btcp\b)|(?:\budp\b)|(?:\bzone\b)",
     r"\blink\b",
     r"\bBGP\b",
     r"\btunnel\b",
