@@ -1,7 +1,8 @@
 """Facts computed from the evidence's structure, shared by the offline analyst and the prompts.
 
-No phrase list decides here what an incident is. From the logs, metrics and
-deployments this module computes, deterministically:
+No phrase list decides here what an incident is (the small generic lexicons of
+`iras.analysts.lexicon` only mark dependency phrasing, change verbs and failure
+words). From the logs, metrics and deployments this module computes, deterministically:
 
 1. **Candidates**: every service seen in logs, metrics and deployments, plus the
    components named inside messages (host:port, URLs, connection strings, Kubernetes
@@ -611,14 +612,6 @@ class _Builder:
                     anomaly.internal_failure = True
                     anomaly.internal_lines.append(line)
         return out, early_end
-
-    def _names_other(self, line: LogLine, own: str) -> bool:
-        try:
-            i = self.logs.index(line)
-        except ValueError:
-            return False
-        named = [n for n in self.mentions[i] if n != own]
-        return bool(named) and bool(L.DEPENDENCY_PHRASE.search(line.message[:300]))
 
     def metric_deviations(self, anomalies: dict[str, Anomaly]) -> None:
         label_re = {

@@ -1361,7 +1361,3 @@ def runbook_target(rca: RootCauseHypothesis, bundle: ContextBundle, namespace: s
         third_party=culprit if caller else None,
         extra_notes=notes,
     )
-
-
-def metric_is_deviating(m: MetricDelta) -> bool:
-    return metric_deviation(m) is not None
