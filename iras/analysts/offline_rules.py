@@ -986,6 +986,8 @@ def _confidence(
         parts.append(("a documented Kubernetes reason names the failure", bonus))
     if call.strength >= 0.6:
         parts.append((f"{call.why}", 0.07))
+    if call.category is Category.DATABASE and _DATASTORE_NAME.search(root):
+        parts.append(("the root's name says it is a data store, as its failures do", 0.06))
     if call.dominant and call.category is not Category.RESOURCE_EXHAUSTION:
         # (Resource exhaustion is excluded: restart or raise the limit depends on a trend
         # the logs rarely show, so the action stays uncertain.)
