@@ -708,7 +708,11 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None, t
             counts[tool.group(0).lower()] += 3
     if counts:
         return max(sorted(counts), key=lambda k: counts[k])
-    return alert or "unknown"
+    # No actor to name: the component the alert is about, as the evidence names it.
+    if alert and alert in ef.candidates:
+        return alert
+    ranked = [n for n, _ in ef.ranking if ef.candidates.get(n) and ef.candidates[n].kind == "service"]
+    return ranked[0] if ranked else (alert or "unknown")
 
 
 def false_alarm_gate(
@@ -944,6 +948,20 @@ def _primary_cause(category: Category, culprit: str, sha: str | None, evidence: 
     return text[0].upper() + text[1:]
 
 
+def _refine_root(ef: EvidenceFacts, bundle: ContextBundle, call: CategoryCall, root: str) -> str:
+    """The category says what kind of component the cause lives in; among the top-ranked
+    candidates, prefer the one whose own lines show that kind of failure.
+
+    A database problem lives in a data store.
+    """
+    top = [n for n, _ in ef.ranking[:5] if ef.anomaly(n) > 0]
+    if call.category is Category.DATABASE and not _DATASTORE_NAME.search(root):
+        stores = [n for n in top if _DATASTORE_NAME.search(n)]
+        if stores:
+            return stores[0]
+    return root
+
+
 def _no_evidence(facts: IncidentFacts, ef: EvidenceFacts) -> Diagnosis:
     svc = ef.alert_service or "unknown"
     missing = ", ".join(ef.unavailable) or "logs, metrics and deployments"
@@ -1101,6 +1119,13 @@ def _diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
         + ", ".join(f"{n}={s:.2f}" for n, s in ef.ranking[:4])
     )
     call = categorize(ef, bundle, root)
+    refined = _refine_root(ef, bundle, call, root)
+    if refined != root:
+        reasoning.append(
+            f"{call.category.value} lives in {refined}: its own lines show it (ranked root was {root})"
+        )
+        root = refined
+        call = categorize(ef, bundle, root)
     culprit = root
     sha: str | None = None
     if (
