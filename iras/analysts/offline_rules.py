@@ -709,7 +709,7 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None, t
     if counts:
         return max(sorted(counts), key=lambda k: counts[k])
     # No actor to name: the component the alert is about, as the evidence names it.
-    if alert and alert in ef.candidates:
+    if alert and alert in ef.candidates and ef.candidates[alert].sources - {"alert"}:
         return alert
     ranked = [n for n, _ in ef.ranking if ef.candidates.get(n) and ef.candidates[n].kind == "service"]
     return ranked[0] if ranked else (alert or "unknown")
