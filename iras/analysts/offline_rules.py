@@ -883,18 +883,64 @@ def _evidence_for(ef: EvidenceFacts, bundle: ContextBundle, root: str, call: Cat
         for ln in bundle.logs
         if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
     ]
+    suspects_first = [
+        ln
+        for name, _ in ef.ranking[1:3]
+        for ln in (ef.anomalies[name].lines[:1] if name in ef.anomalies else [])
+    ]
     return pick_evidence(
         [
             change_lines[:3],
             internal[:3],
             own_first,
             k8s_lines[:2],
+            _mode_lines(ef, bundle, root, call.category),
             _context_lines(ef, bundle, root),
             observed,
             alert_view,
             latest,
+            suspects_first,
         ]
     )
+
+
+_MODE_LEXICONS: dict[Category, tuple[L.Lexicon, L.Lexicon | None]] = {
+    Category.CERTIFICATE_EXPIRY: (L.CERT_WORD, L.CERT_FAILURE),
+    Category.RESOURCE_EXHAUSTION: (L.RESOURCE_WORD, L.EXHAUSTED_WORD),
+    Category.DATABASE: (L.DATASTORE_WORD, L.DATASTORE_FAILURE),
+    Category.NETWORK: (L.NETWORK_WORD, L.NETWORK_FAILURE),
+    Category.DATA_CORRUPTION: (L.CORRUPTION, None),
+    Category.CAPACITY: (L.SATURATION, None),
+}
+
+
+def _mode_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str, category: Category) -> list[LogLine]:
+    """Lines of or about the root that show the failure mode itself (an expiry, a full disk,
+    a replica lag), whatever their level: the root's own first, then others' about it."""
+    pair = _MODE_LEXICONS.get(category)
+    if pair is None:
+        return []
+    first, second = pair
+
+    def shows(ln: LogLine) -> bool:
+        head = ln.message[:400]
+        return bool(first.search(head) and (second is None or second.search(head)))
+
+    anomalous = {n for n, a in ef.anomalies.items() if a.log_score > 0}
+    own = [ln for ln in bundle.logs if ln.service == root and shows(ln)]
+    about = [
+        ln
+        for ln in bundle.logs
+        if ln.service != root and (root in names_in(ef, ln) or ln.service in anomalous) and shows(ln)
+    ]
+    seen: set[str] = set()
+    out: list[LogLine] = []
+    for ln in own + about:
+        key = _template_key(ln.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(ln)
+    return out[:4]
 
 
 _SETTING = re.compile(r"\b[\w.-]+\s*[=:]\s*[\w./:-]+")
@@ -1012,7 +1058,7 @@ def _confidence(
         parts.append(("most of the root's lines show this one failure mode", 0.12))
     elif call.strength < 0.3:
         parts.append(("the failure mode is not recognised", -0.1))
-    if root.lower() in text.lower() or any(root.lower() in e.lower() for e in evidence[:3]):
+    if root.lower() in text.lower() or any(root.lower() in e.lower() for e in evidence):
         parts.append(("the alert or the cited lines name the root", 0.05))
     conf = round(max(0.05, min(CONFIDENCE_CAP, sum(w for _, w in parts))), 2)
     return conf, [n for n, _ in parts[1:]]
@@ -1261,7 +1307,10 @@ def choose_action(
     if cat is Category.DATABASE:
         if L.PRIMARY_DOWN.search(text + "\n" + own_text):
             return RunbookAction.FAILOVER
-        if L.LEAK_OR_STUCK.search(text):
+        # A store that ran out of something (disk, connections) gets more of it before
+        # anything is restarted.
+        full = any(L.RESOURCE_WORD.search(t) and L.EXHAUSTED_WORD.search(t) for t in rca.evidence)
+        if not full and L.LEAK_OR_STUCK.search(text):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.INCREASE_RESOURCE_LIMIT
     if cat is Category.DATA_CORRUPTION:
