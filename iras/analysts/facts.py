@@ -153,6 +153,9 @@ class EvidenceFacts:
     pagerank: dict[str, float] = field(default_factory=dict)
     explained: dict[str, float] = field(default_factory=dict)
     mentions: dict[int, list[str]] = field(default_factory=dict)  # id(LogLine) -> candidates it names
+    # Candidates that are data stores, by name or by what their own lines and their
+    # connection strings say (a product name, a database port, a db scheme).
+    datastores: set[str] = field(default_factory=set)
     reporters: set[str] = field(default_factory=set)
     alert_text: str = ""
     no_evidence: bool = False
@@ -209,6 +212,16 @@ _NOT_SHARED = re.compile(
 _STORE_NAME = re.compile(
     r"(^|[-_.])(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds|etcd|es|elasticsearch"
     r"|oracle|cassandra|kafka|broker|zookeeper|sentinel|memcached?)([-_.\d]|$)",
+    re.IGNORECASE,
+)
+_STORE_PRODUCT = re.compile(
+    r"\b(?:postgres(?:ql)?|mysqld?|mariadb|redis|mongod?b?|oracle|ORA-\d+|etcd|elasticsearch|opensearch|cassandra"
+    r"|kafka|zookeeper|memcached|patroni|sentinel|innodb|wal|binlog|replica(?:tion)?)\b",
+    re.IGNORECASE,
+)
+_DB_ENDPOINT = re.compile(
+    r"(?:\b(?:postgres(?:ql)?|mysql|redis|mongodb|jdbc:\w+)://(?:[^@/\s]+@)?([a-z0-9][a-z0-9.-]*)"
+    r"|\b([a-z][a-z0-9.-]*):(?:5432|3306|6379|27017|9042|1521|2379|9092)\b)",
     re.IGNORECASE,
 )
 _CODE_FILE = re.compile(
@@ -635,6 +648,24 @@ class _Builder:
             a.score = round(a.log_score + 0.8 * a.metric_score, 4)
 
     # ---------------------------------------------------------------- implicit edges
+    def datastores(self) -> set[str]:
+        """Candidates that are data stores: by name, by their own lines naming a data-store
+        product, or by being reached on a database port or scheme."""
+        out = {n for n in self.candidates if _STORE_NAME.search(n)}
+        own: dict[str, list[str]] = defaultdict(list)
+        for ln in self.logs:
+            own[ln.service].append(ln.message[:300])
+        for name, lines in own.items():
+            hits = sum(1 for t in lines if _STORE_PRODUCT.search(t))
+            if lines and hits >= max(2, 0.3 * len(lines)):
+                out.add(name)
+        for ln in self.logs:
+            for m in _DB_ENDPOINT.finditer(ln.message[:1000]):
+                svc = resolve(m.group(1) or m.group(2), set(self.candidates))
+                if svc:
+                    out.add(svc)
+        return out
+
     def implicit_edges(self, anomalies: dict[str, Anomaly], ef: EvidenceFacts) -> None:
         """Edges no line states by name: a shared distinctive token, or a datastore client error.
 
@@ -663,9 +694,7 @@ class _Builder:
             e.weight += 0.8
 
         stores = [
-            n
-            for n, a in anomalies.items()
-            if a.log_score > 0 and n in self.candidates and _STORE_NAME.search(n)
+            n for n, a in anomalies.items() if a.log_score > 0 and n in self.candidates and n in ef.datastores
         ]
         for i, ln in failing:
             for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
@@ -678,7 +707,7 @@ class _Builder:
             if stores and L.DATASTORE_WORD.search(ln.message[:1500]):
                 for store in stores:
                     onset = anomalies[store].onset
-                    if onset is not None and onset <= ln.timestamp and not _STORE_NAME.search(ln.service):
+                    if onset is not None and onset <= ln.timestamp and ln.service not in ef.datastores:
                         add(i, ln.service, store, ln.message.split("\n")[0])
         existing = {(e.caller, e.dependency): e for e in ef.edges}
         for key, e in added.items():
@@ -901,6 +930,7 @@ def compute_facts(facts: IncidentFacts, bundle: ContextBundle) -> EvidenceFacts:
     b.build_candidates()
     ef.candidates = b.candidates
     ef.reporters = b.reporters()
+    ef.datastores = b.datastores()
     ef.edges = b.edges(ef.reporters)
     anomalies, _ = b.anomalies(ef.reporters, early_end)
     if sum(a.log_score for a in anomalies.values()) < 1.0 and b.logs:

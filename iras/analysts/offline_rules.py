@@ -479,19 +479,18 @@ def _k8s_call(
     return None
 
 
-def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCall | None:
-    """Small generic lexicons over the root's lines: resource x failure word, and so on."""
+def _lexicon_call(texts: list[str], root: str, is_external: bool, store: bool = False) -> CategoryCall | None:
+    """Small generic lexicons over the root's lines: resource x failure word, and so on.
+    `store`: the root is a data store (by name or by what its lines say)."""
     heads = [t[:400] for t in texts]
     n = max(len(heads), 1)
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
         Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads) * 1.2,
         Category.DATABASE: sum(
-            1
-            for t in heads
-            if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or _DATASTORE_NAME.search(root))
+            1 for t in heads if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or store)
         )
-        * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
+        * (0.8 if store else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
         Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 1.0,
     }
@@ -628,7 +627,8 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     cap = _capacity_call(ef, bundle, root, texts)
     if cap is not None:
         return cap
-    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external)
+    store = root in ef.datastores
+    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external, store)
     if lex is not None:
         return lex
     # Nothing recognised in the root's own lines: read the failure mode from the whole
@@ -636,7 +636,7 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     wide: list[str] = [ef.alert_text]
     for name, _ in ef.ranking[:3]:
         wide += [ln.message for ln in _root_lines(ef, bundle, name)]
-    lex = _lexicon_call(wide, root, is_external)
+    lex = _lexicon_call(wide, root, is_external, store)
     if lex is not None and lex.category is not Category.DATABASE:
         return replace(lex, why=lex.why + " (incident-wide)", strength=min(lex.strength, 0.4))
     if is_external or root != ef.alert_service:
@@ -1001,8 +1001,8 @@ def _refine_root(ef: EvidenceFacts, bundle: ContextBundle, call: CategoryCall, r
     A database problem lives in a data store.
     """
     top = [n for n, _ in ef.ranking[:5] if ef.anomaly(n) > 0]
-    if call.category is Category.DATABASE and not _DATASTORE_NAME.search(root):
-        stores = [n for n in top if _DATASTORE_NAME.search(n)]
+    if call.category is Category.DATABASE and root not in ef.datastores:
+        stores = [n for n in top if n in ef.datastores]
         if stores:
             return stores[0]
     return root
@@ -1050,7 +1050,7 @@ def _confidence(
         parts.append(("a documented Kubernetes reason names the failure", bonus))
     if call.strength >= 0.6:
         parts.append((f"{call.why}", 0.07))
-    if call.category is Category.DATABASE and _DATASTORE_NAME.search(root):
+    if call.category is Category.DATABASE and root in ef.datastores:
         parts.append(("the root's name says it is a data store, as its failures do", 0.06))
     if call.dominant and call.category is not Category.RESOURCE_EXHAUSTION:
         # (Resource exhaustion is excluded: restart or raise the limit depends on a trend
