@@ -686,8 +686,9 @@ def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
 
 
 _ACTOR_NAME = re.compile(
-    r"\b([a-z][a-z0-9]*(?:[-_][a-z0-9]+)*[-_]?(?:scanner|agent|backup|exporter|synthetics?|probe|loadtest"
-    r"|runner|controller|operator))\b",
+    # A named component ("postgres-exporter", "dast-scanner"), not a code path ("fooexporter@v1/x.go").
+    r"(?<![\w@/.])((?:[a-z][a-z0-9]*[-_])+(?:scanner|agent|backup|exporter|synthetics?|probe|loadtest"
+    r"|runner|controller|operator)|synthetics)\b(?![@/])",
     re.IGNORECASE,
 )
 
@@ -696,13 +697,17 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None, t
     """Who did the benign thing: the actor the alert names (an exporter, an agent), a
     service other than the alerting one, or the actor its lines name."""
     counts: dict[str, int] = defaultdict(int)
-    for m in _ACTOR_NAME.finditer(text):
-        counts[m.group(1).lower()] += 10
+    if _NO_DATA.search(text):
+        # Missing data: the agent or exporter the alert names is the one that went quiet.
+        for m in _ACTOR_NAME.finditer(text):
+            counts[m.group(1).lower()] += 10
     for ln in benign:
         if ln.service != alert:
-            counts[ln.service] += 2
+            # A service whose own name says what it is (an agent, a scanner) is the actor;
+            # one that only reports on others (an orchestrator) less so.
+            counts[ln.service] += 3 if _ACTOR_NAME.fullmatch(ln.service) else 1
         for m in _ACTOR_NAME.finditer(ln.message[:300]):
-            counts[m.group(1).lower()] += 1
+            counts[m.group(1).lower()] += 3
         tool = L.LOAD_TOOL.search(ln.message[:300])
         if tool:
             counts[tool.group(0).lower()] += 3
