@@ -1171,6 +1171,11 @@ def _diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     )
     call = categorize(ef, bundle, root)
     refined = _refine_root(ef, bundle, call, root)
+    if call.category is Category.DEPENDENCY_FAILURE and call.documented:
+        # Probes fail because a dependency fails: the cause lives in that dependency.
+        failing = [e.dependency for e in ef.dependencies(root) if ef.anomaly(e.dependency) > 0]
+        if failing:
+            refined = max(failing, key=lambda n: (ef.anomaly(n), n))
     if refined != root:
         reasoning.append(
             f"{call.category.value} lives in {refined}: its own lines show it (ranked root was {root})"
