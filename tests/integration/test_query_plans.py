@@ -85,6 +85,7 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     from tests.support.analysts import ScriptedAnalyst, restart_plan
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
+    monkeypatch.setenv("IRAS_MOCK_EVIDENCE", "true")  # the scenario's evidence, through the mock sources
     reset_settings()
     monkeypatch.setattr(iras.tasks, "enqueue_stage", lambda *_: None)  # each task is run here, in turn
     # Three steps: the second and third claims carry the previous step's outcome.
