@@ -17,6 +17,7 @@ from iras.analysts.offline_rules import assess_alert_severity, choose_action, di
 from iras.analysts.runbooks import (
     DEFAULT_NAMESPACE,
     UnsafeArgument,
+    manual_plan,
     no_remediation_plan,
     step_for,
 )
@@ -115,8 +116,9 @@ class OfflineAnalyst:
         try:
             step = step_for(action, target, rca.category)
         except UnsafeArgument as exc:
-            # A culprit name that cannot be a resource name must never reach a command line.
-            plan = no_remediation_plan(f"no safe command could be built ({exc}); a human must act")
+            # A culprit name that cannot be a resource name must never reach a command line,
+            # and the problem is still real: it goes to a human, never closes as "no action".
+            plan = manual_plan(action, f"no safe command could be built ({exc})")
             return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
         irreversible = step.rollback_command is None
         plan = RemediationPlan(
