@@ -16,6 +16,7 @@ script stands behind both, so an alert titled `<script>…` shows as text.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -460,7 +461,8 @@ def decision(incident_id: str) -> Any:
         flash("A reason is required to reject a plan: the next responder reads it.", "error")
         return redirect(target, 303)
     plan_raw = request.form.get("plan_id", "")
-    plan_id = int(plan_raw) if plan_raw.isdigit() else None
+    # ASCII digits within a BIGINT: isdigit() accepts "²" and int() refuses 5,000 digits.
+    plan_id = int(plan_raw) if re.fullmatch(r"[0-9]{1,18}", plan_raw) and int(plan_raw) > 0 else None
     if plan_id is None:
         flash("The form did not say which plan you reviewed; reload the page.", "error")
         return redirect(target, 303)
