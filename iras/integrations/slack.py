@@ -309,7 +309,8 @@ class SlackNotifier:
 
     def post_plan(self, incident: dict[str, Any]) -> dict[str, Any]:
         title = incident.get("title", "Incident")
-        text = f"[{incident.get('severity') or '?'}] {title}: remediation plan awaiting approval"
+        # The fallback `text` is mrkdwn too (notifications, screen readers): escaped like the blocks.
+        text = f"[{esc(incident.get('severity') or '?')}] {esc(title)}: remediation plan awaiting approval"
         answer = self._call(
             "chat.postMessage",
             channel=self.channel,
@@ -323,7 +324,7 @@ class SlackNotifier:
     def post_decision(self, incident: dict[str, Any], message_ref: dict[str, Any] | None) -> None:
         line = decision_line(incident)
         blocks = [*plan_blocks(incident, self.settings, with_buttons=False), _section(line)]
-        text = f"{incident.get('title', 'Incident')}: {line}"
+        text = f"{esc(incident.get('title', 'Incident'))}: {line}"
         if message_ref and message_ref.get("channel") and message_ref.get("ts"):
             try:
                 self._call(
@@ -353,7 +354,7 @@ class SlackNotifier:
         self._call(
             "chat.postMessage",
             channel=self.channel,
-            text=clip(f"Escalated: {title} ({reason})", 3000),
+            text=clip(f"Escalated: {esc(title)} ({esc(reason)})", 3000),
             blocks=blocks,
             unfurl_links=False,
         )
@@ -372,7 +373,7 @@ class SlackNotifier:
         self._call(
             "chat.postMessage",
             channel=self.channel,
-            text=clip(f"Post-mortem: {title}", 3000),
+            text=clip(f"Post-mortem: {esc(title)}", 3000),
             blocks=blocks,
             unfurl_links=False,
         )
