@@ -48,6 +48,12 @@ def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
     from iras.web.fast_webhook import FastWebhook
 
     app.wsgi_app = FastWebhook(app, app.wsgi_app)  # type: ignore[method-assign]
+    # Outermost: every path gets a complete body, bounded in size and time, or none.
+    from iras.web.body_guard import BodyGuard
+
+    app.wsgi_app = BodyGuard(  # type: ignore[method-assign]
+        app.wsgi_app, settings.max_payload_bytes, settings.body_read_timeout_seconds
+    )
 
     @app.before_request
     def _refuse_nul() -> Any:
