@@ -66,6 +66,12 @@ _WORKLOAD_KINDS = {
 }
 _SCALABLE_KINDS = {"deployment", "deploy", "deployments", "statefulset", "statefulsets", "sts"}
 _PATCHABLE_KINDS = {"hpa", "horizontalpodautoscaler", "cluster", "clusters"}
+_WHOLE_OBJECT_KINDS = _PATCHABLE_KINDS | {
+    "horizontalpodautoscalers",
+    "pvc",
+    "persistentvolumeclaim",
+    "persistentvolumeclaims",
+}
 
 
 class _Refused(Exception):
@@ -255,13 +261,19 @@ def _kubectl(argv: list[str]) -> None:
                 "--output": re.compile(r"^(wide|name|yaml|json)$"),
             }
             switches |= {"-A": None, "--all-namespaces": None}
-        operands, _ = _options(rest, switches)
+        operands, opts = _options(rest, switches)
         if not operands or len(operands) > 2:
             raise _Refused(f"`kubectl {verb}` takes <kind> [<name>] or <kind>/<name>")
         kind = operands[0].partition("/")[0]
         if kind.lower() not in _READABLE_KINDS:
             raise _Refused(
                 f"`kubectl {verb} {kind[:40]}` is not allowed (secrets and unknown kinds are never read)"
+            )
+        # A full object of a workload carries its containers' literal environment values:
+        # the output is stored and shown to viewers. Only settings objects come whole.
+        if opts.get("output") in ("yaml", "json") and kind.lower() not in _WHOLE_OBJECT_KINDS:
+            raise _Refused(
+                f"`-o {opts['output']}` of {kind[:40]} is not allowed (it shows environment values)"
             )
         names = [operands[0].partition("/")[2]] if "/" in operands[0] else operands[1:]
         if any(not _NAME.match(name) for name in names):

@@ -169,6 +169,8 @@ def test_destructive_commands_of_allowed_programs_are_never_executable(command: 
         "kubectl get secret/db",
         "kubectl describe secret db",
         "kubectl get configmap app -o yaml",
+        "kubectl get pods -o yaml",
+        "kubectl get deployment/api -o json",
         "kubectl exec -it api-0 -- sh",
         "kubectl auth can-i --list",
         "kubectl set env deployment/api LD_PRELOAD=x.so",
