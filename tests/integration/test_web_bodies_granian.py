@@ -1,5 +1,6 @@
-"""Slow clients against production's web tier: granian as the Procfile runs it,
-behind the buffering nginx of docker-compose (deploy/nginx.conf, issue 19).
+"""Bodies against production's web tier: granian as the Procfile runs it, alone
+(chunked bodies over the limit are 413) and behind the buffering nginx of
+docker-compose (deploy/nginx.conf, issue 19).
 
 granian hands a request to a WSGI thread before its body has arrived and has no
 body timeout; nginx reads each body first. With 200 connections that sent their
@@ -116,3 +117,54 @@ def test_health_answers_within_a_second_while_200_slow_clients_hold_bodies(proxi
     finally:
         for sock in clients:
             sock.close()
+
+
+@pytest.fixture
+def granian_web(tmp_path: Path) -> Iterator[int]:
+    from iras.migrate import upgrade
+
+    database = f"sqlite:///{tmp_path / 'iras.db'}"
+    upgrade(database)
+    port = free_port()
+    web = IrasProcess(
+        "web",
+        {"DATABASE_URL": database, "CELERY_BROKER_URL": "memory://", "WEBHOOK_RATE_LIMIT_PER_SECOND": "0"},
+        port=port,
+        web_workers=1,
+        web_threads=4,
+        log_dir=tmp_path,
+    ).start()
+    try:
+        yield port
+    finally:
+        web.stop()
+
+
+def _chunked_post(port: int, body: bytes) -> tuple[int, bytes]:
+    request = (
+        b"POST /webhook/alert HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    for i in range(0, len(body), 65536):
+        piece = body[i : i + 65536]
+        request += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    request += b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split()[1]), answer.partition(b"\r\n\r\n")[2]
+
+
+def test_granian_answers_413_to_chunked_bodies_over_the_limit_however_they_start(granian_web: int) -> None:
+    import json
+
+    alert = {"title": "t", "timestamp": "2026-11-25T10:00:00Z", "service": "api", "pad": ""}
+    valid_mib = json.dumps({**alert, "pad": "x" * (1024 * 1024 - 100)}).encode()
+    for body in (valid_mib + b" " * 5000, json.dumps({**alert, "pad": "x" * 1_100_000}).encode()):
+        status, answer = _chunked_post(granian_web, body)
+        assert status == 413, answer[:200]
+        assert json.loads(answer)["limit_bytes"] == 1024 * 1024
+    status, answer = _chunked_post(granian_web, json.dumps(alert).encode())
+    assert status == 202, answer[:200]
