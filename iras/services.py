@@ -350,7 +350,7 @@ def decide(
     except ValueError:
         raise DecisionError(404, f"incident {incident_id[:64]!r} not found") from None
     if plan_id is not None and not 0 < plan_id < 2**63:
-        raise DecisionError(400, f"plan id {str(plan_id)[:40]} is out of range")
+        raise DecisionError(400, "plan id out of range (1 to 2**63-1)")
     actor = actor.replace("\x00", "\ufffd")
     reason = reason.replace("\x00", "\ufffd") if reason is not None else None
     now = utcnow()

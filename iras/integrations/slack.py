@@ -502,7 +502,7 @@ def verify_and_parse_action(
         raise SlackActionError("the action carries no incident id or no user")
     # Deny by default: an empty SLACK_APPROVER_IDS lets nobody decide from Slack.
     if user_id not in settings.slack_approver_ids:
-        raise UnknownApprover(f"Slack user {user_id} is not in SLACK_APPROVER_IDS")
+        raise UnknownApprover(f"Slack user {user_id[:64]!r} is not in SLACK_APPROVER_IDS")
     return SlackAction(
         incident_id=incident_id,
         action=str(decision["action_id"]),
