@@ -1,8 +1,8 @@
 FROM python:3.11-slim
 WORKDIR /app
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md constraints.txt ./
 COPY iras ./iras
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt .
 COPY . .
 RUN pip install --no-cache-dir --no-deps -e .
 ENV PYTHONUNBUFFERED=1

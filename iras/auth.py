@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from iras.config import Settings
 from iras.db import new_session
-from iras.models import ApiToken
+from iras.models import ApiToken, ConsoleSession
 from iras.schemas import utcnow
 
 log = logging.getLogger(__name__)
@@ -224,9 +224,7 @@ def current_principal(allow_session: bool = False) -> Principal | None:
         if token is not None:
             row = find_token(s, token)
         elif allow_session and isinstance(session.get("token_id"), int):
-            row = s.get(ApiToken, session["token_id"])
-            if row is not None and row.revoked_at is not None:
-                row = None
+            row = _session_token(s, session["token_id"], session.get("sid"))
         else:
             row = None
         if row is not None:
@@ -294,16 +292,49 @@ def csrf_valid(presented: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
+def _session_token(s: Session, token_id: int, sid: Any) -> ApiToken | None:
+    """The token of a console session that is still signed in: the cookie's session
+    id must name a stored, unrevoked sign-in of an unrevoked token."""
+    if not isinstance(sid, str) or not sid or len(sid) > MAX_TOKEN_CHARS:
+        return None
+    return s.scalar(
+        select(ApiToken)
+        .join(ConsoleSession, ConsoleSession.token_id == ApiToken.id)
+        .where(
+            ConsoleSession.id_hash == hash_token(sid),
+            ConsoleSession.revoked_at.is_(None),
+            ApiToken.id == token_id,
+            ApiToken.revoked_at.is_(None),
+        )
+    )
+
+
 def login(row: ApiToken) -> None:
     """Start a console session for this token: a fresh session and a fresh CSRF
-    token, so nothing planted before login (session fixation) survives it."""
+    token, so nothing planted before login (session fixation) survives it, and a
+    stored sign-in that logout can revoke."""
+    sid = secrets.token_urlsafe(32)
+    with new_session() as s:
+        s.add(ConsoleSession(id_hash=hash_token(sid), token_id=row.id))
+        s.commit()
     session.clear()
     session.permanent = True
     session["token_id"] = row.id
+    session["sid"] = sid
     session["csrf"] = secrets.token_urlsafe(32)
 
 
 def logout() -> None:
+    """End the session on the server too: a copy of the cookie no longer signs in."""
+    sid = session.get("sid")
+    if isinstance(sid, str) and sid:
+        with new_session() as s:
+            s.execute(
+                update(ConsoleSession)
+                .where(ConsoleSession.id_hash == hash_token(sid), ConsoleSession.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            s.commit()
     session.clear()
 
 

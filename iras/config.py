@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     # --- ingestion ----------------------------------------------------------
     max_payload_bytes: int = Field(1024 * 1024, ge=1024)
+    # Seconds a client has to send its whole request body (408 after): a slow sender
+    # must not hold a server thread (iras/web/body_guard.py).
+    body_read_timeout_seconds: float = Field(10, gt=0, le=600)
     # Secrets for POST /webhook/*: "alertmanager=s1,grafana=s2" (one per source) or one
     # token for every source. Unset = open, said at startup and in /health (iras/web/ingest_guard.py).
     webhook_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)

@@ -92,11 +92,21 @@ def banner(settings: Settings, url: str, ingest_line: str) -> str:
     )
 
 
+def make_web_server(host: str, port: int, app: Any, idle_timeout: float) -> Any:
+    """werkzeug's threaded server with a socket timeout: a connection idle for
+    `idle_timeout` seconds (headers or body not coming) is closed instead of holding
+    its thread forever; BodyGuard bounds the body's total time."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class _Handler(WSGIRequestHandler):
+        timeout = idle_timeout
+
+    return make_server(host, port, app, threaded=True, request_handler=_Handler)
+
+
 def start(host: str, port: int) -> tuple[Any, EmbeddedWorker, str]:
     """Migrate, start the worker and beat, and bind the web server (not yet serving):
     (server, worker, url). `run` serves it; `iras demo` serves it on a thread."""
-    from werkzeug.serving import make_server
-
     from iras.logging_setup import configure_logging
     from iras.migrate import upgrade
     from iras.web import create_app
@@ -111,7 +121,7 @@ def start(host: str, port: int) -> tuple[Any, EmbeddedWorker, str]:
     else:
         log.warning("CELERY_BROKER_URL is external: start workers with `iras worker` and `iras beat`")
     app = create_app()
-    server = make_server(host, port, app, threaded=True)
+    server = make_web_server(host, port, app, settings.body_read_timeout_seconds)
     url = f"http://{host}:{server.server_port}"
     print(banner(settings, url, startup_line(settings)), flush=True)
     return server, worker, url

@@ -2,7 +2,9 @@
 
 `dry-run` (the default) records what would run. `shell` runs a step as an argv
 list, never through a shell, only when its program is allowlisted, in a new
-process group so a timeout kills the step and everything it spawned.
+process group so a timeout kills the step and everything it spawned, with a
+minimal environment: a step never inherits IRAS's database URL, secret key,
+signing secrets or tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from iras.config import Settings
@@ -52,6 +55,20 @@ class DryRunExecutor(_Executor):
         return ExecResult("succeeded", 0, f"dry-run: would run {shlex.join(argv)}")
 
 
+# The only variables a step sees. KUBECONFIG when the operator configured one: kubectl
+# then talks to the cluster that file names, with the credentials it holds.
+STEP_ENVIRONMENT = ("PATH", "HOME", "KUBECONFIG", "LANG", "LC_ALL", "TZ")
+
+
+def step_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a remediation step: PATH, HOME, KUBECONFIG (and locale)
+    copied from IRAS's own, nothing else."""
+    source = os.environ if environ is None else environ
+    env = {name: source[name] for name in STEP_ENVIRONMENT if source.get(name)}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
 class ShellExecutor(_Executor):
     name = "shell"
 
@@ -63,6 +80,7 @@ class ShellExecutor(_Executor):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=step_environment(),
             )
         except OSError as exc:
             return ExecResult("failed", None, f"could not start {argv[0]!r}: {exc}")

@@ -533,11 +533,20 @@ def init_app(app: Flask) -> None:
         return response
 
 
+# A label value is a time series: any other method name (`curl -X FOOBAR1`) is "other",
+# or a client could create series without bound.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
+
+
 @_safe
 def _observe_request(response: Response) -> None:
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     status = str(response.status_code)
-    HTTP_REQUESTS.labels(endpoint, request.method, status).inc()
+    HTTP_REQUESTS.labels(endpoint, method_label(request.method), status).inc()
     started = g.get("_iras_started")
     if started is not None:
         HTTP_DURATION.labels(endpoint).observe(time.perf_counter() - started)

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,16 @@ def decide(
     statement (`workflow.advance_decision`) that also reports the incident's plan and
     when it was ready; the incident is read only to say why it did not match. SQLite
     reads first (the read's transaction is ended before the write)."""
+    # Every caller (API, console, Slack) ends here: what the database cannot hold is
+    # refused or made storable before it is bound (NUL in text, an id past BIGINT).
+    try:
+        uuid.UUID(incident_id)
+    except ValueError:
+        raise DecisionError(404, f"incident {incident_id[:64]!r} not found") from None
+    if plan_id is not None and not 0 < plan_id < 2**63:
+        raise DecisionError(400, "plan id out of range (1 to 2**63-1)")
+    actor = actor.replace("\x00", "\ufffd")
+    reason = reason.replace("\x00", "\ufffd") if reason is not None else None
     now = utcnow()
     event = Event.APPROVED if approve else Event.REJECTED
     values: dict[str, Any] = {

@@ -177,3 +177,67 @@ def test_health_is_503_naming_the_database_when_it_is_down(
     assert response.status_code == 503 and response.get_json()["failing"] == ["database"]
     webhook = client.post("/webhook/alert", json={"title": "x", "timestamp": "2026-01-01T00:00:00Z"})
     assert webhook.status_code == 503 and webhook.get_json()["reason"]
+
+
+@pytest.mark.parametrize("plan_id", ["²", "9" * 5000, str(2**63), "-1", "0"])
+def test_a_console_decision_with_an_unreadable_plan_id_decides_nothing(
+    client: FlaskClient, plan_id: str
+) -> None:
+    """Each was a 500 (issue 19): "²" passes str.isdigit(), int() refuses 5,000 digits."""
+    incident_id = _awaiting_incident()
+    csrf = _csrf(client)
+    form = {"csrf_token": csrf, "action": "approve", "plan_id": plan_id, "name": "alice"}
+    response = client.post(f"/ui/incidents/{incident_id}/decision", data=form)
+    assert response.status_code == 303
+    assert client.get(f"/incidents/{incident_id}").get_json()["status"] == "awaiting_approval"
+
+
+def test_a_nul_in_a_console_reason_is_a_400(client: FlaskClient) -> None:
+    incident_id = _awaiting_incident()
+    csrf = _csrf(client)
+    form = {"csrf_token": csrf, "action": "reject", "plan_id": "1", "name": "alice", "reason": "a\x00b"}
+    response = client.post(f"/ui/incidents/{incident_id}/decision", data=form)
+    assert response.status_code == 400 and "NUL" in response.get_json()["reason"]
+
+
+@pytest.mark.parametrize("plan_id", [2**63, -(2**63) - 1, 0])
+def test_an_api_plan_id_outside_bigint_is_a_400(client: FlaskClient, plan_id: int) -> None:
+    incident_id = _awaiting_incident()
+    response = client.post(f"/incidents/{incident_id}/approve", json={"by": "alice", "plan_id": plan_id})
+    assert response.status_code == 400 and response.get_json()["field"] == "plan_id"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=9999-12-31T23:59:59-14:00", "until=0001-01-01T00:00:00%2B14:00", "service=%00", "service=a%00b"],
+)
+def test_postmortem_filters_that_overflow_or_carry_nul_are_400(client: FlaskClient, query: str) -> None:
+    response = client.get(f"/postmortems?{query}")
+    assert response.status_code == 400, response.get_data()
+
+
+@pytest.mark.parametrize("path", ["/incidents?service=%00", "/ui/?service=%00", "/postmortems?service=%00"])
+def test_a_nul_in_a_query_parameter_is_a_400(client: FlaskClient, path: str) -> None:
+    assert client.get(path).status_code == 400
+
+
+def _csrf(client: FlaskClient) -> str:
+    with client.session_transaction() as session:
+        session["csrf"] = "csrf-for-this-session"
+    return "csrf-for-this-session"
+
+
+def _awaiting_incident() -> str:
+    from iras.workflow import IncidentStatus
+
+    with new_session() as session:
+        incident = Incident(
+            status=IncidentStatus.AWAITING_APPROVAL.value,
+            title="t",
+            source="generic",
+            fingerprint=f"api-input-{uuid.uuid4()}",
+            plan_id=1,
+        )
+        session.add(incident)
+        session.commit()
+        return str(incident.id)

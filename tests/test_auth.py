@@ -320,3 +320,26 @@ def test_ids_in_urls_are_validated_before_any_lookup(secured_app: Flask, tokens:
     assert response.status_code == 404
     response = client.get(f"/incidents/{uuid.uuid4()}", headers=bearer(tokens["viewer"]))
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+
+
+def test_logout_revokes_the_session_on_the_server(secured_app: Flask, tokens: dict[str, str]) -> None:
+    """A copy of the cookie taken before sign-out must not sign in afterwards (issue 19)."""
+    browser = secured_app.test_client()
+    page = browser.get("/ui/login").text
+    browser.post("/ui/login", data={"token": tokens["approver"], "csrf_token": csrf_of(page)})
+    assert browser.get("/ui/").status_code == 200
+    cookie = browser.get_cookie("iras_session")
+    assert cookie is not None
+    stolen = secured_app.test_client()
+    stolen.set_cookie(cookie.key, cookie.value, domain=cookie.domain)
+    assert stolen.get("/ui/").status_code == 200
+    csrf = csrf_of(browser.get("/ui/").text)
+    assert browser.post("/ui/logout", data={"csrf_token": csrf}).status_code == 303
+    assert browser.get("/ui/").status_code == 302
+    response = stolen.get("/ui/")
+    assert response.status_code == 302 and "/ui/login" in response.headers["Location"]
+    # Signing in again starts a new session; the revoked one stays revoked.
+    page = browser.get("/ui/login").text
+    browser.post("/ui/login", data={"token": tokens["approver"], "csrf_token": csrf_of(page)})
+    assert browser.get("/ui/").status_code == 200
+    assert stolen.get("/ui/").status_code == 302

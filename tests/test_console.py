@@ -175,6 +175,8 @@ def test_the_incident_page_shows_what_iras_found(pipeline: FlaskClient, wait_for
     assert 'id="metrics-table"' in page and 'id="deployments-table"' in page and 'id="log-lines"' in page
     assert rca["culprit_deployment_sha"] in page
     assert 'id="cited-evidence"' in page and 'class="cited' in page, "cited log lines are marked"
+    # the ranked suspects the analyst weighed, not one guess
+    assert rca["suspects"] and 'id="suspects"' in page and rca["suspects"][0]["service"] in page
     for step in plan["steps"]:
         assert f"risk-{step['risk_level']}" in page
         assert step["rollback_command"] is None or step["rollback_command"] in page.replace("&#39;", "'")

@@ -78,7 +78,9 @@ def test_with_nothing_configured_every_alert_escalates_honestly_without_a_plan(
     assert gathered.endswith("; not configured: logs, metrics, deployments") and "unavailable" not in gathered
     pm = doc["postmortem"]["markdown"]
     root_cause = pm.split("## Root cause", 1)[1].split("##", 1)[0].strip()
-    stayed = re.match(r"Not established: the diagnosis stayed at (\d+)% confidence, below the gate", root_cause)
+    stayed = re.match(
+        r"Not established: the diagnosis stayed at (\d+)% confidence, below the gate", root_cause
+    )
     assert stayed and int(stayed.group(1)) <= NO_EVIDENCE_CONFIDENCE * 100
     actions = pm.split("## Action items", 1)[1]
     assert "Establish the root cause by hand" in actions and "LOKI_URL" in actions

@@ -348,3 +348,48 @@ def test_one_request_ingested_alone_sends_the_triage_of_the_incident_it_opened(
     assert again.incident_id == first.incident_id
     assert sent == [([first.incident_id], "triaging")]
     assert counts() == (1, 2, 1)
+
+
+def test_a_request_that_times_out_in_the_queue_is_never_written(
+    writer: BatchWriter, monkeypatch: Any
+) -> None:
+    """Its 503 must mean "not stored": the sender retries, and the retry must not be
+    a second copy of the alert (issue 19)."""
+    release = threading.Event()
+    real = store.commit_batch
+
+    def stuck_commit(items: list[Prepared]) -> Any:
+        release.wait(10)
+        return real(items)
+
+    monkeypatch.setattr(store, "commit_batch", stuck_commit)
+    first: list[IngestOutcome] = []
+    blocker = threading.Thread(target=lambda: first.append(writer.submit(prepared("first"), timeout=10)))
+    blocker.start()
+    time.sleep(0.2)  # the writer is now stuck committing "first"
+    with pytest.raises(OperationalError):
+        writer.submit(prepared("queued"), timeout=0.3)  # still queued: withdrawn
+    release.set()
+    blocker.join(10)
+    assert first and first[0].status == "processing"
+    assert writer.drain(5)
+    with new_session() as session:
+        fingerprints = set(session.scalars(select(AlertEvent.fingerprint)))
+    assert "queued" not in fingerprints and len(fingerprints) == 1
+
+
+def test_a_request_whose_batch_is_committing_waits_for_the_real_outcome(
+    writer: BatchWriter, monkeypatch: Any
+) -> None:
+    """Past its wait, a request already in a batch answers what that batch did."""
+    real = store.commit_batch
+
+    def slow_commit(items: list[Prepared]) -> Any:
+        time.sleep(0.6)
+        return real(items)
+
+    monkeypatch.setattr(store, "commit_batch", slow_commit)
+    outcome = writer.submit(prepared("slow"), timeout=0.4)
+    assert outcome.status == "processing"
+    with new_session() as session:
+        assert session.get(Incident, outcome.incident_id) is not None

@@ -556,3 +556,36 @@ def test_an_escalation_with_no_evidence_configured_names_the_settings(slack: Fak
         in text
     )
     assert "deployments (set" not in text
+
+
+def test_the_fallback_text_of_every_message_is_escaped_like_the_blocks(slack: FakeSlack) -> None:
+    """`text` is what notifications show: alert text in it must not ping or link (issue 19)."""
+    hostile = "Disk full <!channel> <http://evil.example|click here> & more"
+    notifier = _notifier(slack)
+    doc = _doc(title=hostile)
+    ref = notifier.post_plan(doc)
+    decided = _doc(
+        title=hostile,
+        status="executing",
+        decided_by="alice",
+        decided_via="api",
+        decision_reason="<!here> ok",
+        timeline=[
+            {"event": "approved", "to": "executing", "detail": {"reason": "<!here> ok", "by": "alice"}}
+        ],
+    )
+    notifier.post_decision(decided, ref)
+    escalated = _doc(
+        title=hostile,
+        status="escalating",
+        timeline=[
+            {"event": "rejected", "to": "escalating", "detail": {"reason": "<!everyone> <http://x|y>"}}
+        ],
+    )
+    notifier.post_escalation(escalated)
+    notifier.post_postmortem(escalated, "# pm")
+    texts = [m["text"] for m in slack.posts()] + [m["text"] for m in slack.messages.values()]
+    assert len(texts) >= 4
+    for text in texts:
+        assert "<!" not in text and "<http" not in text, text
+    assert any("&lt;!channel&gt;" in text for text in texts)

@@ -396,3 +396,13 @@ def test_log_lines_carry_the_incident_and_stage_of_their_task_or_request(
             "incident_id": incident_id,
         }
     assert metrics.log_context() == {}, "cleared when the request ends"
+
+
+def test_unknown_http_methods_share_one_label(client: FlaskClient) -> None:
+    """`curl -X FOOBAR1` must not create a time series per method name (issue 19)."""
+    for method in ("FOOBAR1", "FOOBAR2", "PROPFIND"):
+        assert client.open("/health", method=method).status_code == 405
+    after = scrape(client)
+    methods = {dict(labels).get("method") for (name, labels) in after if name == "iras_http_requests_total"}
+    assert "other" in methods
+    assert not methods & {"FOOBAR1", "FOOBAR2", "PROPFIND"}

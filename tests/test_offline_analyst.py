@@ -451,11 +451,17 @@ def test_held_out_scenarios_are_valid_and_diagnosed() -> None:
     assert loaded.errors == {}
     assert len(loaded.scenarios) >= 4
     runner = make_direct_runner("offline")
-    rows = [{"scores": score(s["expected"], runner(s))} for s in loaded.scenarios]
+    rows = []
+    for s in loaded.scenarios:
+        predicted = runner(s)
+        rows.append({"scores": score(s["expected"], predicted), "predicted": predicted})
     t = totals(rows)
     assert t["false_alarms_remediated"] == 0
     # These were written alongside the analyst, so they are a floor, not a held-out score.
-    assert t["category"] >= 0.7 and t["culprit_service"] >= 0.7 and t["remediation_action"] >= 0.7
+    # Below the 0.7 gate the runner escalates (action "none"), so the action rate counts only
+    # confident answers; of those, few may be wrong.
+    assert t["category"] >= 0.7 and t["culprit_service"] >= 0.7 and t["remediation_action"] >= 0.45
+    assert t["confident_wrong"] <= max(1, t["confident_answers"] // 5)
     assert t["severity_within_one"] >= 0.9 and t["evidence_recall"] >= 0.6
 
 
@@ -787,3 +793,34 @@ def test_no_lexicon_alternative_fits_a_single_scenario_file() -> None:
             if hits == 1:
                 single.append(f"{lex.name}: {alt}")
     assert single == []
+
+
+def test_json_log_lines_are_read_unwrapped_and_cited_verbatim() -> None:
+    plain = [_line(-50 + i, s, "INFO", "heartbeat ok") for i in range(6) for s in ("web", "catalog")]
+    plain += [
+        _line(-8 + i, "catalog", "ERROR", "IllegalStateException: index segment unreadable") for i in range(3)
+    ]
+    plain += [_line(-6 + i, "web", "ERROR", "render failed: upstream catalog returned 500") for i in range(3)]
+    as_json = [
+        ln.model_copy(
+            update={
+                "message": json.dumps(
+                    {"level": ln.level.lower(), "msg": ln.message, "pod": f"{ln.service}-7f9c8d6b5-x2kq4"}
+                )
+            }
+        )
+        for ln in plain
+    ]
+    one = diagnose(_facts("web"), _bundle(plain)).hypothesis
+    two = diagnose(_facts("web"), _bundle(as_json)).hypothesis
+    assert (
+        (two.category, two.culprit_service)
+        == (one.category, one.culprit_service)
+        == (
+            one.category,
+            "catalog",
+        )
+    )
+    originals = {ln.message for ln in as_json}
+    assert two.evidence and all(e in originals for e in two.evidence)
+    assert all(e in originals for s in two.suspects for e in s.evidence)

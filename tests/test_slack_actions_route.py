@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from flask.testing import FlaskClient
@@ -126,3 +126,54 @@ def test_slack_actions_are_refused_when_no_signing_secret_is_configured(client: 
     response = _post(client, _click(incident_id))
     assert response.status_code == 503
     assert _state(incident_id)[0] == "awaiting_approval"
+
+
+def _payload(incident_id: str, **override: object) -> bytes:
+    payload = json.loads(dict(parse_qsl(_click(incident_id).decode()))["payload"])
+    payload.update(override)
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "non_utf8_any_signature",
+        "non_utf8_signed",
+        "user_string",
+        "actions_number",
+        "nul_value",
+        "huge_plan",
+        "superscript_plan",
+    ],
+)
+def test_malformed_clicks_are_4xx_and_change_nothing(slack_env: FlaskClient, shape: str) -> None:
+    """Each of these was a 500 (issue 19)."""
+    incident_id = _awaiting()
+    before = _state(incident_id)
+    if shape == "non_utf8_any_signature":
+        response = slack_env.post(
+            "/slack/actions",
+            data=b"payload=\xff\xfe",
+            content_type="application/x-www-form-urlencoded",
+            headers={"X-Slack-Request-Timestamp": str(int(time.time())), "X-Slack-Signature": "v0=00"},
+        )
+    elif shape == "non_utf8_signed":
+        response = _post(slack_env, b"payload=\xff\xfe")
+    elif shape == "user_string":
+        response = _post(slack_env, _payload(incident_id, user=APPROVER))
+    elif shape == "actions_number":
+        response = _post(slack_env, _payload(incident_id, actions=7))
+    elif shape == "nul_value":
+        action = {
+            "action_id": "approve",
+            "value": incident_id + "\x00",
+            "block_id": f"decision:{incident_id}:7",
+        }
+        response = _post(slack_env, _payload(incident_id, actions=[action]))
+    else:
+        plan = str(2**63) if shape == "huge_plan" else "²"
+        action = {"action_id": "approve", "value": incident_id, "block_id": f"decision:{incident_id}:{plan}"}
+        response = _post(slack_env, _payload(incident_id, actions=[action]))
+    assert 400 <= response.status_code < 500, response.get_json()
+    assert isinstance(response.get_json(), dict)
+    assert _state(incident_id) == before

@@ -1,7 +1,8 @@
 """Facts computed from the evidence's structure, shared by the offline analyst and the prompts.
 
-No phrase list decides here what an incident is. From the logs, metrics and
-deployments this module computes, deterministically:
+No phrase list decides here what an incident is (the small generic lexicons of
+`iras.analysts.lexicon` only mark dependency phrasing, change verbs and failure
+words). From the logs, metrics and deployments this module computes, deterministically:
 
 1. **Candidates**: every service seen in logs, metrics and deployments, plus the
    components named inside messages (host:port, URLs, connection strings, Kubernetes
@@ -30,6 +31,7 @@ The public entry point is `compute_facts(facts, bundle) -> EvidenceFacts`;
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -151,6 +153,9 @@ class EvidenceFacts:
     pagerank: dict[str, float] = field(default_factory=dict)
     explained: dict[str, float] = field(default_factory=dict)
     mentions: dict[int, list[str]] = field(default_factory=dict)  # id(LogLine) -> candidates it names
+    # Candidates that are data stores, by name or by what their own lines and their
+    # connection strings say (a product name, a database port, a db scheme).
+    datastores: set[str] = field(default_factory=set)
     reporters: set[str] = field(default_factory=set)
     alert_text: str = ""
     no_evidence: bool = False
@@ -179,7 +184,8 @@ _ROLE_SUFFIX = {"primary", "replica", "leader", "master", "follower", "standby",
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]+@)?([a-z0-9][a-z0-9.-]*[a-z0-9])(?::\d+)?", re.I)
 _HOST_PORT = re.compile(r"(?<![\w.:/-])([a-z][a-z0-9.-]*[a-z0-9]):(\d{2,5})\b", re.I)
 _DOMAIN = re.compile(
-    r"(?<![\w.@-])((?:[a-z0-9-]+\.)+(?:com|net|org|io|dev|co|cloud|app|ai|us|eu|de|uk))(?![\w-]|\.[a-z])",
+    # Not followed by "/": "github.com/org/repo" in a stack trace is a code path, not a host.
+    r"(?<![\w.@/-])((?:[a-z0-9-]+\.)+(?:com|net|org|io|dev|co|cloud|app|ai|us|eu|de|uk))(?![\w/-]|\.[a-z])",
     re.I,
 )
 _INTERNAL = re.compile(r"\.(svc|local|internal|lan|cluster|corp|intra)(\.|$)", re.I)
@@ -191,7 +197,8 @@ _KIND_REF = re.compile(
 )
 _KV_REF = re.compile(
     r"\b(?:pod|host|hostname|upstream|backend|server|peer|broker|target|node|instance|service|svc|addr"
-    r"|endpoint|db|database|cluster|container|app|workload)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
+    r"|endpoint|db|database|cluster|container|app|workload|zone|az|datacenter|rack|link|interface|iface"
+    r"|tunnel|router|switch|gateway|vip|nameserver|resolver)=\"?([a-z0-9][a-z0-9._-]*[a-z0-9])(?!:/)",
     re.I,
 )
 _HOST_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([a-z0-9][a-z0-9.-]*[-.\d][a-z0-9.-]*[a-z0-9]):\s", re.I)
@@ -205,6 +212,16 @@ _NOT_SHARED = re.compile(
 _STORE_NAME = re.compile(
     r"(^|[-_.])(db|database|postgres\w*|pg|mysql|maria\w*|redis|mongo\w*|sql|rds|etcd|es|elasticsearch"
     r"|oracle|cassandra|kafka|broker|zookeeper|sentinel|memcached?)([-_.\d]|$)",
+    re.IGNORECASE,
+)
+_STORE_PRODUCT = re.compile(
+    r"\b(?:postgres(?:ql)?|mysqld?|mariadb|redis|mongod?b?|oracle|ORA-\d+|etcd|elasticsearch|opensearch|cassandra"
+    r"|kafka|zookeeper|memcached|patroni|sentinel|innodb|wal|binlog|replica(?:tion)?)\b",
+    re.IGNORECASE,
+)
+_DB_ENDPOINT = re.compile(
+    r"(?:\b(?:postgres(?:ql)?|mysql|redis|mongodb|jdbc:\w+)://(?:[^@/\s]+@)?([a-z0-9][a-z0-9.-]*)"
+    r"|\b([a-z][a-z0-9.-]*):(?:5432|3306|6379|27017|9042|1521|2379|9092)\b)",
     re.IGNORECASE,
 )
 _CODE_FILE = re.compile(
@@ -331,6 +348,7 @@ def _line_weight(line: LogLine) -> float:
 _K8S_FAILURE = (
     L.K8S_IMAGE,
     L.K8S_CONFIG,
+    L.K8S_QUOTA,
     L.K8S_OOM,
     L.K8S_SCHEDULING,
     L.K8S_PROBE,
@@ -411,6 +429,9 @@ class _Builder:
                         self.labels.setdefault(label, name)
                     named.append(name)
                 elif failing and how in ("hostport", "kind", "kv", "prefix", "url"):
+                    if how == "hostport" and not re.search(r"[.-]", low):
+                        # "pid:1234", "line:88": a bare word before a number is not a host.
+                        continue
                     base = low.split(".")[0]
                     if re.fullmatch(r"[\d.]+", low) or len(base) < 3 or base.isdigit():
                         continue
@@ -605,14 +626,6 @@ class _Builder:
                     anomaly.internal_lines.append(line)
         return out, early_end
 
-    def _names_other(self, line: LogLine, own: str) -> bool:
-        try:
-            i = self.logs.index(line)
-        except ValueError:
-            return False
-        named = [n for n in self.mentions[i] if n != own]
-        return bool(named) and bool(L.DEPENDENCY_PHRASE.search(line.message[:300]))
-
     def metric_deviations(self, anomalies: dict[str, Anomaly]) -> None:
         label_re = {
             name: re.compile(r"(^|_)" + re.escape(_vendor_label(name)) + r"(_|$)", re.I)
@@ -635,6 +648,24 @@ class _Builder:
             a.score = round(a.log_score + 0.8 * a.metric_score, 4)
 
     # ---------------------------------------------------------------- implicit edges
+    def datastores(self) -> set[str]:
+        """Candidates that are data stores: by name, by their own lines naming a data-store
+        product, or by being reached on a database port or scheme."""
+        out = {n for n in self.candidates if _STORE_NAME.search(n)}
+        own: dict[str, list[str]] = defaultdict(list)
+        for ln in self.logs:
+            own[ln.service].append(ln.message[:300])
+        for name, lines in own.items():
+            hits = sum(1 for t in lines if _STORE_PRODUCT.search(t))
+            if lines and hits >= max(2, 0.3 * len(lines)):
+                out.add(name)
+        for ln in self.logs:
+            for m in _DB_ENDPOINT.finditer(ln.message[:1000]):
+                svc = resolve(m.group(1) or m.group(2), set(self.candidates))
+                if svc:
+                    out.add(svc)
+        return out
+
     def implicit_edges(self, anomalies: dict[str, Anomaly], ef: EvidenceFacts) -> None:
         """Edges no line states by name: a shared distinctive token, or a datastore client error.
 
@@ -663,9 +694,7 @@ class _Builder:
             e.weight += 0.8
 
         stores = [
-            n
-            for n, a in anomalies.items()
-            if a.log_score > 0 and n in self.candidates and _STORE_NAME.search(n)
+            n for n, a in anomalies.items() if a.log_score > 0 and n in self.candidates and n in ef.datastores
         ]
         for i, ln in failing:
             for tok in set(_SHARED_TOKEN.findall(ln.message[:1500])):
@@ -678,7 +707,7 @@ class _Builder:
             if stores and L.DATASTORE_WORD.search(ln.message[:1500]):
                 for store in stores:
                     onset = anomalies[store].onset
-                    if onset is not None and onset <= ln.timestamp and not _STORE_NAME.search(ln.service):
+                    if onset is not None and onset <= ln.timestamp and ln.service not in ef.datastores:
                         add(i, ln.service, store, ln.message.split("\n")[0])
         existing = {(e.caller, e.dependency): e for e in ef.edges}
         for key, e in added.items():
@@ -725,6 +754,48 @@ class _Builder:
                 )
             )
         return out
+
+
+_MESSAGE_KEYS = ("msg", "message", "@message", "log", "event", "text")
+_SKIP_KEYS = {"ts", "time", "timestamp", "@timestamp", "level", "severity", "lvl"}
+
+
+def unwrap_message(message: str) -> str:
+    """A JSON-structured log line read as text: its message first, then its other fields as
+    key=value, so the same reading applies whatever the log format. Other lines unchanged."""
+    text = message.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return message
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return message
+    if not isinstance(doc, dict):
+        return message
+    head = next((str(doc[k]) for k in _MESSAGE_KEYS if isinstance(doc.get(k), str) and doc.get(k)), "")
+    rest = " ".join(
+        f"{k}={v}"
+        for k, v in doc.items()
+        if k not in _MESSAGE_KEYS and k not in _SKIP_KEYS and isinstance(v, str | int | float | bool)
+    )
+    return (head + (" " + rest if rest else "")).strip() or message
+
+
+def normalize_bundle(bundle: ContextBundle) -> tuple[ContextBundle, dict[str, str]]:
+    """The bundle with structured log lines unwrapped, and the way back to the verbatim text."""
+    back: dict[str, str] = {}
+    logs: list[LogLine] = []
+    changed = False
+    for ln in bundle.logs:
+        text = unwrap_message(ln.message)
+        if text != ln.message:
+            changed = True
+            back.setdefault(text, ln.message)
+            ln = ln.model_copy(update={"message": text})
+        logs.append(ln)
+    if not changed:
+        return bundle, back
+    return bundle.model_copy(update={"logs": logs}), back
 
 
 def is_change_line(text: str) -> bool:
@@ -818,7 +889,7 @@ def _pagerank(ef: EvidenceFacts, iterations: int = 60, damping: float = 0.85) ->
         out[i][i] += 0.5 * norm[i] + 0.01
     personal = [0.2 + norm[i] for i in range(len(names))]
     if ef.alert_service in index:
-        personal[index[ef.alert_service]] += 0.5
+        personal[index[ef.alert_service]] += 0.1
     total = sum(personal)
     personal = [p / total for p in personal]
     rank = personal[:]
@@ -859,6 +930,7 @@ def compute_facts(facts: IncidentFacts, bundle: ContextBundle) -> EvidenceFacts:
     b.build_candidates()
     ef.candidates = b.candidates
     ef.reporters = b.reporters()
+    ef.datastores = b.datastores()
     ef.edges = b.edges(ef.reporters)
     anomalies, _ = b.anomalies(ef.reporters, early_end)
     if sum(a.log_score for a in anomalies.values()) < 1.0 and b.logs:

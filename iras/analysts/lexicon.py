@@ -202,6 +202,14 @@ K8S_CONFIG = _lex(
     case_sensitive=True,
     source="Kubernetes kubelet container config errors (kubernetes.io/docs/tasks/debug/debug-application)",
 )
+K8S_QUOTA = _lex(
+    "k8s_quota",
+    r"exceeded quota",
+    r"FailedCreate",
+    documented=True,
+    case_sensitive=True,
+    source="Kubernetes ResourceQuota admission errors (kubernetes.io/docs/concepts/policy/resource-quotas)",
+)
 K8S_OOM = _lex(
     "k8s_oom",
     r"OOMKilled",
@@ -367,7 +375,7 @@ NETWORK_WORD = _lex(
     r"(?:\bNXDOMAIN\b)|(?:\bSERVFAIL\b)|(?:\bnameserver\b)|(?:\bDNS\b)",
     r"(?:\bNIC\b)|(?:\bMTU\b)|(?:\bport-channel\b)|(?:\binterface\b)",
     r"(?:\bVIP\b)|(?:\bload.?balancer\b)|(?:\bARP\b)|(?:\biptables\b)|(?:\bgateway\b)",
-    r"(?:\bAZ\b)|(?:\broute)",
+    r"(?:\bAZ\b)|(?:\broute)|(?:\btcp\b)|(?:\budp\b)|(?:\bzone\b)",
     r"\blink\b",
     r"\bBGP\b",
     r"\btunnel\b",
@@ -430,7 +438,7 @@ BENIGN_ACTOR = _lex(
     r"(?:\bno ?data\b)|(?:\bexporter\b)",
     r"(?:\bload ?test)|(?:\bgame ?day\b)|(?:\bchaos\b)",
     r"(?:\bplanned\b)|(?:\bmaintenance\b)",
-    r"(?:\brotat(?:e|ed|ion)\b)|(?:\brolling restart\b)|(?:\bdrain(?:ed|ing)?\b)",
+    r"(?:\brotat(?:e|ed|ion|ing)\b)|(?:\brolling restart\b)|(?:\bdrain(?:ed|ing)?\b)",
     r"\bscan(?:ner|ning)?\b",
     r"\bsynthetic",
     r"(?<!user-)(?<!user )\bagent\b",

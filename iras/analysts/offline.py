@@ -17,12 +17,14 @@ from iras.analysts.offline_rules import assess_alert_severity, choose_action, di
 from iras.analysts.runbooks import (
     DEFAULT_NAMESPACE,
     UnsafeArgument,
+    manual_plan,
     no_remediation_plan,
     step_for,
 )
 from iras.schemas import (
     Category,
     ContextBundle,
+    NormalizedAlert,
     PostMortem,
     RemediationPlan,
     RootCauseHypothesis,
@@ -39,12 +41,35 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def _namespace(facts: IncidentFacts) -> str:
-    for alert in facts.alerts:
-        for key in ("namespace", "kubernetes_namespace", "kube_namespace", "ns"):
-            if alert.labels.get(key):
-                return alert.labels[key]
-    return DEFAULT_NAMESPACE
+_NAMESPACE_LABELS = ("namespace", "kubernetes_namespace", "kube_namespace", "ns")
+
+
+def _namespace(facts: IncidentFacts, service: str) -> str:
+    """The namespace of `service`, read from the alert that names it, never from
+    another alert of the group: a namespace belongs with its own alert's service.
+    With no namespace anywhere, the default. Raises UnsafeArgument rather than guess:
+    the service's alerts disagree, or they carry none while other alerts do (unless
+    the service is in no alert and every alert names the same namespace)."""
+
+    def namespace_of(alert: NormalizedAlert) -> str | None:
+        return next((alert.labels[k] for k in _NAMESPACE_LABELS if alert.labels.get(k)), None)
+
+    wanted = service.strip().lower()
+    own = [a for a in facts.alerts if (a.service or "").strip().lower() == wanted]
+    own_named = {n for n in map(namespace_of, own) if n}
+    all_named = {n for n in map(namespace_of, facts.alerts) if n}
+    if len(own_named) > 1:
+        raise UnsafeArgument(f"the alerts of {service[:80]!r} name different namespaces")
+    if own_named:
+        return own_named.pop()
+    if not all_named:
+        return DEFAULT_NAMESPACE
+    if not own and len(all_named) == 1 and all(map(namespace_of, facts.alerts)):
+        return all_named.pop()
+    raise UnsafeArgument(
+        f"no alert of {service[:80]!r} names its namespace and other alerts name "
+        f"{', '.join(sorted(all_named))[:120]}: refusing to guess"
+    )
 
 
 class OfflineAnalyst:
@@ -117,12 +142,14 @@ class OfflineAnalyst:
             )
             plan = no_remediation_plan(reason)
             return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
-        target = runbook_target(rca, bundle, namespace=_namespace(facts))
+        target = runbook_target(rca, bundle, namespace=DEFAULT_NAMESPACE)
         try:
+            target.namespace = _namespace(facts, target.service)
             step = step_for(action, target, rca.category)
         except UnsafeArgument as exc:
-            # A culprit name that cannot be a resource name must never reach a command line.
-            plan = no_remediation_plan(f"no safe command could be built ({exc}); a human must act")
+            # A culprit name that cannot be a resource name must never reach a command line,
+            # and the problem is still real: it goes to a human, never closes as "no action".
+            plan = manual_plan(action, f"no safe command could be built ({exc})")
             return StageOutput(result=plan, analyst=self.name, latency_ms=_ms_since(start))
         irreversible = step.rollback_command is None
         plan = RemediationPlan(

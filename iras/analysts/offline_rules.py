@@ -38,6 +38,7 @@ from iras.analysts.facts import (
     compute_facts,
     metric_deviation,
     names_in,
+    normalize_bundle,
     resolve,
 )
 from iras.analysts.runbooks import RunbookTarget
@@ -84,7 +85,12 @@ _DOWN_WORDS = re.compile(
 )
 _ASYNC_WORDS = re.compile(r"backlog|\blag\b|queue|consumer|enqueued|delayed|\bjob\b|batch", re.IGNORECASE)
 _MONEY_WORDS = re.compile(r"price|amount|invoice|\b0\.00\b|EUR|USD|GBP|revenue|refund|charge", re.IGNORECASE)
-_NO_DATA = re.compile(r"\bno ?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
+_NO_DATA = re.compile(r"no[ _]?data\b|\babsent\(|metrics? (missing|absent)", re.IGNORECASE)
+# Identifiers a benign actor leaves on the requests it makes: its source address, its tenant,
+# its user agent ("scanner/3.4").
+_ACTOR_ID = re.compile(
+    r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\btenant[=:]\s*[\w-]+|\b[a-z][\w-]*/\d+(?:\.\d+)+\b", re.IGNORECASE
+)
 
 _FAILURE_METRIC = re.compile(
     r"5xx|error|fail|4xx|declin|reject|timeout|mismatch|(?:^|_)[45]\d\d(?:_|$)", re.IGNORECASE
@@ -373,6 +379,8 @@ class CategoryCall:
     documented: bool = False
     # True when no failure mode was recognised and the category is the default guess.
     fallback: bool = False
+    # Most of the root's lines read as this one failure mode.
+    dominant: bool = False
 
 
 def _both(a: L.Lexicon, b: L.Lexicon, lines: list[str]) -> int:
@@ -400,6 +408,7 @@ _K8S_ANY = re.compile(
         for lex in (
             L.K8S_IMAGE,
             L.K8S_CONFIG,
+            L.K8S_QUOTA,
             L.K8S_OOM,
             L.K8S_SCHEDULING,
             L.K8S_PROBE,
@@ -420,6 +429,11 @@ def _k8s_call(
     if L.K8S_CONFIG.search(joined):
         return CategoryCall(
             Category.CONFIG_CHANGE, "container config error (missing Secret/ConfigMap key)", 0.8, change, True
+        )
+    if L.K8S_QUOTA.search(joined) and re.search(r"exceeded quota", joined):
+        # A namespace quota refuses new pods: the quota (configuration) is what changed or is too low.
+        return CategoryCall(
+            Category.CONFIG_CHANGE, "pod creation refused by a resource quota", 0.7, change, True
         )
     if L.K8S_IMAGE.search(joined):
         if change is not None and change.kind == "deployment":
@@ -465,19 +479,18 @@ def _k8s_call(
     return None
 
 
-def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCall | None:
-    """Small generic lexicons over the root's lines: resource x failure word, and so on."""
+def _lexicon_call(texts: list[str], root: str, is_external: bool, store: bool = False) -> CategoryCall | None:
+    """Small generic lexicons over the root's lines: resource x failure word, and so on.
+    `store`: the root is a data store (by name or by what its lines say)."""
     heads = [t[:400] for t in texts]
     n = max(len(heads), 1)
     scores = {
         Category.CERTIFICATE_EXPIRY: _both(L.CERT_WORD, L.CERT_FAILURE, heads) * 1.3,
         Category.RESOURCE_EXHAUSTION: _both(L.RESOURCE_WORD, L.EXHAUSTED_WORD, heads) * 1.2,
         Category.DATABASE: sum(
-            1
-            for t in heads
-            if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or _DATASTORE_NAME.search(root))
+            1 for t in heads if L.DATASTORE_FAILURE.search(t) and (L.DATASTORE_WORD.search(t) or store)
         )
-        * (0.8 if _DATASTORE_NAME.search(root) else 0.3),
+        * (0.8 if store else 0.3),
         Category.NETWORK: _both(L.NETWORK_WORD, L.NETWORK_FAILURE, heads) * 0.8,
         Category.DATA_CORRUPTION: sum(1 for t in heads if L.CORRUPTION.search(t)) * 1.0,
     }
@@ -487,7 +500,12 @@ def _lexicon_call(texts: list[str], root: str, is_external: bool) -> CategoryCal
     cat, value = best
     if is_external and cat not in (Category.CERTIFICATE_EXPIRY, Category.NETWORK):
         return None
-    return CategoryCall(cat, f"{value:.1f} of {n} root lines read as {cat.value}", min(1.0, value / 3))
+    return CategoryCall(
+        cat,
+        f"{value:.1f} of {n} root lines read as {cat.value}",
+        min(1.0, value / 3),
+        dominant=value >= 6 and value >= 0.5 * n,
+    )
 
 
 def _capacity_call(
@@ -609,7 +627,8 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     cap = _capacity_call(ef, bundle, root, texts)
     if cap is not None:
         return cap
-    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external)
+    store = root in ef.datastores
+    lex = _lexicon_call(texts + ([ef.alert_text] * 2 if alert_corrupt else []), root, is_external, store)
     if lex is not None:
         return lex
     # Nothing recognised in the root's own lines: read the failure mode from the whole
@@ -617,7 +636,7 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     wide: list[str] = [ef.alert_text]
     for name, _ in ef.ranking[:3]:
         wide += [ln.message for ln in _root_lines(ef, bundle, name)]
-    lex = _lexicon_call(wide, root, is_external)
+    lex = _lexicon_call(wide, root, is_external, store)
     if lex is not None and lex.category is not Category.DATABASE:
         return replace(lex, why=lex.why + " (incident-wide)", strength=min(lex.strength, 0.4))
     if is_external or root != ef.alert_service:
@@ -667,8 +686,9 @@ def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
 
 
 _ACTOR_NAME = re.compile(
-    r"\b([a-z][a-z0-9]*(?:[-_][a-z0-9]+)*[-_]?(?:scanner|agent|backup|exporter|synthetics?|probe|loadtest"
-    r"|runner|controller|operator))\b",
+    # A named component ("postgres-exporter", "dast-scanner"), not a code path ("fooexporter@v1/x.go").
+    r"(?<![\w@/.])((?:[a-z][a-z0-9]*[-_])+(?:scanner|agent|backup|exporter|synthetics?|probe|loadtest"
+    r"|runner|controller|operator)|synthetics)\b(?![@/])",
     re.IGNORECASE,
 )
 
@@ -677,19 +697,27 @@ def _benign_actor(ef: EvidenceFacts, benign: list[LogLine], alert: str | None, t
     """Who did the benign thing: the actor the alert names (an exporter, an agent), a
     service other than the alerting one, or the actor its lines name."""
     counts: dict[str, int] = defaultdict(int)
-    for m in _ACTOR_NAME.finditer(text):
-        counts[m.group(1).lower()] += 10
+    if _NO_DATA.search(text):
+        # Missing data: the agent or exporter the alert names is the one that went quiet.
+        for m in _ACTOR_NAME.finditer(text):
+            counts[m.group(1).lower()] += 10
     for ln in benign:
         if ln.service != alert:
-            counts[ln.service] += 2
+            # A service whose own name says what it is (an agent, a scanner) is the actor;
+            # one that only reports on others (an orchestrator) less so.
+            counts[ln.service] += 3 if _ACTOR_NAME.fullmatch(ln.service) else 1
         for m in _ACTOR_NAME.finditer(ln.message[:300]):
-            counts[m.group(1).lower()] += 1
+            counts[m.group(1).lower()] += 3
         tool = L.LOAD_TOOL.search(ln.message[:300])
         if tool:
             counts[tool.group(0).lower()] += 3
     if counts:
         return max(sorted(counts), key=lambda k: counts[k])
-    return alert or "unknown"
+    # No actor to name: the component the alert is about, as the evidence names it.
+    if alert and alert in ef.candidates and ef.candidates[alert].sources - {"alert"}:
+        return alert
+    ranked = [n for n, _ in ef.ranking if ef.candidates.get(n) and ef.candidates[n].kind == "service"]
+    return ranked[0] if ranked else (alert or "unknown")
 
 
 def false_alarm_gate(
@@ -744,9 +772,17 @@ def false_alarm_gate(
         return False, "", [], reasons
     # The benign actor must explain the root's own new failures, not just be present.
     benign_ids = {id(ln) for ln in benign}
+    actor_marks = {m.group(0).lower() for ln in benign for m in _ACTOR_ID.finditer(ln.message[:500])}
     root = next((n for n, _ in ef.ranking if ef.anomaly(n) > 0), None)
     root_lines = ef.anomalies[root].lines if root else []
-    share = sum(1 for ln in root_lines if id(ln) in benign_ids) / max(len(root_lines), 1)
+
+    def from_actor(ln: LogLine) -> bool:
+        if id(ln) in benign_ids:
+            return True
+        low = ln.message[:500].lower()
+        return any(mark in low for mark in actor_marks)
+
+    share = sum(1 for ln in root_lines if from_actor(ln)) / max(len(root_lines), 1)
     actor_is_root = root is not None and bool(L.BENIGN_ACTOR.search(root.replace("-", " ")))
     guilty = root is not None and any(ch.linked == root and ch.score >= GUILTY_CHANGE for ch in ef.changes)
     weak_root = root is None or (
@@ -852,18 +888,64 @@ def _evidence_for(ef: EvidenceFacts, bundle: ContextBundle, root: str, call: Cat
         for ln in bundle.logs
         if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
     ]
+    suspects_first = [
+        ln
+        for name, _ in ef.ranking[1:3]
+        for ln in (ef.anomalies[name].lines[:1] if name in ef.anomalies else [])
+    ]
     return pick_evidence(
         [
             change_lines[:3],
             internal[:3],
             own_first,
             k8s_lines[:2],
+            _mode_lines(ef, bundle, root, call.category),
             _context_lines(ef, bundle, root),
             observed,
             alert_view,
             latest,
+            suspects_first,
         ]
     )
+
+
+_MODE_LEXICONS: dict[Category, tuple[L.Lexicon, L.Lexicon | None]] = {
+    Category.CERTIFICATE_EXPIRY: (L.CERT_WORD, L.CERT_FAILURE),
+    Category.RESOURCE_EXHAUSTION: (L.RESOURCE_WORD, L.EXHAUSTED_WORD),
+    Category.DATABASE: (L.DATASTORE_WORD, L.DATASTORE_FAILURE),
+    Category.NETWORK: (L.NETWORK_WORD, L.NETWORK_FAILURE),
+    Category.DATA_CORRUPTION: (L.CORRUPTION, None),
+    Category.CAPACITY: (L.SATURATION, None),
+}
+
+
+def _mode_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str, category: Category) -> list[LogLine]:
+    """Lines of or about the root that show the failure mode itself (an expiry, a full disk,
+    a replica lag), whatever their level: the root's own first, then others' about it."""
+    pair = _MODE_LEXICONS.get(category)
+    if pair is None:
+        return []
+    first, second = pair
+
+    def shows(ln: LogLine) -> bool:
+        head = ln.message[:400]
+        return bool(first.search(head) and (second is None or second.search(head)))
+
+    anomalous = {n for n, a in ef.anomalies.items() if a.log_score > 0}
+    own = [ln for ln in bundle.logs if ln.service == root and shows(ln)]
+    about = [
+        ln
+        for ln in bundle.logs
+        if ln.service != root and (root in names_in(ef, ln) or ln.service in anomalous) and shows(ln)
+    ]
+    seen: set[str] = set()
+    out: list[LogLine] = []
+    for ln in own + about:
+        key = _template_key(ln.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(ln)
+    return out[:4]
 
 
 _SETTING = re.compile(r"\b[\w.-]+\s*[=:]\s*[\w./:-]+")
@@ -917,6 +999,20 @@ def _primary_cause(category: Category, culprit: str, sha: str | None, evidence: 
     return text[0].upper() + text[1:]
 
 
+def _refine_root(ef: EvidenceFacts, bundle: ContextBundle, call: CategoryCall, root: str) -> str:
+    """The category says what kind of component the cause lives in; among the top-ranked
+    candidates, prefer the one whose own lines show that kind of failure.
+
+    A database problem lives in a data store.
+    """
+    top = [n for n, _ in ef.ranking[:5] if ef.anomaly(n) > 0]
+    if call.category is Category.DATABASE and root not in ef.datastores:
+        stores = [n for n in top if n in ef.datastores]
+        if stores:
+            return stores[0]
+    return root
+
+
 def _no_evidence(facts: IncidentFacts, ef: EvidenceFacts) -> Diagnosis:
     svc = ef.alert_service or "unknown"
     missing = ", ".join(ef.unavailable) or "logs, metrics and deployments"
@@ -940,24 +1036,34 @@ def _confidence(
     """Margin between the top candidates plus independent kinds of agreeing evidence."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     margin = max(0.0, 1.0 - second)
-    parts: list[tuple[str, float]] = [("base", 0.25), (f"ranking margin {margin:.2f}", 0.2 * margin)]
+    parts: list[tuple[str, float]] = [("base", 0.22), (f"ranking margin {margin:.2f}", 0.25 * margin)]
     a = ef.anomalies.get(root)
     if call.change is not None and call.change.score >= GUILTY_CHANGE:
         if "(time only)" in call.change.verdict:
             parts.append(("a change precedes the onset by time only, nothing links it", -0.05))
+        elif call.change.kind == "deployment":
+            parts.append((f"a release of the root precedes its onset ({call.change.verdict})", 0.16))
         else:
-            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.12))
+            parts.append((f"a change linked to the root precedes its onset ({call.change.verdict})", 0.1))
     if a is not None and a.internal_failure:
         parts.append((f"{root}'s own logs show an internal failure", 0.08))
     if a is not None and a.metrics:
         parts.append((f"metrics of {root} deviate from their 7-day baseline", 0.04))
     if call.documented:
-        parts.append(("a documented Kubernetes reason names the failure", 0.08))
+        # Resource exhaustion: restart or raise the limit depends on a trend, so less certainty.
+        bonus = 0.06 if call.category is Category.RESOURCE_EXHAUSTION else 0.12
+        parts.append(("a documented Kubernetes reason names the failure", bonus))
     if call.strength >= 0.6:
         parts.append((f"{call.why}", 0.07))
+    if call.category is Category.DATABASE and root in ef.datastores:
+        parts.append(("the root's name says it is a data store, as its failures do", 0.06))
+    if call.dominant and call.category is not Category.RESOURCE_EXHAUSTION:
+        # (Resource exhaustion is excluded: restart or raise the limit depends on a trend
+        # the logs rarely show, so the action stays uncertain.)
+        parts.append(("most of the root's lines show this one failure mode", 0.12))
     elif call.strength < 0.3:
         parts.append(("the failure mode is not recognised", -0.1))
-    if root.lower() in text.lower() or any(root.lower() in e.lower() for e in evidence[:3]):
+    if root.lower() in text.lower() or any(root.lower() in e.lower() for e in evidence):
         parts.append(("the alert or the cited lines name the root", 0.05))
     conf = round(max(0.05, min(CONFIDENCE_CAP, sum(w for _, w in parts))), 2)
     return conf, [n for n, _ in parts[1:]]
@@ -991,6 +1097,18 @@ def _suspects(ef: EvidenceFacts, bundle: ContextBundle, root_call: CategoryCall,
 
 
 def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
+    """Diagnose from the evidence; structured (JSON) lines are read unwrapped and cited verbatim."""
+    normalized, back = normalize_bundle(bundle)
+    diagnosis = _diagnose(facts, normalized)
+    if back:
+        hyp = diagnosis.hypothesis
+        hyp.evidence = [back.get(e, e) for e in hyp.evidence]
+        for suspect in hyp.suspects:
+            suspect.evidence = [back.get(e, e) for e in suspect.evidence]
+    return diagnosis
+
+
+def _diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
     ef = compute_facts(facts, bundle)
     text = alert_text(facts)
     if ef.no_evidence:
@@ -1052,6 +1170,18 @@ def diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
         + ", ".join(f"{n}={s:.2f}" for n, s in ef.ranking[:4])
     )
     call = categorize(ef, bundle, root)
+    refined = _refine_root(ef, bundle, call, root)
+    if call.category is Category.DEPENDENCY_FAILURE and call.documented:
+        # Probes fail because a dependency fails: the cause lives in that dependency.
+        failing = [e.dependency for e in ef.dependencies(root) if ef.anomaly(e.dependency) > 0]
+        if failing:
+            refined = max(failing, key=lambda n: (ef.anomaly(n), n))
+    if refined != root:
+        reasoning.append(
+            f"{call.category.value} lives in {refined}: its own lines show it (ranked root was {root})"
+        )
+        root = refined
+        call = categorize(ef, bundle, root)
     culprit = root
     sha: str | None = None
     if (
@@ -1187,7 +1317,10 @@ def choose_action(
     if cat is Category.DATABASE:
         if L.PRIMARY_DOWN.search(text + "\n" + own_text):
             return RunbookAction.FAILOVER
-        if L.LEAK_OR_STUCK.search(text):
+        # A store that ran out of something (disk, connections) gets more of it before
+        # anything is restarted.
+        full = any(L.RESOURCE_WORD.search(t) and L.EXHAUSTED_WORD.search(t) for t in rca.evidence)
+        if not full and L.LEAK_OR_STUCK.search(text):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.INCREASE_RESOURCE_LIMIT
     if cat is Category.DATA_CORRUPTION:
@@ -1314,7 +1447,3 @@ def runbook_target(rca: RootCauseHypothesis, bundle: ContextBundle, namespace: s
         third_party=culprit if caller else None,
         extra_notes=notes,
     )
-
-
-def metric_is_deviating(m: MetricDelta) -> bool:
-    return metric_deviation(m) is not None

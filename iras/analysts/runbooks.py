@@ -443,6 +443,33 @@ def _failover(
     )
 
 
+def manual_plan(action: RunbookAction, reason: str) -> RemediationPlan:
+    """A plan for a real problem that no safe command can address from here (the
+    target's name cannot go on a command line): one manual step, so the incident
+    waits for a human instead of closing as if nothing were wrong."""
+    step = RemediationStep(
+        order=1,
+        action=action,
+        description=f"{action.value.replace('_', ' ').capitalize()} by hand: {reason}"[:1000],
+        command="kubectl get deployments --all-namespaces",
+        rollback_command=None,
+        risk_level=RiskLevel.HIGH,
+        estimated_duration_seconds=1800,
+        executable=False,
+        safety_notes=[
+            "Manual change: no safe command could be built for this target; "
+            "the command only lists deployments, a human finds the target and applies the fix."
+        ],
+    )
+    return RemediationPlan(
+        summary=f"A human must act: {reason}"[:1000],
+        steps=[step],
+        requires_human_approval=True,
+        reversible=False,
+        safety_notes=list(step.safety_notes),
+    )
+
+
 def no_remediation_plan(reason: str) -> RemediationPlan:
     """A plan that changes nothing: false alarms and issues that need no action."""
     return RemediationPlan(

@@ -47,11 +47,16 @@ def _is_outage(exc: BaseException) -> bool:
     )
 
 
+# Guards `_Pending.taken`/`cancelled`: a request that gives up and the writer taking it
+# into a batch decide, under this lock, which of them wins.
+_claim_lock = threading.Lock()
+
+
 class _Pending:
     """One waiting request. `_lock` is held until the answer is set: a plain lock is
     the cheapest wake-up there is (an Event builds a Condition per wait)."""
 
-    __slots__ = ("item", "_lock", "answered", "outcome", "error")
+    __slots__ = ("item", "_lock", "answered", "outcome", "error", "taken", "cancelled")
 
     def __init__(self, item: Prepared) -> None:
         self.item = item
@@ -60,6 +65,8 @@ class _Pending:
         self.answered = False
         self.outcome: IngestOutcome | None = None
         self.error: BaseException | None = None
+        self.taken = False  # in a batch the writer is committing
+        self.cancelled = False  # given up before the writer took it: never written
 
     def answer(self, outcome: IngestOutcome | None = None, error: BaseException | None = None) -> None:
         if self.answered:
@@ -97,19 +104,36 @@ class BatchWriter:
         pending = _Pending(item)
         self._queue.put(pending)
         if not pending.wait(timeout):
-            raise OperationalError("ingest writer", None, TimeoutError(f"no commit within {timeout:.0f}s"))
+            # The answer must agree with what is stored: a request still queued is
+            # withdrawn (the writer skips it) and its 503 means "not written"; one
+            # already in a batch waits for that batch's real outcome.
+            with _claim_lock:
+                if not pending.taken:
+                    pending.cancelled = True
+            if pending.cancelled or not pending.wait(timeout):
+                raise OperationalError(
+                    "ingest writer", None, TimeoutError(f"no commit within {timeout:.0f}s")
+                )
         if pending.error is not None:
             raise pending.error
         assert pending.outcome is not None
         return pending.outcome
 
     def _take(self) -> list[_Pending]:
-        batch = [self._queue.get()]
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        """The next batch: requests withdrawn after waiting too long are left out."""
+        batch: list[_Pending] = []
+        while not batch:
+            taken = [self._queue.get()]
+            while len(taken) < self.max_batch:
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            with _claim_lock:
+                for pending in taken:
+                    if not pending.cancelled:
+                        pending.taken = True
+                        batch.append(pending)
         return batch
 
     def _run(self) -> None:

@@ -123,6 +123,9 @@ def optional_str(value: Any, field: str) -> str | None:
     raise PayloadError(field, "must be a string")
 
 
+GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
 def is_unset_time(value: datetime) -> bool:
     """Go's zero time (0001-01-01T00:00:00Z) is how Alertmanager says "no end yet"."""
     return value.year <= 1
@@ -148,16 +151,33 @@ def parse_time(value: Any, field: str) -> datetime:
         parsed = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError as exc:
         raise PayloadError(field, f"not an RFC 3339 timestamp: {text[:64]!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return _on_the_timeline(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), text, field)
+
+
+def _on_the_timeline(value: datetime, text: str, field: str) -> datetime:
+    """The instant in UTC, within years 2-9998: the pipeline computes windows around
+    an alert's time, and `9999-12-31T23:59:59-14:00` or a year-1 instant overflowed
+    there (an OverflowError in triage) instead of being refused here. Go's zero
+    time stays accepted: it is how Alertmanager says "no end yet"."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise PayloadError(field, f"outside the years 1-9999 once converted to UTC: {text[:64]!r}") from None
+    if utc == GO_ZERO_TIME:
+        return utc
+    if not 1 < utc.year < 9999:
+        raise PayloadError(field, f"outside the years 2-9998: {text[:64]!r}")
+    return utc
 
 
 def _from_epoch(number: float, field: str) -> datetime:
     # 1e11 seconds is the year 5138, so anything larger is milliseconds.
     seconds = number / 1000.0 if abs(number) >= 1e11 else number
     try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        value = datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise PayloadError(field, f"epoch value out of range: {number!r}") from exc
+    return _on_the_timeline(value, repr(number), field)
 
 
 def service_from_labels(labels: Mapping[str, str]) -> str | None:

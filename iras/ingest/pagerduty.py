@@ -40,6 +40,10 @@ def _ref_summary(value: Any) -> str | None:
     return None
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _labels(event: dict[str, Any], data: dict[str, Any]) -> dict[str, str]:
     """PagerDuty routing facts the triage and the operator look at, as flat labels."""
     labels: dict[str, str] = {}
@@ -59,8 +63,9 @@ def _labels(event: dict[str, Any], data: dict[str, Any]) -> dict[str, str]:
     client = event.get("client")
     if isinstance(client, dict):
         candidates["client"] = client.get("name")
-    teams = [_ref_summary(t) for t in data.get("teams") or [] if _ref_summary(t)]
-    assignees = [_ref_summary(a) for a in data.get("assignees") or [] if _ref_summary(a)]
+    # Lists of references; any other type (a number, a string) carries no reference.
+    teams = [_ref_summary(t) for t in _as_list(data.get("teams")) if _ref_summary(t)]
+    assignees = [_ref_summary(a) for a in _as_list(data.get("assignees")) if _ref_summary(a)]
     if teams:
         candidates["teams"] = ",".join(t for t in teams if t)
     if assignees:

@@ -351,7 +351,8 @@ class SlackNotifier:
 
     def post_plan(self, incident: dict[str, Any]) -> dict[str, Any]:
         title = incident.get("title", "Incident")
-        text = f"[{incident.get('severity') or '?'}] {title}: remediation plan awaiting approval"
+        # The fallback `text` is mrkdwn too (notifications, screen readers): escaped like the blocks.
+        text = f"[{esc(incident.get('severity') or '?')}] {esc(title)}: remediation plan awaiting approval"
         answer = self._call(
             "chat.postMessage",
             channel=self.channel,
@@ -365,7 +366,7 @@ class SlackNotifier:
     def post_decision(self, incident: dict[str, Any], message_ref: dict[str, Any] | None) -> None:
         line = decision_line(incident)
         blocks = [*plan_blocks(incident, self.settings, with_buttons=False), _section(line)]
-        text = f"{incident.get('title', 'Incident')}: {line}"
+        text = f"{esc(incident.get('title', 'Incident'))}: {line}"
         if message_ref and message_ref.get("channel") and message_ref.get("ts"):
             try:
                 self._call(
@@ -396,7 +397,7 @@ class SlackNotifier:
         self._call(
             "chat.postMessage",
             channel=self.channel,
-            text=clip(f"Escalated: {title} ({reason})", 3000),
+            text=clip(f"Escalated: {esc(title)} ({esc(reason)})", 3000),
             blocks=blocks,
             unfurl_links=False,
         )
@@ -415,7 +416,7 @@ class SlackNotifier:
         self._call(
             "chat.postMessage",
             channel=self.channel,
-            text=clip(f"Post-mortem: {title}", 3000),
+            text=clip(f"Post-mortem: {esc(title)}", 3000),
             blocks=blocks,
             unfurl_links=False,
         )
@@ -467,10 +468,16 @@ class SlackAction(NamedTuple):
 
 
 def _plan_id_from_block(block_id: Any) -> int | None:
+    """The plan id IRAS put in the button's block ("decision:<incident>:<plan>"); None
+    for a block without one. A plan part that is not a plan id is refused, never read
+    as "whatever plan is current": ASCII digits within a BIGINT only (str.isdigit()
+    accepts "²", int() refuses 5,000 digits, PostgreSQL refuses 2**63)."""
     parts = str(block_id or "").split(":")
-    if len(parts) == 3 and parts[0] == "decision" and parts[2].isdigit():
+    if len(parts) != 3 or parts[0] != "decision":
+        return None
+    if re.fullmatch(r"[0-9]{1,19}", parts[2]) and 0 < int(parts[2]) < 2**63:
         return int(parts[2])
-    return None
+    raise SlackActionError(f"block_id carries no valid plan id: {parts[2][:40]!r}")
 
 
 class _FixedClock(Clock):
@@ -502,36 +509,43 @@ def verify_and_parse_action(
         raise StaleRequest(
             f"request timestamp is {abs(current - int(timestamp)):.0f}s away from now (max 300s)"
         )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # Slack signs UTF-8 form bodies; the verifier would raise decoding anything else.
+        raise InvalidSignature("body is not UTF-8: not a Slack request") from None
     verifier = SignatureVerifier(settings.slack_signing_secret, clock=_FixedClock(current))
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+    if not verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
         raise InvalidSignature("signature does not match the signing secret")
 
     try:
-        form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+        form = parse_qs(text, strict_parsing=True)
         payload = json.loads(form["payload"][0])
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError) as exc:
+    except (ValueError, KeyError, IndexError, RecursionError) as exc:
         raise SlackActionError(f"not an interactivity payload: {type(exc).__name__}") from exc
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         raise IgnoredAction(
             f"payload type {payload.get('type') if isinstance(payload, dict) else '?'!r} is not handled"
         )
+    actions = payload.get("actions") or []
+    user = payload.get("user") or {}
+    if not isinstance(actions, list) or not isinstance(user, dict):
+        raise SlackActionError("'actions' must be a list and 'user' an object")
     decision = next(
-        (
-            a
-            for a in payload.get("actions") or []
-            if isinstance(a, dict) and a.get("action_id") in DECISION_ACTIONS
-        ),
+        (a for a in actions if isinstance(a, dict) and a.get("action_id") in DECISION_ACTIONS),
         None,
     )
     if decision is None:
         raise IgnoredAction("no approve/reject action in the payload")
     incident_id = str(decision.get("value") or "").strip()
-    user_id = str((payload.get("user") or {}).get("id") or "")
+    user_id = str(user.get("id") or "")
+    if "\x00" in incident_id or "\x00" in user_id:
+        raise SlackActionError("NUL character in the incident id or the user")
     if not incident_id or not user_id:
         raise SlackActionError("the action carries no incident id or no user")
     # Deny by default: an empty SLACK_APPROVER_IDS lets nobody decide from Slack.
     if user_id not in settings.slack_approver_ids:
-        raise UnknownApprover(f"Slack user {user_id} is not in SLACK_APPROVER_IDS")
+        raise UnknownApprover(f"Slack user {user_id[:64]!r} is not in SLACK_APPROVER_IDS")
     return SlackAction(
         incident_id=incident_id,
         action=str(decision["action_id"]),

@@ -44,6 +44,29 @@ def create_app(settings_override: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(postmortems_bp)
     app.register_blueprint(console_bp)
 
+    # Outermost: every path gets a complete body, bounded in size and time, or none.
+    from iras.web.body_guard import BodyGuard
+
+    app.wsgi_app = BodyGuard(  # type: ignore[method-assign]
+        app.wsgi_app, settings.max_payload_bytes, settings.body_read_timeout_seconds
+    )
+
+    @app.before_request
+    def _refuse_nul() -> Any:
+        # No text column of PostgreSQL can hold NUL: a `?service=%00` filter or a NUL in a
+        # console form field was a 500 at the query. No parameter of IRAS may contain one.
+        from flask import request
+
+        from iras.web.util import error
+
+        if any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+            return error(400, "a query parameter contains a NUL character")
+        if request.mimetype == "application/x-www-form-urlencoded" and request.path != "/slack/actions":
+            request.get_data(cache=True)  # the form is then parsed from the cached body
+            if any("\x00" in k or "\x00" in v for k, v in request.form.items(multi=True)):
+                return error(400, "a form field contains a NUL character")
+        return None
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.name.lower().replace(" ", "_"), reason=exc.description), exc.code

@@ -95,9 +95,13 @@ def _decision(incident_id: str, approve: bool) -> Any:
     if not approve and not (reason and reason.strip()):
         return error(400, "'reason' is required to reject a plan", field="reason")
     plan_id = body.get("plan_id")
-    if plan_id is not None and (not isinstance(plan_id, int) or isinstance(plan_id, bool)):
+    if plan_id is not None and (
+        not isinstance(plan_id, int) or isinstance(plan_id, bool) or not 0 < plan_id < 2**63
+    ):
         return error(
-            400, "'plan_id' must be an integer (the plan id from GET /incidents/<id>)", field="plan_id"
+            400,
+            "'plan_id' must be a positive integer (the plan id from GET /incidents/<id>)",
+            field="plan_id",
         )
     with decision_session() as session:
         try:

@@ -15,13 +15,16 @@ script stands behind both, so an alert titled `<script>…` shows as text.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import markdown as md_lib
+import nh3
 from flask import (
     Blueprint,
     Response,
@@ -98,15 +101,36 @@ SAFE_SCHEMES = ("http", "https", "mailto", "")
 
 
 def safe_url(url: str | None) -> str | None:
-    """The URL if it is http(s), mailto or relative; None for javascript:, data: and the like."""
+    """The URL if it is http(s), mailto or a path on this site; None for javascript:,
+    data:, a scheme hidden behind character references (`&#106;avascript:`) and a
+    scheme-relative `//evil.example`, which the browser resolves to another host."""
     if not url:
         return None
-    cleaned = "".join(ch for ch in url.strip() if ch >= " ")  # "java\tscript:" tricks
+    # What the browser sees: character references decoded, control characters and
+    # whitespace inside the scheme ("java\tscript:") dropped.
+    cleaned = "".join(ch for ch in html.unescape(url).strip() if ch > " ")
     try:
-        scheme = urlsplit(cleaned).scheme.lower()
+        parts = urlsplit(cleaned)
     except ValueError:
         return None
-    return cleaned if scheme in SAFE_SCHEMES else None
+    if parts.scheme.lower() not in SAFE_SCHEMES:
+        return None
+    if not parts.scheme and (parts.netloc or cleaned.startswith(("//", "\\", "/\\"))):
+        return None
+    return cleaned
+
+
+def _relative_url(url: str) -> str | None:
+    return url if safe_url(url) == url else None
+
+
+# What rendered Markdown may contain, checked by nh3 (ammonia) on the final HTML: the
+# tags and attributes Markdown produces, links only to these schemes or to this site.
+_ALLOWED_TAGS = {
+    "p", "a", "em", "strong", "code", "pre", "blockquote", "ul", "ol", "li", "br", "hr",
+    "h1", "h2", "h3", "h4", "h5", "h6", "span", "table", "thead", "tbody", "tr", "th", "td",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 
 
 class _SafeLinks(Treeprocessor):
@@ -119,8 +143,6 @@ class _SafeLinks(Treeprocessor):
                         del element.attrib[attr]
                     else:
                         element.attrib[attr] = url
-            if element.tag == "a" and "href" in element.attrib:
-                element.attrib["rel"] = "noopener noreferrer nofollow"
             if element.tag == "img":  # no remote images: a tracking pixel would leak who reads it
                 element.tag = "span"
                 element.text = element.attrib.get("alt", "")
@@ -138,8 +160,18 @@ class _NoRawHtml(Extension):
 
 
 def render_markdown(source: str) -> Markup:
-    html = md_lib.markdown(source, extensions=[_NoRawHtml(), "sane_lists"], output_format="html")
-    return Markup(html)  # noqa: S704 - raw HTML disabled above; links filtered
+    rendered = md_lib.markdown(source, extensions=[_NoRawHtml(), "sane_lists"], output_format="html")
+    # The Markdown library's output is sanitized again by a maintained HTML sanitizer:
+    # it decodes character references the way a browser does before checking a scheme.
+    clean = nh3.clean(
+        rendered,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={s for s in SAFE_SCHEMES if s},
+        url_relative=_relative_url,
+        link_rel="noopener noreferrer nofollow",
+    )
+    return Markup(clean)  # noqa: S704 - raw HTML disabled above, sanitized by nh3
 
 
 # --------------------------------------------------------------------------- template helpers
@@ -514,7 +546,8 @@ def decision(incident_id: str) -> Any:
         flash("A reason is required to reject a plan: the next responder reads it.", "error")
         return redirect(target, 303)
     plan_raw = request.form.get("plan_id", "")
-    plan_id = int(plan_raw) if plan_raw.isdigit() else None
+    # ASCII digits within a BIGINT: isdigit() accepts "²" and int() refuses 5,000 digits.
+    plan_id = int(plan_raw) if re.fullmatch(r"[0-9]{1,18}", plan_raw) and int(plan_raw) > 0 else None
     if plan_id is None:
         flash("The form did not say which plan you reviewed; reload the page.", "error")
         return redirect(target, 303)

@@ -24,13 +24,18 @@ MAX_LIMIT = 500
 
 
 def parse_instant(value: str) -> datetime:
-    """An ISO 8601 date or date-time; naive values are UTC (the console shows UTC)."""
+    """An ISO 8601 date or date-time; naive values are UTC (the console shows UTC).
+    Returned in UTC: an instant whose UTC form falls outside years 1-9999
+    (`9999-12-31T23:59:59-14:00`) raises ValueError here, not OverflowError later."""
     text = value.strip()
     if len(text) == 10:
         day = date.fromisoformat(text)
         return datetime(day.year, day.month, day.day, tzinfo=UTC)
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{text[:40]} is outside the years 1-9999 in UTC") from None
 
 
 def _instant_arg(name: str) -> tuple[datetime | None, Any]:

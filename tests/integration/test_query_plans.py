@@ -85,7 +85,7 @@ def one_incident_end_to_end(monkeypatch: pytest.MonkeyPatch) -> str:
     from tests.support.analysts import ScriptedAnalyst, restart_plan
 
     monkeypatch.setenv("REMEDIATION_EXECUTOR", "dry-run")
-    monkeypatch.setenv("IRAS_MOCK_EVIDENCE", "true")  # the mock sources serve SCENARIO's evidence
+    monkeypatch.setenv("IRAS_MOCK_EVIDENCE", "true")  # the scenario's evidence, through the mock sources
     reset_settings()
     from iras.tasks import analysis, postmortem, remediation
 
