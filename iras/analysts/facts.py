@@ -37,6 +37,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from iras.analysts import lexicon as L
 from iras.analysts.base import IncidentFacts
@@ -757,20 +758,56 @@ class _Builder:
 
 
 _MESSAGE_KEYS = ("msg", "message", "@message", "log", "event", "text")
-_SKIP_KEYS = {"ts", "time", "timestamp", "@timestamp", "level", "severity", "lvl"}
+# Timestamps, levels and the emitter's own identity (the line's service already says who
+# wrote it); the other fields are part of what the line says.
+_SKIP_KEYS = {
+    "ts",
+    "time",
+    "timestamp",
+    "@timestamp",
+    "level",
+    "severity",
+    "lvl",
+    "logger",
+    "logger_name",
+    "service",
+    "service_name",
+    "app",
+    "caller",
+}
+
+
+_LOGFMT_PAIR = re.compile(r'([A-Za-z_@][\w.@-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _logfmt(text: str) -> dict[str, str] | None:
+    """A logfmt line (`time=... level=error msg="..."`) as a dict; None when the line is not
+    made only of key=value pairs or carries no message key."""
+    pairs = list(_LOGFMT_PAIR.finditer(text))
+    if len(pairs) < 2 or sum(len(m.group(0)) + 1 for m in pairs) < len(text):
+        return None
+    doc = {}
+    for m in pairs:
+        v = m.group(2)
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        doc[m.group(1)] = v
+    return doc if any(k in doc for k in _MESSAGE_KEYS) else None
 
 
 def unwrap_message(message: str) -> str:
-    """A JSON-structured log line read as text: its message first, then its other fields as
+    """A JSON-structured or logfmt log line read as text: its message first, then its other fields as
     key=value, so the same reading applies whatever the log format. Other lines unchanged."""
     text = message.strip()
-    if not (text.startswith("{") and text.endswith("}")):
-        return message
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return message
-    if not isinstance(doc, dict):
+    doc: Any
+    if text.startswith("{") and text.endswith("}"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return message
+    else:
+        doc = _logfmt(text)
+    if not isinstance(doc, dict) or not doc:
         return message
     head = next((str(doc[k]) for k in _MESSAGE_KEYS if isinstance(doc.get(k), str) and doc.get(k)), "")
     rest = " ".join(
