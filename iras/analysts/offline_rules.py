@@ -1066,9 +1066,8 @@ PATH_RELIABILITY: dict[str, tuple[int, int]] = {
     "release precedes the onset, wide, corroborated": (7, 7),
     "release precedes the onset, wide": (2, 3),
     "release precedes the onset, narrow": (3, 6),
-    "documented Kubernetes reason, capacity": (5, 5),
     "documented Kubernetes reason, resource exhaustion": (1, 6),
-    "documented Kubernetes reason": (2, 2),
+    "documented Kubernetes reason": (7, 7),
     "linked change precedes the onset, wide, corroborated": (4, 4),
     "linked change precedes the onset, wide": (3, 6),
     "linked change precedes the onset, narrow": (2, 6),
@@ -1115,9 +1114,6 @@ def reasoning_path(ef: EvidenceFacts, root: str, call: CategoryCall) -> str:
     if linked:
         return f"linked change precedes the onset, {band}"
     if call.documented:
-        band = band.split(",")[0]
-        if call.category is Category.CAPACITY:
-            return "documented Kubernetes reason, capacity"
         if call.category is Category.RESOURCE_EXHAUSTION:
             return "documented Kubernetes reason, resource exhaustion"
         return "documented Kubernetes reason"
