@@ -37,6 +37,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from iras.analysts import lexicon as L
@@ -336,11 +337,16 @@ def _level(line: LogLine) -> str:
 
 
 def _line_weight(line: LogLine) -> float:
-    w = LEVEL_WEIGHT.get(_level(line), 0.0)
+    return _weight(_level(line), line.message)
+
+
+@lru_cache(maxsize=65536)
+def _weight(level: str, text: str) -> float:
+    """How much a line counts as a failure; cached because every stage asks about every line."""
+    w = LEVEL_WEIGHT.get(level, 0.0)
     if w:
         return w
     # Orchestrator events and container states are often logged at INFO.
-    text = line.message
     if any(lex.search(text) for lex in _K8S_FAILURE):
         return 0.6
     return 0.0
