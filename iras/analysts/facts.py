@@ -778,7 +778,6 @@ _SKIP_KEYS = {
     "logger_name",
     "service",
     "service_name",
-    "app",
     "caller",
 }
 

@@ -1066,14 +1066,14 @@ PATH_RELIABILITY: dict[str, tuple[int, int]] = {
     "release precedes the onset, wide, corroborated": (7, 7),
     "release precedes the onset, wide": (2, 3),
     "release precedes the onset, narrow": (3, 6),
-    "documented Kubernetes reason, resource exhaustion": (1, 6),
+    "documented Kubernetes reason, resource exhaustion": (4, 6),
     "documented Kubernetes reason": (7, 7),
     "linked change precedes the onset, wide, corroborated": (4, 4),
     "linked change precedes the onset, wide": (3, 6),
-    "linked change precedes the onset, narrow": (2, 6),
-    "one failure mode dominates the root's lines": (6, 13),
-    "failure mode read from a few lines, wide": (9, 22),
-    "failure mode read from a few lines, narrow": (12, 43),
+    "linked change precedes the onset, narrow": (2, 7),
+    "one failure mode dominates the root's lines": (8, 13),
+    "failure mode read from a few lines, wide": (10, 22),
+    "failure mode read from a few lines, narrow": (12, 42),
 }
 WIDE_MARGIN = 0.6
 # Standard errors below the measured ratio: a path seen a few times is trusted less than
@@ -1355,6 +1355,23 @@ def _growing_series(lines: list[str]) -> bool:
     return any(len(v) >= 3 and all(b > a for a, b in zip(v, v[1:], strict=False)) for v in series.values())
 
 
+# "limits: memory=8Gi", "exceeds the total limit of containers 8Gi", "limit of 384".
+_STATED_LIMIT = re.compile(
+    r"\blimits?\b[\s:(]{0,3}(?:\w+[=:]\s*)?\d|\blimit (?:of|is|at|=)\s*(?:\w+\s+){0,2}\d", re.IGNORECASE
+)
+_UNTIL_RESTART = re.compile(r"until (?:a |the )?restart|restart (?:is )?(?:required|needed)", re.IGNORECASE)
+_UPTIME = re.compile(r"uptime(_days)?[\"']?\s*[=:]\s*(\d+(?:\.\d+)?)\s*(d\b|days?\b)?", re.IGNORECASE)
+LONG_UPTIME_DAYS = 7.0
+
+
+def _long_uptime(text: str) -> bool:
+    """The process has run for a week or more: usage accumulated over that time."""
+    for m in _UPTIME.finditer(text):
+        if (m.group(1) or m.group(3)) and float(m.group(2)) >= LONG_UPTIME_DAYS:
+            return True
+    return False
+
+
 def _culprit_lines(rca: RootCauseHypothesis, bundle: ContextBundle) -> list[str]:
     culprit = rca.culprit_service.lower()
     return [
@@ -1372,7 +1389,13 @@ def choose_action(
         # Nothing was gathered: no plan is guessed, a human investigates.
         return RunbookAction.NONE
     cat = rca.category
+    culprit = rca.culprit_service.lower()
+    others = {ln.message for ln in bundle.logs if ln.service.lower() != culprit}
+    bundle, _ = normalize_bundle(bundle)
+    others |= {ln.message for ln in bundle.logs if ln.service.lower() != culprit}
     own = _culprit_lines(rca, bundle)
+    # The cited lines that are not another service's: what the culprit itself shows.
+    own_cited = "\n".join(e for e in rca.evidence if e not in others)
     text = "\n".join(rca.evidence + rca.contributing_factors)
     own_text = "\n".join(own)
     services = {ln.service for ln in bundle.logs} | {m.service for m in bundle.metrics}
@@ -1389,8 +1412,16 @@ def choose_action(
     if cat is Category.CERTIFICATE_EXPIRY:
         return RunbookAction.RENEW_CERTIFICATE
     if cat is Category.RESOURCE_EXHAUSTION:
-        # Rising usage (a leak, a stuck process) -> restart; flat at a limit -> raise it.
-        if L.LEAK_OR_STUCK.search(text + "\n" + own_text) or _growing_series(own):
+        # Usage that grew over a long uptime (a leak) -> restart; killed or evicted at a
+        # limit the evidence states, with nothing growing -> raise the limit; a stuck
+        # process of the culprit's own -> restart. Other services' words ("stale",
+        # "stuck in processing") describe their view of the outage, not the culprit.
+        mine = own_cited + "\n" + own_text
+        if _growing_series(own) or _long_uptime(mine):
+            return RunbookAction.RESTART_SERVICE
+        if _STATED_LIMIT.search(mine):
+            return RunbookAction.INCREASE_RESOURCE_LIMIT
+        if L.LEAK_OR_STUCK.search(mine) or _UNTIL_RESTART.search(mine):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.INCREASE_RESOURCE_LIMIT
     if cat is Category.DATABASE:
