@@ -699,6 +699,34 @@ def _single_location_failures(logs: list[LogLine]) -> list[LogLine]:
     return []
 
 
+def _connected(ef: EvidenceFacts, bundle: ContextBundle, ln: LogLine) -> bool:
+    """A line belongs to the incident's system: written by the alerting service or a service
+    the alert, the metrics or another service's lines name, or naming the alerting service
+    or an anomalous candidate. A stray line from elsewhere is none of these."""
+    if ln.service == ef.alert_service or (ln.service and ln.service in ef.alert_text):
+        return True
+    if any(m.service == ln.service for m in bundle.metrics):
+        return True
+    if any(n == ef.alert_service or ef.anomaly(n) > 0 for n in names_in(ef, ln)):
+        return True
+    return any(o.service != ln.service and ln.service in names_in(ef, o) for o in bundle.logs)
+
+
+def _linked_benign(ef: EvidenceFacts, bundle: ContextBundle, benign: list[LogLine]) -> list[LogLine]:
+    """The benign lines that touch this incident: connected to it directly, written by a
+    service whose benign lines are, or sharing an actor's identifier (address, tenant,
+    user agent) with those."""
+    linked = [ln for ln in benign if _connected(ef, bundle, ln)]
+    services = {ln.service for ln in linked}
+    marks = {m.group(0).lower() for ln in linked for m in _ACTOR_ID.finditer(ln.message[:500])}
+    services |= {
+        ln.service
+        for ln in benign
+        if any(m.group(0).lower() in marks for m in _ACTOR_ID.finditer(ln.message[:500]))
+    }
+    return [ln for ln in benign if ln.service in services]
+
+
 def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
     out = [
         ln
@@ -765,7 +793,7 @@ def false_alarm_gate(
         return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
     if failing:
         return False, "", [], [f"user-facing metrics off baseline: {'; '.join(failing[:3])}"]
-    if any(L.LOAD_TOOL.search(ln.message[:300]) for ln in benign):
+    if any(L.LOAD_TOOL.search(ln.message[:300]) for ln in _linked_benign(ef, bundle, benign)):
         reasons.append("a load-testing tool generated the load; no user-facing metric off its baseline")
         reasons.append("the benign actor is identified: a load generator")
         return True, _benign_actor(ef, benign, ef.alert_service, text), benign, reasons
