@@ -1050,6 +1050,57 @@ def _primary_cause(category: Category, culprit: str, sha: str | None, evidence: 
     return text[0].upper() + text[1:]
 
 
+# The automation that renews or issues certificates reporting that it failed.
+_RENEWAL_FAILED = re.compile(
+    r"(?:renew\w*|issu\w*|acme|challenge|order)\b.{0,80}?(?:fail\w*|error|denied|rate ?limit\w*|expired)"
+    r"|(?:fail\w*|error|unable|cannot)\b.{0,40}?(?:renew|issu)",
+    re.IGNORECASE,
+)
+# A TLS peer rejected the certificate this process presented (the alert it received).
+_PEER_REJECTED_OURS = re.compile(
+    r"received (?:fatal )?alert:? ?(?:certificate[_ ]expired|bad[_ ]certificate)", re.IGNORECASE
+)
+
+
+def _certificate_owner(bundle: ContextBundle) -> str | None:
+    """Where an expired certificate's cause lives, from the services' own lines: the
+    renewal/issuing automation that says it failed, else the process whose presented
+    certificate its peers reject. None when neither shows."""
+    renew: dict[str, int] = defaultdict(int)
+    presented: dict[str, int] = defaultdict(int)
+    for ln in bundle.logs:
+        text = ln.message[:600]
+        if not L.CERT_WORD.search(text) and not re.search(r"acme|challenge|issuer", text, re.I):
+            continue
+        if _RENEWAL_FAILED.search(text) and ln.level.upper() in (
+            "WARN",
+            "WARNING",
+            "ERROR",
+            "CRITICAL",
+            "FATAL",
+        ):
+            renew[ln.service] += 1
+        if _PEER_REJECTED_OURS.search(text):
+            presented[ln.service] += 1
+    services = sorted({ln.service for ln in bundle.logs}, key=len, reverse=True)
+    for counts in (renew, presented):
+        if counts:
+            owner = max(sorted(counts), key=lambda k: counts[k])
+            # A renewal job running on another service's host (syslog "host prog[pid]:")
+            # is part of that service, not a component of its own.
+            for ln in bundle.logs:
+                m = _SYSLOG_HOST.match(ln.message) if ln.service == owner else None
+                if m:
+                    host = next((s for s in services if s != owner and m.group(1).startswith(s)), None)
+                    if host is not None:
+                        return host
+            return owner
+    return None
+
+
+_SYSLOG_HOST = re.compile(r"^\w{3}\s+\d{1,2}\s+[\d:]{8}\s+([\w.-]+)\s+[\w.-]+\[\d+\]:")
+
+
 def _refine_root(ef: EvidenceFacts, bundle: ContextBundle, call: CategoryCall, root: str) -> str:
     """The category says what kind of component the cause lives in; among the top-ranked
     candidates, prefer the one whose own lines show that kind of failure.
@@ -1057,6 +1108,10 @@ def _refine_root(ef: EvidenceFacts, bundle: ContextBundle, call: CategoryCall, r
     A database problem lives in a data store.
     """
     top = [n for n, _ in ef.ranking[:5] if ef.anomaly(n) > 0]
+    if call.category is Category.CERTIFICATE_EXPIRY:
+        holder = _certificate_owner(bundle)
+        if holder is not None:
+            return holder
     if call.category is Category.DATABASE and root not in ef.datastores:
         stores = [n for n in top if n in ef.datastores]
         if stores:
