@@ -1145,7 +1145,8 @@ def _no_evidence(facts: IncidentFacts, ef: EvidenceFacts) -> Diagnosis:
 PATH_RELIABILITY: dict[str, tuple[int, int]] = {
     "false alarm, nothing new failing": (6, 6),
     "false alarm next to some failures": (7, 12),
-    "data store failing in its own lines": (8, 8),
+    "data store failing in its own lines, wide": (6, 6),
+    "certificate failure owned by the component whose own lines show it": (6, 6),
     "release precedes the onset, wide, corroborated": (7, 7),
     "release precedes the onset, wide": (2, 3),
     "release precedes the onset, narrow": (3, 6),
@@ -1154,9 +1155,9 @@ PATH_RELIABILITY: dict[str, tuple[int, int]] = {
     "linked change precedes the onset, wide, corroborated": (4, 4),
     "linked change precedes the onset, wide": (3, 6),
     "linked change precedes the onset, narrow": (2, 7),
-    "one failure mode dominates the root's lines": (8, 13),
+    "one failure mode dominates the root's lines": (9, 12),
     "failure mode read from a few lines, wide": (10, 22),
-    "failure mode read from a few lines, narrow": (12, 42),
+    "failure mode read from a few lines, narrow": (12, 39),
 }
 WIDE_MARGIN = 0.6
 # Standard errors below the measured ratio: a path seen a few times is trusted less than
@@ -1175,7 +1176,9 @@ def reliability(right: int, total: int, z: float = RELIABILITY_Z) -> float:
     return max(0.0, (centre - half) / denom)
 
 
-def reasoning_path(ef: EvidenceFacts, root: str, call: CategoryCall) -> str:
+def reasoning_path(
+    ef: EvidenceFacts, root: str, call: CategoryCall, bundle: ContextBundle | None = None
+) -> str:
     """The strongest line of reasoning behind the answer, as named in PATH_RELIABILITY."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     band = "wide" if 1.0 - second >= WIDE_MARGIN else "narrow"
@@ -1190,8 +1193,14 @@ def reasoning_path(ef: EvidenceFacts, root: str, call: CategoryCall) -> str:
         band = "wide, corroborated"
     change = call.change
     linked = change is not None and change.score >= GUILTY_CHANGE and "(time only)" not in change.verdict
-    if call.category is Category.DATABASE and root in ef.datastores:
-        return "data store failing in its own lines"
+    if call.category is Category.DATABASE and root in ef.datastores and band != "narrow":
+        return "data store failing in its own lines, wide"
+    if (
+        call.category is Category.CERTIFICATE_EXPIRY
+        and bundle is not None
+        and _certificate_owner(bundle) == root
+    ):
+        return "certificate failure owned by the component whose own lines show it"
     if linked and change is not None and change.kind == "deployment":
         return f"release precedes the onset, {band}"
     if linked:
@@ -1212,7 +1221,7 @@ def _confidence(
     independent kinds of agreeing evidence listed for the human reader."""
     second = ef.ranking[1][1] if len(ef.ranking) > 1 else 0.0
     margin = max(0.0, 1.0 - second)
-    path = reasoning_path(ef, root, call)
+    path = reasoning_path(ef, root, call, bundle)
     agree = [
         f"path: {path} {PATH_RELIABILITY[path][0]}/{PATH_RELIABILITY[path][1]}",
         f"ranking margin {margin:.2f}",
