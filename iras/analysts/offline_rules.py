@@ -1447,6 +1447,12 @@ def _growing_series(lines: list[str]) -> bool:
     return any(len(v) >= 3 and all(b > a for a, b in zip(v, v[1:], strict=False)) for v in series.values())
 
 
+# A network path rather than a process: links, interfaces, routing sessions, tunnels, zones.
+_PATH_LEVEL = re.compile(
+    r"\b(?:link|interface|BGP|OSPF|LACP|tunnel|packet loss|CRC|carrier|port-channel|circuit|AZ"
+    r"|availability zone|transit|peering|MPLS|VPN|uplink|NIC|VRRP|VIP)\b",
+    re.IGNORECASE,
+)
 # "limits: memory=8Gi", "exceeds the total limit of containers 8Gi", "limit of 384".
 _STATED_LIMIT = re.compile(
     r"\blimits?\b[\s:(]{0,3}(?:\w+[=:]\s*)?\d|\blimit (?:of|is|at|=)\s*(?:\w+\s+){0,2}\d", re.IGNORECASE
@@ -1536,7 +1542,9 @@ def choose_action(
     if cat is Category.NETWORK:
         # A single process or agent we run (a resolver, a proxy) restarts; a link or a
         # zone with a redundant path fails over.
-        if rca.culprit_service in services and L.LEAK_OR_STUCK.search(text + own_text):
+        if rca.culprit_service in services and (
+            L.LEAK_OR_STUCK.search(own_cited + "\n" + own_text) or not _PATH_LEVEL.search(own_text)
+        ):
             return RunbookAction.RESTART_SERVICE
         return RunbookAction.FAILOVER
     if cat is Category.DEPENDENCY_FAILURE:
