@@ -578,6 +578,25 @@ def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
     onset = ef.onset(root)
     if onset is None or ef.explained.get(root, 0.0) >= 0.5:
         return None
+    # The root's own change, scored against another candidate's onset: it still precedes
+    # the root's own onset, and the owner is the strongest link there is.
+    owned: list[ChangeEvent] = []
+    for ch in ef.changes:
+        if ch.owner != root or ch.linked == root:
+            continue
+        delta = (onset - ch.at).total_seconds() / 60
+        if -1 <= delta <= 30:
+            owned.append(
+                replace(
+                    ch,
+                    linked=root,
+                    score=round(1.0 / (1.0 + max(delta - 5, 0) / 30), 3),
+                    minutes_before_onset=round(delta, 1),
+                    verdict=f"{delta:.0f} min before the onset of {root} (its own change)",
+                )
+            )
+    if owned:
+        return max(owned, key=lambda ch: (ch.score, ch.kind == "deployment", ch.at))
     timed: list[ChangeEvent] = []
     for ch in ef.changes:
         if ch.kind != "config" or ch.score >= GUILTY_CHANGE and ch.linked != root:
