@@ -842,7 +842,9 @@ def normalize_bundle(bundle: ContextBundle) -> tuple[ContextBundle, dict[str, st
 
 def is_change_line(text: str) -> bool:
     """A change verb applied to a changed object (config, flag, rule, secret, ...)."""
-    return bool(L.CHANGE_VERB.search(text) and L.CHANGE_OBJECT.search(text))
+    return bool(
+        L.CHANGE_VERB.search(text) and (L.CHANGE_OBJECT.search(text) or L.FEATURE_TOGGLE.search(text))
+    )
 
 
 _FAILURE_METRIC = re.compile(r"5xx|error|fail|declin|reject|timeout|evict|restart|oom|crash|kill", re.I)

@@ -153,6 +153,14 @@ CHANGE_OBJECT = _lex(
     r"\bkeys?\b",
     r"\.(?:ya?ml|json|toml|ini|conf|cfg|properties|vcl)\b",
 )
+# Feature-flag services name their flags "toggles" (Unleash: "feature toggles",
+# https://docs.getunleash.io/reference/feature-toggles; Togglz, FF4J likewise).
+FEATURE_TOGGLE = _lex(
+    "feature_toggle",
+    r"\btoggles?\b",
+    documented=True,
+    source="Unleash documentation: feature toggles (https://docs.getunleash.io/reference/feature-toggles)",
+)
 # A before/after value: "a -> b", "(was x)", "from x to y", "rolled out to 50%".
 VALUE_DIFF = _lex(
     "value_diff",
