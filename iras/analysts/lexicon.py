@@ -122,6 +122,8 @@ CHANGE_VERB = _lex(
     r"\bremoved\b",
     r"\bupgraded?\b",
     r"\bconfigured\b",
+    r"\bcommit(?:ted)?\b",
+    r"\bmoved?\b",
 )
 CHANGE_OBJECT = _lex(
     "change_object",

@@ -564,7 +564,10 @@ def _capacity_call(
     )
 
 
-def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
+_NEW_VALUE = re.compile(r"\S\s*->\s*([\w.:/-]+)")
+
+
+def _guilty_change(ef: EvidenceFacts, root: str, bundle: ContextBundle | None = None) -> ChangeEvent | None:
     """The change that triggered the root's failure, if one closely precedes its onset.
 
     A change linked to the root (its owner, a name or object it shares) is scored in
@@ -581,8 +584,21 @@ def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
     # The root's own change, scored against another candidate's onset: it still precedes
     # the root's own onset, and the owner is the strongest link there is.
     owned: list[ChangeEvent] = []
+    a = ef.anomalies.get(root)
+    own_failing = [
+        ln.message[:500]
+        for ln in (bundle.logs if bundle is not None else [])
+        if ln.service == root and ln.level.upper() in ("WARN", "WARNING", "ERROR", "CRITICAL", "FATAL")
+    ]
+    failing = " ".join([ln.message[:500] for ln in (a.lines if a else [])] + own_failing)
     for ch in ef.changes:
-        if ch.owner != root or ch.linked == root:
+        if ch.linked == root:
+            continue
+        # The root's failures show the value the change set ("port: 8080 -> 8081" and
+        # then "dial tcp ...:8081: connection refused"): that links them.
+        new_values = {v for v in _NEW_VALUE.findall(ch.text) if len(v) >= 3}
+        shows_value = any(re.search(r"(?<![\w.])" + re.escape(v) + r"(?![\w])", failing) for v in new_values)
+        if ch.owner != root and not (ch.kind == "config" and shows_value):
             continue
         delta = (onset - ch.at).total_seconds() / 60
         if -1 <= delta <= 30:
@@ -592,7 +608,8 @@ def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
                     linked=root,
                     score=round(1.0 / (1.0 + max(delta - 5, 0) / 30), 3),
                     minutes_before_onset=round(delta, 1),
-                    verdict=f"{delta:.0f} min before the onset of {root} (its own change)",
+                    verdict=f"{delta:.0f} min before the onset of {root} "
+                    + ("(its own change)" if ch.owner == root else "(its failures show the new value)"),
                 )
             )
     if owned:
@@ -623,7 +640,7 @@ def _guilty_change(ef: EvidenceFacts, root: str) -> ChangeEvent | None:
 def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryCall:
     lines = _root_lines(ef, bundle, root)
     texts = [ln.message for ln in lines]
-    change = _guilty_change(ef, root)
+    change = _guilty_change(ef, root, bundle)
     cand = ef.candidates.get(root)
     if change is not None and "(time only)" in change.verdict:
         cap = _capacity_call(ef, bundle, root, texts)
