@@ -1188,12 +1188,12 @@ PATH_RELIABILITY: dict[str, tuple[int, int]] = {
     "release precedes the onset, narrow": (3, 6),
     "documented Kubernetes reason, resource exhaustion": (4, 6),
     "documented Kubernetes reason": (7, 7),
-    "linked change precedes the onset, wide, corroborated": (4, 4),
+    "linked change precedes the onset, wide, corroborated": (7, 7),
     "linked change precedes the onset, wide": (3, 6),
     "linked change precedes the onset, narrow": (2, 7),
-    "one failure mode dominates the root's lines": (9, 12),
-    "failure mode read from a few lines, wide": (10, 22),
-    "failure mode read from a few lines, narrow": (12, 39),
+    "one failure mode dominates the root's lines": (10, 12),
+    "failure mode read from a few lines, wide": (10, 19),
+    "failure mode read from a few lines, narrow": (13, 39),
 }
 WIDE_MARGIN = 0.6
 # Standard errors below the measured ratio: a path seen a few times is trusted less than
