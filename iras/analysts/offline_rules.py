@@ -1390,7 +1390,10 @@ def _diagnose(facts: IncidentFacts, bundle: ContextBundle) -> Diagnosis:
             f"{call.category.value} lives in {refined}: its own lines show it (ranked root was {root})"
         )
         root = refined
-        call = categorize(ef, bundle, root)
+        # The certificate's owner was chosen because of the certificate failure; its own
+        # other lines (a deprecation warning, a config reload) do not change what failed.
+        if call.category is not Category.CERTIFICATE_EXPIRY:
+            call = categorize(ef, bundle, root)
     culprit = root
     sha: str | None = None
     if (
