@@ -564,22 +564,6 @@ def _capacity_call(
     )
 
 
-def _as_release(ef: EvidenceFacts, change: ChangeEvent) -> ChangeEvent:
-    """A config line written by a release of the same component within two minutes is that
-    release (its new settings ship with it): the release is what to roll back."""
-    if change.kind != "config":
-        return change
-    for ch in ef.changes:
-        if (
-            ch.kind == "deployment"
-            and ch.owner == change.owner
-            and ch.deployment is not None
-            and abs((ch.at - change.at).total_seconds()) <= 120
-        ):
-            return replace(ch, linked=change.linked, score=change.score, verdict=change.verdict)
-    return change
-
-
 _NEW_VALUE = re.compile(r"\S\s*->\s*([\w.:/-]+)")
 
 
@@ -593,9 +577,7 @@ def _guilty_change(ef: EvidenceFacts, root: str, bundle: ContextBundle | None = 
     linked = [ch for ch in ef.changes if ch.linked == root and ch.score >= GUILTY_CHANGE]
     if linked:
         # A release wins a tie with a config line; otherwise the closest before the onset.
-        return _as_release(
-            ef, max(linked, key=lambda ch: (round(ch.score, 1), ch.kind == "deployment", ch.at))
-        )
+        return max(linked, key=lambda ch: (round(ch.score, 1), ch.kind == "deployment", ch.at))
     onset = ef.onset(root)
     if onset is None or ef.explained.get(root, 0.0) >= 0.5:
         return None
