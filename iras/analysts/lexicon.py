@@ -383,6 +383,9 @@ CERT_FAILURE = _lex(
 NETWORK_WORD = _lex(
     "network_word",
     r"(?:\bNXDOMAIN\b)|(?:\bSERVFAIL\b)|(?:\bnameserver\b)|(?:\bDNS\b)",
+    # The DNS response code of a successful answer (RFC 1035 RCODE 0), printed by resolvers
+    # and probes next to the server that did not answer.
+    r"\bNOERROR\b",
     r"(?:\bNIC\b)|(?:\bMTU\b)|(?:\bport-channel\b)|(?:\binterface\b)",
     r"(?:\bVIP\b)|(?:\bload.?balancer\b)|(?:\bARP\b)|(?:\biptables\b)|(?:\bgateway\b)",
     r"(?:\bAZ\b)|(?:\broute)|(?:\btcp\b)|(?:\budp\b)|(?:\bzone\b)",
