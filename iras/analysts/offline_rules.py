@@ -764,11 +764,16 @@ def _linked_benign(ef: EvidenceFacts, bundle: ContextBundle, benign: list[LogLin
 
 
 def _benign_lines(bundle: ContextBundle) -> list[LogLine]:
-    out = [
-        ln
-        for ln in bundle.logs
-        if L.BENIGN_ACTOR.search(ln.message.split("\n")[0]) or L.LOAD_TOOL.search(ln.message.split("\n")[0])
-    ]
+    """Lines that describe benign activity. The emitter's own name inside its line (an
+    image tag, a start-up banner) says who wrote it, not what it did, so it does not count."""
+
+    def benign(ln: LogLine) -> bool:
+        first = ln.message.split("\n")[0]
+        if ln.service and len(ln.service) >= 3:
+            first = first.replace(ln.service, " ")
+        return bool(L.BENIGN_ACTOR.search(first) or L.LOAD_TOOL.search(first))
+
+    out = [ln for ln in bundle.logs if benign(ln)]
     return out + [ln for ln in _single_location_failures(bundle.logs) if ln not in out]
 
 
