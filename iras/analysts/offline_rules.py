@@ -18,8 +18,11 @@ step leaving a line in `reasoning`:
    link/DNS/route x loss/flap, corrupted/zero/encoding data); a root that only others
    report on is a dependency failure.
 5. **Action** by category and condition, **severity** from customer impact (README
-   rules), **confidence** from the ranking margin and how many independent kinds
-   of evidence agree, **evidence** = the root's distinctive lines verbatim.
+   rules), **confidence** = the measured reliability of the reasoning path that
+   decided (`PATH_RELIABILITY`: the kind of evidence, the ranking margin, whether
+   independent kinds agree), as a Wilson lower bound so that the 0.7 gate admits only
+   paths that are right about nine times in ten, **evidence** = the root's distinctive
+   lines verbatim.
 """
 
 from __future__ import annotations
