@@ -4,6 +4,7 @@ with the offline analyst and with Claude against the fake Messages API."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -85,9 +86,13 @@ def test_make_eval_defaults_to_the_projects_own_scenarios_and_takes_a_dir() -> N
 
     def command(*extra: str) -> str:
         # -n prints the recipe; -o skips the install stamp so nothing is rebuilt.
+        # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would turn on
+        # "Entering/Leaving directory" lines: run this make as a top-level one.
+        env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
         done = subprocess.run(
-            [make, "-n", "-o", ".venv/.installed-stamp", "eval", *extra],
+            [make, "-n", "--no-print-directory", "-o", ".venv/.installed-stamp", "eval", *extra],
             cwd=root,
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,

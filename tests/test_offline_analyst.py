@@ -824,3 +824,91 @@ def test_json_log_lines_are_read_unwrapped_and_cited_verbatim() -> None:
     originals = {ln.message for ln in as_json}
     assert two.evidence and all(e in originals for e in two.evidence)
     assert all(e in originals for s in two.suspects for e in s.evidence)
+
+
+# --------------------------------------------------------------------------- calibration, formats, policy
+
+
+def test_path_reliability_is_a_lower_bound_that_grows_with_the_evidence() -> None:
+    from iras.analysts.offline_rules import PATH_RELIABILITY, reliability
+
+    assert reliability(7, 7) > reliability(3, 3) > 0.5
+    assert reliability(9, 10) < 0.9 and reliability(0, 5) == 0.0 and reliability(0, 0) == 0.0
+    # Paths that are often wrong stay below the 0.7 gate.
+    assert reliability(*PATH_RELIABILITY["failure mode read from a few lines, narrow"]) < 0.5
+    assert reliability(*PATH_RELIABILITY["false alarm next to some failures"]) < 0.7
+
+
+def test_logfmt_lines_are_read_like_json_lines_without_the_emitter_fields() -> None:
+    from iras.analysts.facts import unwrap_message
+
+    line = 'time=2025-01-01T00:00:00Z level=warn logger=edge-gw msg="renewal failed, will retry" cert=api-tls'
+    assert unwrap_message(line) == "renewal failed, will retry cert=api-tls"
+    # Free text with a few key=value pairs is not logfmt: left as written.
+    assert unwrap_message("GET /x status=500 took=3ms") == "GET /x status=500 took=3ms"
+
+
+def test_resource_exhaustion_at_a_stated_limit_raises_it_whatever_victims_say() -> None:
+    logs = [
+        _line(
+            -3,
+            "worker",
+            "ERROR",
+            "Last State: Terminated, Reason: OOMKilled (limits: memory=8Gi), Restart Count: 3",
+        ),
+        _line(-2, "scorer", "WARN", "features stale, using fallback rules"),
+    ]
+    rca = RootCauseHypothesis(
+        primary_cause="x",
+        category=Category.RESOURCE_EXHAUSTION,
+        culprit_service="worker",
+        evidence=[ln.message for ln in logs],
+        confidence=0.8,
+    )
+    assert choose_action(rca, _bundle(logs), Severity.P1) is RunbookAction.INCREASE_RESOURCE_LIMIT
+
+
+def test_resource_exhaustion_after_growth_over_a_long_uptime_restarts() -> None:
+    logs = [
+        _line(
+            -9 + i,
+            "search",
+            "WARN",
+            json.dumps({"msg": "memory watermark", "rss_mb": 1800 + 40 * i, "uptime_days": 19}),
+        )
+        for i in range(4)
+    ] + [_line(-2, "search", "ERROR", "Reason: OOMKilled (limits: memory=2Gi)")]
+    rca = RootCauseHypothesis(
+        primary_cause="x",
+        category=Category.RESOURCE_EXHAUSTION,
+        culprit_service="search",
+        evidence=[logs[-1].message],
+        confidence=0.8,
+    )
+    assert choose_action(rca, _bundle(logs), Severity.P1) is RunbookAction.RESTART_SERVICE
+
+
+def test_an_expired_certificate_lives_in_the_renewal_automation_that_failed() -> None:
+    logs = _noise("otel-agent") + [
+        _line(
+            -40 + 10 * i,
+            "cert-manager",
+            "WARN",
+            "Certificate shop/api-tls: renewal failed, will retry; not after in 1 days",
+        )
+        for i in range(3)
+    ]
+    logs += [
+        _line(
+            -5 + i,
+            "edge-gw",
+            "ERROR",
+            "TLS handshake failed: x509: certificate has expired or is not yet valid",
+        )
+        for i in range(5)
+    ]
+    diag = diagnose(
+        _facts("edge-gw", "edge-gw probe failing"), _bundle(logs, [_ratio("edge-gw", 0.4, 0.001)])
+    )
+    assert diag.hypothesis.category is Category.CERTIFICATE_EXPIRY
+    assert diag.hypothesis.culprit_service == "cert-manager"

@@ -37,6 +37,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 from iras.analysts import lexicon as L
 from iras.analysts.base import IncidentFacts
@@ -335,11 +337,16 @@ def _level(line: LogLine) -> str:
 
 
 def _line_weight(line: LogLine) -> float:
-    w = LEVEL_WEIGHT.get(_level(line), 0.0)
+    return _weight(_level(line), line.message)
+
+
+@lru_cache(maxsize=65536)
+def _weight(level: str, text: str) -> float:
+    """How much a line counts as a failure; cached because every stage asks about every line."""
+    w = LEVEL_WEIGHT.get(level, 0.0)
     if w:
         return w
     # Orchestrator events and container states are often logged at INFO.
-    text = line.message
     if any(lex.search(text) for lex in _K8S_FAILURE):
         return 0.6
     return 0.0
@@ -757,20 +764,55 @@ class _Builder:
 
 
 _MESSAGE_KEYS = ("msg", "message", "@message", "log", "event", "text")
-_SKIP_KEYS = {"ts", "time", "timestamp", "@timestamp", "level", "severity", "lvl"}
+# Timestamps, levels and the emitter's own identity (the line's service already says who
+# wrote it); the other fields are part of what the line says.
+_SKIP_KEYS = {
+    "ts",
+    "time",
+    "timestamp",
+    "@timestamp",
+    "level",
+    "severity",
+    "lvl",
+    "logger",
+    "logger_name",
+    "service",
+    "service_name",
+    "caller",
+}
+
+
+_LOGFMT_PAIR = re.compile(r'([A-Za-z_@][\w.@-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _logfmt(text: str) -> dict[str, str] | None:
+    """A logfmt line (`time=... level=error msg="..."`) as a dict; None when the line is not
+    made only of key=value pairs or carries no message key."""
+    pairs = list(_LOGFMT_PAIR.finditer(text))
+    if len(pairs) < 2 or sum(len(m.group(0)) + 1 for m in pairs) < len(text):
+        return None
+    doc = {}
+    for m in pairs:
+        v = m.group(2)
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        doc[m.group(1)] = v
+    return doc if any(k in doc for k in _MESSAGE_KEYS) else None
 
 
 def unwrap_message(message: str) -> str:
-    """A JSON-structured log line read as text: its message first, then its other fields as
+    """A JSON-structured or logfmt log line read as text: its message first, then its other fields as
     key=value, so the same reading applies whatever the log format. Other lines unchanged."""
     text = message.strip()
-    if not (text.startswith("{") and text.endswith("}")):
-        return message
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return message
-    if not isinstance(doc, dict):
+    doc: Any
+    if text.startswith("{") and text.endswith("}"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return message
+    else:
+        doc = _logfmt(text)
+    if not isinstance(doc, dict) or not doc:
         return message
     head = next((str(doc[k]) for k in _MESSAGE_KEYS if isinstance(doc.get(k), str) and doc.get(k)), "")
     rest = " ".join(
@@ -800,7 +842,9 @@ def normalize_bundle(bundle: ContextBundle) -> tuple[ContextBundle, dict[str, st
 
 def is_change_line(text: str) -> bool:
     """A change verb applied to a changed object (config, flag, rule, secret, ...)."""
-    return bool(L.CHANGE_VERB.search(text) and L.CHANGE_OBJECT.search(text))
+    return bool(
+        L.CHANGE_VERB.search(text) and (L.CHANGE_OBJECT.search(text) or L.FEATURE_TOGGLE.search(text))
+    )
 
 
 _FAILURE_METRIC = re.compile(r"5xx|error|fail|declin|reject|timeout|evict|restart|oom|crash|kill", re.I)

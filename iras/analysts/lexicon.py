@@ -122,6 +122,8 @@ CHANGE_VERB = _lex(
     r"\bremoved\b",
     r"\bupgraded?\b",
     r"\bconfigured\b",
+    r"\bcommit(?:ted)?\b",
+    r"\bmoved?\b",
 )
 CHANGE_OBJECT = _lex(
     "change_object",
@@ -152,6 +154,14 @@ CHANGE_OBJECT = _lex(
     r"\bcertificate\b",
     r"\bkeys?\b",
     r"\.(?:ya?ml|json|toml|ini|conf|cfg|properties|vcl)\b",
+)
+# Feature-flag services name their flags "toggles" (Unleash: "feature toggles",
+# https://docs.getunleash.io/reference/feature-toggles; Togglz, FF4J likewise).
+FEATURE_TOGGLE = _lex(
+    "feature_toggle",
+    r"\btoggles?\b",
+    documented=True,
+    source="Unleash documentation: feature toggles (https://docs.getunleash.io/reference/feature-toggles)",
 )
 # A before/after value: "a -> b", "(was x)", "from x to y", "rolled out to 50%".
 VALUE_DIFF = _lex(
@@ -373,6 +383,9 @@ CERT_FAILURE = _lex(
 NETWORK_WORD = _lex(
     "network_word",
     r"(?:\bNXDOMAIN\b)|(?:\bSERVFAIL\b)|(?:\bnameserver\b)|(?:\bDNS\b)",
+    # The DNS response code of a successful answer (RFC 1035 RCODE 0), printed by resolvers
+    # and probes next to the server that did not answer.
+    r"\bNOERROR\b",
     r"(?:\bNIC\b)|(?:\bMTU\b)|(?:\bport-channel\b)|(?:\binterface\b)",
     r"(?:\bVIP\b)|(?:\bload.?balancer\b)|(?:\bARP\b)|(?:\biptables\b)|(?:\bgateway\b)",
     r"(?:\bAZ\b)|(?:\broute)|(?:\btcp\b)|(?:\budp\b)|(?:\bzone\b)",
