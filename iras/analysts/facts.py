@@ -320,7 +320,8 @@ def _raw_mentions(message: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- main
 
 
-def _alert_service(facts: IncidentFacts) -> str | None:
+def alert_service(facts: IncidentFacts) -> str | None:
+    """The service the alert names: the incident's, else the first alert's, else a label."""
     if facts.service:
         return facts.service
     for alert in facts.alerts:
@@ -375,7 +376,7 @@ class _Builder:
         self.facts = facts
         self.bundle = bundle
         self.logs = sorted(bundle.logs, key=lambda ln: ln.timestamp)
-        self.alert_service = _alert_service(facts)
+        self.alert_service = alert_service(facts)
         self.alert_time = facts.alert.timestamp if facts.alert else None
         self.candidates: dict[str, Candidate] = {}
         self.mentions: list[list[str]] = []  # per log line: candidates it names (not its own service)

@@ -38,6 +38,7 @@ from iras.analysts.facts import (
     Anomaly,
     ChangeEvent,
     EvidenceFacts,
+    alert_service,
     compute_facts,
     metric_deviation,
     names_in,
@@ -137,18 +138,6 @@ class Diagnosis:
 
 
 # --------------------------------------------------------------------------- alert
-
-
-def alert_service(facts: IncidentFacts) -> str | None:
-    if facts.service:
-        return facts.service
-    for alert in facts.alerts:
-        if alert.service:
-            return alert.service
-        for key in ("service", "app", "container", "job"):
-            if alert.labels.get(key):
-                return alert.labels[key]
-    return None
 
 
 def alert_text(facts: IncidentFacts) -> str:
