@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -31,6 +33,18 @@ def _events(doc: dict[str, object]) -> list[str]:
     return [t["event"] for t in doc["timeline"]]  # type: ignore[index, union-attr]
 
 
+def _escalation_settled(pipeline: FlaskClient, incident_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The incident once its post-mortem is written and the Slack escalation sent: both
+    are tasks of their own that run after the status reaches `escalated`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = pipeline.get(f"/incidents/{incident_id}").get_json()
+        sent = {"kind": "slack.escalation", "incident_id": incident_id} in mock.SENT
+        if (doc.get("postmortem") and sent) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.05)
+
+
 def _rca(doc: dict[str, object]) -> dict[str, object]:
     return next(s for s in doc["stages"] if s["stage"] == "rca")["result"]  # type: ignore[attr-defined, index]
 
@@ -47,7 +61,8 @@ def test_with_nothing_configured_every_alert_escalates_honestly_without_a_plan(
     nothing_configured: None, pipeline: FlaskClient, wait_for: WaitFor, title: str, service: str
 ) -> None:
     incident_id = fire(pipeline, title=title, service=service)
-    doc = wait_for(incident_id, "escalated")
+    wait_for(incident_id, "escalated")
+    doc = _escalation_settled(pipeline, incident_id)
 
     assert doc["plan"] is None and not doc["step_runs"]
     assert _events(doc) == [
