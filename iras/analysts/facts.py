@@ -348,27 +348,11 @@ def _weight(level: str, text: str) -> float:
     if w:
         return w
     # Orchestrator events and container states are often logged at INFO.
-    if any(lex.search(text) for lex in _K8S_FAILURE):
-        return 0.6
-    return 0.0
-
-
-_K8S_FAILURE = (
-    L.K8S_IMAGE,
-    L.K8S_CONFIG,
-    L.K8S_QUOTA,
-    L.K8S_OOM,
-    L.K8S_SCHEDULING,
-    L.K8S_PROBE,
-    L.K8S_MOUNT,
-    L.K8S_PRESSURE,
-    L.K8S_CRASHLOOP,
-    L.K8S_HPA_MAX,
-)
+    return 0.6 if _is_kubernetes_failure(text) else 0.0
 
 
 def _is_kubernetes_failure(text: str) -> bool:
-    return any(lex.search(text) for lex in _K8S_FAILURE)
+    return L.K8S_FAILURE_ANY.search(text) is not None
 
 
 class _Builder:

@@ -285,6 +285,23 @@ K8S_HPA_MAX = _lex(
     source="Kubernetes HorizontalPodAutoscaler conditions (kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale)",
 )
 
+
+# Every documented Kubernetes failure state above, as one case-sensitive pattern: orchestrator
+# events and container states are often logged at INFO and still mean something failed.
+K8S_FAILURES = (
+    K8S_IMAGE,
+    K8S_CONFIG,
+    K8S_QUOTA,
+    K8S_OOM,
+    K8S_SCHEDULING,
+    K8S_PROBE,
+    K8S_MOUNT,
+    K8S_PRESSURE,
+    K8S_CRASHLOOP,
+    K8S_HPA_MAX,
+)
+K8S_FAILURE_ANY = re.compile("|".join(f"(?:{lex.pattern.pattern})" for lex in K8S_FAILURES))
+
 # --------------------------------------------------------------------------- categories
 # Resource words x failure words: a process ran out of something.
 RESOURCE_WORD = _lex(

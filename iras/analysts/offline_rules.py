@@ -417,25 +417,6 @@ def _root_lines(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> list[Log
     return own + seen[:10]
 
 
-_K8S_ANY = re.compile(
-    "|".join(
-        lex.pattern.pattern
-        for lex in (
-            L.K8S_IMAGE,
-            L.K8S_CONFIG,
-            L.K8S_QUOTA,
-            L.K8S_OOM,
-            L.K8S_SCHEDULING,
-            L.K8S_PROBE,
-            L.K8S_MOUNT,
-            L.K8S_PRESSURE,
-            L.K8S_CRASHLOOP,
-            L.K8S_HPA_MAX,
-        )
-    )
-)
-
-
 def _k8s_call(
     texts: list[str], change: ChangeEvent | None, ef: EvidenceFacts, root: str
 ) -> CategoryCall | None:
@@ -643,7 +624,7 @@ def categorize(ef: EvidenceFacts, bundle: ContextBundle, root: str) -> CategoryC
     k8s_texts = [
         ln.message
         for ln in bundle.logs
-        if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
+        if (ln.service == root or root in names_in(ef, ln)) and L.K8S_FAILURE_ANY.search(ln.message)
     ]
     k8s = _k8s_call(k8s_texts, change, ef, root) if k8s_texts else None
     if k8s is not None:
@@ -970,7 +951,7 @@ def _evidence_for(ef: EvidenceFacts, bundle: ContextBundle, root: str, call: Cat
     k8s_lines = [
         ln
         for ln in bundle.logs
-        if (ln.service == root or root in names_in(ef, ln)) and _K8S_ANY.search(ln.message)
+        if (ln.service == root or root in names_in(ef, ln)) and L.K8S_FAILURE_ANY.search(ln.message)
     ]
     suspects_first = [
         ln

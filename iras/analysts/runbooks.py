@@ -727,7 +727,8 @@ def _pin_memory(step: RemediationStep, argv: list[str], workloads: list[Workload
         return step
     notes = [n for n in step.safety_notes if not n.startswith("Current limit unknown")]
     if new_bytes is None or new_bytes <= old_bytes:
-        new = _bigger_memory(old)[0] if _bigger_memory(old)[1] else f"{old_bytes * 2 // 2**20}Mi"
+        doubled, known = _bigger_memory(old)
+        new = doubled if known else f"{old_bytes * 2 // 2**20}Mi"
         notes.append(f"{container} already has a {old} memory limit: the new limit was raised above it.")
     resource, ns = f"{kind}/{facts.name}", facts.namespace
     return step.model_copy(

@@ -81,6 +81,20 @@ def block_text(text: str | None, limit: int = MAX_DESCRIPTION_CHARS, indent: str
     return "\n".join(indent + line for line in defang(body).splitlines())
 
 
+def clip_lines(lines: list[str], max_chars: int, what: str) -> list[str]:
+    """The leading lines that fit in `max_chars` (newlines counted), then a marker that
+    says how many were left out, so the model knows the block is incomplete."""
+    kept: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        if used + len(line) + 1 > max_chars:
+            kept.append(f"…[{what} truncated: {len(lines) - index} more lines]")
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return kept
+
+
 def data_block(tag: str, lines: Iterable[str]) -> str:
     assert tag in DATA_TAGS
     inner = "\n".join(line for line in lines if line is not None)
@@ -132,12 +146,4 @@ def render_facts(facts: IncidentFacts, max_chars: int = 60_000) -> str:
     if not facts.alerts and facts.payload:
         lines.append("raw_payload: |")
         lines.append(block_text(repr(facts.payload)))
-    kept: list[str] = []
-    used = 0
-    for index, line in enumerate(lines):
-        if used + len(line) + 1 > max_chars:
-            kept.append(f"…[alert data truncated: {len(lines) - index} more lines]")
-            break
-        kept.append(line)
-        used += len(line) + 1
-    return data_block("alert_data", kept)
+    return data_block("alert_data", clip_lines(lines, max_chars, "alert data"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from iras.analysts.prompts.common import data_block, one_line
+from iras.analysts.prompts.common import clip_lines, data_block, one_line
 from iras.schemas import ContextBundle, LogLine
 
 if TYPE_CHECKING:
@@ -196,15 +196,7 @@ def render_computed_facts(facts: ComputedFacts, max_chars: int = 6000) -> str:
         lines.append("- none found")
     lines.extend(_change_line(change, facts, onsets) for change in changes)
 
-    kept: list[str] = []
-    used = 0
-    for index, line in enumerate(lines):
-        if used + len(line) + 1 > max_chars:
-            kept.append(f"…[computed facts truncated: {len(lines) - index} more lines]")
-            break
-        kept.append(line)
-        used += len(line) + 1
-    return data_block("computed_facts", kept)
+    return data_block("computed_facts", clip_lines(lines, max_chars, "computed facts"))
 
 
 # --------------------------------------------------------------------------- computing the basic view
