@@ -101,7 +101,7 @@ _FAILURE_METRIC = re.compile(
 )
 # Latency of a hop behind the user path (a dependency, a query, a disk), not what users wait for.
 _BEHIND_PATH = re.compile(
-    r"upstream|dependency|_db_|^db_|query|disk|\bio\b|_io_|own_latency|internal|vendor", re.I
+    r"upstream|dependency|_db_|^db_|query|disk|\bio\b|_io_|internal|vendor", re.I
 )
 _SUCCESS_METRIC = re.compile(r"success|availability|probe_success|good", re.IGNORECASE)
 _ASYNC_METRIC = re.compile(
